@@ -1,0 +1,30 @@
+# Quickstart: `make run` (the main job) and `make test`. Only Python >= 3.11 and make are needed:
+# the first target that needs it creates .venv and installs archlab with its test extras.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+RUN_DIR ?= runs/mqar_mixers-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: run test lint install clean-venv
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "archlab needs Python >= 3.11 (set PYTHON=...)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(INSTALLED)
+	$(PY) -m launch.train --config=experiments/mqar_mixers.py --workdir=$(RUN_DIR)
+
+test: $(INSTALLED)
+	$(PY) -m pytest -q
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

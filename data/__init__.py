@@ -1,0 +1,23 @@
+"""data/: what is fed. TFDS builders prepared locally (no download) and Grain input pipelines.
+
+Use: `ds = data.load("mqar", {"seq_len": 64}, data_dir=None)`, then `ds.spec`, `ds.fingerprint`
+and `iter(ds.loader("train", batch_size=32, seed=0, shuffle=True, num_epochs=None))`.
+"""
+
+# Importing the builder modules registers them in DATASETS.
+from data import digits, mqar, text  # noqa: F401
+from data.config import DataConfigError
+from data.dataset import Dataset, default_params, load
+from data.pipeline import iterator_checkpoint_args
+from data.registry import DATASETS
+from data.spec import DatasetSpec
+
+__all__ = [
+    "DATASETS",
+    "DataConfigError",
+    "Dataset",
+    "DatasetSpec",
+    "default_params",
+    "iterator_checkpoint_args",
+    "load",
+]

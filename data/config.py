@@ -1,0 +1,83 @@
+"""Dataset parameters as TFDS BuilderConfigs whose name encodes every value.
+
+TFDS keys a prepared dataset's folder by builder config *name*, so two different parameter sets
+must never share a name; the name is therefore derived from all fields (e.g. `v256_t64_k4_q4_...`)
+instead of being chosen by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping
+from typing import Any, Self
+
+import tensorflow_datasets as tfds
+
+
+class DataConfigError(ValueError):
+    """A dataset was asked for with parameters it does not have or cannot honour."""
+
+
+def param(default: int | float, abbr: str) -> Any:
+    """Declares a dataset parameter; `abbr` is its prefix in the config name."""
+    return dataclasses.field(default=default, metadata={"abbr": abbr})
+
+
+@dataclasses.dataclass(eq=False)
+class ParamsConfig(tfds.core.BuilderConfig):
+    """Base for a builder's parameters: subclasses add fields declared with `param`."""
+
+    @classmethod
+    def param_fields(cls) -> list[dataclasses.Field]:
+        fields = [f for f in dataclasses.fields(cls) if "abbr" in f.metadata]
+        abbrs = [f.metadata["abbr"] for f in fields]
+        # A repeated prefix would let two parameter sets share a folder; fail at first use.
+        if len(set(abbrs)) != len(abbrs):
+            raise TypeError(f"{cls.__name__}: parameter abbreviations are not unique: {abbrs}")
+        return fields
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: f.default for f in cls.param_fields()}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> Self:
+        """Validates `params` (unknown keys, types, ranges) and builds the named config."""
+        params = dict(params or {})
+        valid = cls.defaults()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise DataConfigError(
+                f"unknown dataset parameter(s) {unknown} for {cls.__name__}; "
+                f"valid keys: {', '.join(sorted(valid))}"
+            )
+        values = {k: _coerce(k, params.get(k, default), default) for k, default in valid.items()}
+        name = "_".join(
+            f"{f.metadata['abbr']}{_encode(values[f.name])}" for f in cls.param_fields()
+        )
+        config = cls(name=name, **values)
+        config.validate()
+        return config
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.param_fields()}
+
+    def validate(self) -> None:
+        """Raises DataConfigError when the values are inconsistent; override per dataset."""
+
+
+def _coerce(key: str, value: Any, default: int | float) -> int | float:
+    # Types follow the default so that `seq_len=64.0` or `True` cannot silently make a new config.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise DataConfigError(f"dataset parameter {key!r} must be a number, got {value!r}")
+    if isinstance(default, int):
+        if not float(value).is_integer():
+            raise DataConfigError(f"dataset parameter {key!r} must be an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _encode(value: int | float) -> str:
+    # TFDS config names allow [A-Za-z0-9_+-.]; '.' is avoided so names stay plain identifiers.
+    return repr(value).replace(".", "p").replace("-", "m")

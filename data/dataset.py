@@ -1,0 +1,85 @@
+"""The public entry points: `load` a dataset by name and parameters, get loaders from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import grain.python as grain
+
+from data import pipeline
+from data.builder import ArchlabBuilder, declared_dtypes
+from data.config import DataConfigError
+from data.prepare import prepare, resolve_data_dir
+from data.registry import DATASETS
+from data.spec import DatasetSpec
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A prepared dataset: its spec, its fingerprint, and loaders over its splits."""
+
+    spec: DatasetSpec
+    fingerprint: dict[str, Any]
+    builder: ArchlabBuilder
+
+    _sources: dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+    def source(self, split: str) -> Any:
+        """Random-access view of a split (TFDS ArrayRecord data source), opened once."""
+        if split not in self.spec.splits:
+            raise DataConfigError(
+                f"dataset {self.spec.name!r} has no split {split!r}; "
+                f"valid: {', '.join(sorted(self.spec.splits))}"
+            )
+        if split not in self._sources:
+            self._sources[split] = self.builder.as_data_source(split)
+        return self._sources[split]
+
+    def loader(
+        self,
+        split: str,
+        *,
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        num_epochs: int | None,
+        shard_index: int = 0,
+        shard_count: int = 1,
+        drop_remainder: bool = True,
+    ) -> grain.DataLoader:
+        """A Grain DataLoader; `batch_size` is per process (this shard's share of the batch)."""
+        return pipeline.make_loader(
+            self.source(split),
+            dtypes=declared_dtypes(self.builder),
+            batch_size=batch_size,
+            seed=seed,
+            shuffle=shuffle,
+            num_epochs=num_epochs,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            drop_remainder=drop_remainder,
+        )
+
+
+def default_params(name: str) -> dict[str, Any]:
+    """The parameters dataset `name` accepts, with their defaults."""
+    return DATASETS.get(name).CONFIG_CLASS.defaults()
+
+
+def load(
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> Dataset:
+    """Prepares dataset `name` with `params` on first use (once, under a lock) and opens it.
+
+    Raises registry.UnknownNameError for an unknown name and DataConfigError for a parameter the
+    dataset does not have or an invalid value.
+    """
+    builder_cls = DATASETS.get(name)
+    config = builder_cls.CONFIG_CLASS.from_params(dict(params) if params else {})
+    builder, fp = prepare(builder_cls, config, resolve_data_dir(data_dir))
+    return Dataset(spec=builder.spec(), fingerprint=fp, builder=builder)

@@ -1,0 +1,94 @@
+"""The full set of config keys a run understands, with their defaults.
+
+Every experiment file starts from `base_config()` and overrides what its study is about. The
+returned dict is locked by the loader, so a key that is not here is an error, not a silent no-op.
+Nothing in here is derived from other values: the training loop derives (vocabulary size from
+the dataset, per-process batch from the mesh, ...).
+"""
+
+import ml_collections
+
+import data
+
+# Logical axis name -> mesh axes. Parameters and activations name logical axes only; this table
+# decides the parallelism (MaxText-style). A mesh axis already taken by an earlier dimension of
+# the same array is skipped, so activations ('batch', 'length', 'embed') keep 'embed' replicated
+# while the 'embed' dimension of a weight is sharded over 'fsdp'.
+DEFAULT_SHARDING_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("kv", None),
+    ("length", None),
+    ("layers", None),
+)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "transformer"
+    c.model.num_layers = 2
+    c.model.d_model = 64
+    c.model.num_heads = 4
+    c.model.d_ff = 256
+    c.model.dropout_rate = 0.0
+    c.model.positional = "rope"
+    c.model.remat = False
+    c.model.tie_embeddings = False
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "mqar"
+    c.data.dir = ""  # '' -> $ARCHLAB_DATA_DIR, else ~/.cache/archlab/datasets
+    for name in data.DATASETS.names():  # each dataset's builder parameters, under its own name
+        c.data[name] = ml_collections.ConfigDict(data.default_params(name))
+
+    c.objective = ml_collections.ConfigDict()
+    c.objective.name = "next_token_xent"
+    c.objective.z_loss = 0.0
+    c.objective.label_smoothing = 0.0
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"  # adamw | lion | sgd | adafactor
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.98
+    c.optimizer.eps = 1e-8
+    c.optimizer.momentum = 0.9  # sgd only
+    c.optimizer.nesterov = False  # sgd only
+    c.optimizer.weight_decay = 0.1
+    c.optimizer.decay_embeddings = False  # norms and biases are never decayed
+    c.optimizer.grad_clip_norm = 1.0  # 0 disables clipping
+    c.optimizer.schedule = "cosine"  # cosine | linear | constant
+    c.optimizer.warmup_steps = 50
+    c.optimizer.end_lr_fraction = 0.1  # final lr = learning_rate * end_lr_fraction
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.batch_size = 64  # global, across all processes
+    c.train.grad_accum_steps = 1
+    c.train.compute_dtype = "float32"  # float32 | bfloat16; parameters stay float32
+    c.train.log_every = 50
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 250
+    c.eval.batch_size = 128
+    c.eval.num_batches = 0  # 0 -> the whole evaluation split
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 250
+    c.checkpoint.max_to_keep = 2
+    c.checkpoint.async_save = True
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: all devices not taken by the other axes
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    c.sharding = ml_collections.ConfigDict()
+    c.sharding.rules = DEFAULT_SHARDING_RULES
+    return c

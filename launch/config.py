@@ -1,0 +1,79 @@
+"""Loading, checking and comparing run configs.
+
+`absl` + `ml_collections.config_flags` do the parsing; this module turns everything that can go
+wrong with a config into a one-line `UsageError` that names the culprit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from launch.errors import UsageError
+
+
+def flatten(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """{'model.d_model': 64, ...}; tuples (such as sharding rules) stay leaves."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update({f"{key}.{k}": v for k, v in flatten(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Loads `path.py[:arg]` the way config_flags does, but reports failures in one line."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise UsageError(f"config file {path!r} does not exist")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_archlab_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # any failure here is the config file's, not ours
+        raise UsageError(f"config file {spec!r} does not load: {type(e).__name__}: {e}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UsageError(f"config file {spec!r}: get_config() must return a ConfigDict")
+    return config
+
+
+def check_override_keys(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+    """Every `--config.<key>=...` must name an existing key; suggest the closest one if not."""
+    known = set(flatten(config))
+    prefixes = {k.rsplit(".", i)[0] for k in known for i in range(k.count(".") + 1)}
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config.") :].split("=", 1)[0]
+        if key not in known and key not in prefixes:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"unknown config key {key!r}{hint}")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
+
+
+def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Flattened keys whose values differ between two JSON-loaded configs."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(old), flat(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<missing>") != b.get(k, "<missing>"))

@@ -1,0 +1,108 @@
+"""`manifest.json`: everything needed to say where a run's numbers came from."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from typing import Any
+
+import jax
+
+MANIFEST_FILE = "manifest.json"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "grain",
+    "tensorflow-datasets",
+    "ml-collections",
+    "numpy",
+)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", REPO_ROOT, *args], capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def git_state() -> dict[str, Any]:
+    """Commit, dirty flag and a hash of the uncommitted diff (untracked files listed by name)."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None, "diff_sha256": None}
+    status = _git("status", "--porcelain") or ""
+    diff = (_git("diff", "HEAD") or "") + status
+    return {
+        "commit": commit.strip(),
+        "dirty": bool(status.strip()),
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if status.strip() else None,
+    }
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def environment(mesh: jax.sharding.Mesh) -> dict[str, Any]:
+    return {
+        "backend": jax.default_backend(),
+        "devices": [str(d.device_kind) for d in jax.devices()],
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "mesh": dict(mesh.shape),
+        "host": platform.node(),
+        "platform": platform.platform(),
+    }
+
+
+def read(workdir: str) -> dict[str, Any] | None:
+    path = os.path.join(workdir, MANIFEST_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write(workdir: str, manifest: dict[str, Any]) -> None:
+    """Atomic: a kill mid-write leaves the previous manifest intact."""
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(workdir, MANIFEST_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def new_attempt(resumed_from_step: int | None) -> dict[str, Any]:
+    """One entry per launch of the same run: when it started, and from which checkpoint."""
+    return {
+        "command": [sys.executable, *sys.argv],
+        "start_time": now(),
+        "resumed_from_step": resumed_from_step,
+        "end_time": None,
+        "status": "running",
+    }

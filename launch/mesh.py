@@ -1,0 +1,110 @@
+"""The device mesh and the shardings of parameters, optimizer state and batches.
+
+Parallelism is declared, not coded: parameters name logical axes, `config.sharding.rules` maps
+them to the mesh axes ('data', 'fsdp', 'tensor'), and this module turns that into shardings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from launch.errors import UsageError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both data-parallel axes
+
+
+def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
+    """Resolves the one -1 entry (if any) and checks the product against the device count."""
+    sizes = [int(config.mesh[axis]) for axis in MESH_AXES]
+    spec = ",".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes, strict=True))
+    if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
+        raise UsageError(f"mesh {spec}: sizes must be positive, with at most one -1")
+    fixed = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if num_devices % fixed:
+            raise UsageError(f"mesh {spec} does not divide the {num_devices} available devices")
+        sizes[sizes.index(-1)] = num_devices // fixed
+    if int(np.prod(sizes)) != num_devices:
+        raise UsageError(
+            f"mesh {spec} needs {int(np.prod(sizes))} devices but {num_devices} are available"
+        )
+    return tuple(sizes)
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    shape = mesh_shape(config, jax.device_count())
+    # Auto axes: explicit sharding types would turn ordinary gathers into ShardingTypeErrors.
+    return Mesh(mesh_utils.create_device_mesh(shape), MESH_AXES)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
+def check_batch_size(name: str, batch_size: int, mesh: Mesh, microbatches: int = 1) -> None:
+    dp = data_parallel_size(mesh)
+    if batch_size % (dp * microbatches):
+        micro = f" x {microbatches} gradient-accumulation steps" if microbatches > 1 else ""
+        raise UsageError(
+            f"{name}={batch_size} is not divisible by the data-parallel size "
+            f"{dp} (mesh data x fsdp){micro}"
+        )
+    if batch_size % jax.process_count():
+        raise UsageError(f"{name}={batch_size} is not divisible by {jax.process_count()} processes")
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def logical_rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
+    return tuple((name, axes) for name, axes in config.sharding.rules)
+
+
+def unbox(tree: Any) -> Any:
+    """Plain arrays from `with_logical_partitioning` boxes (the shardings are applied by jit)."""
+    return jax.tree.map(
+        lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.meta.AxisMetadata) else x,
+        tree,
+        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
+    )
+
+
+def param_specs(boxed_abstract_params: Any) -> Any:
+    """Logical PartitionSpecs of every parameter, read from its `with_logical_partitioning` box."""
+    return nn.get_partition_spec(boxed_abstract_params)
+
+
+def optimizer_state_specs(
+    tx: optax.GradientTransformation, abstract_opt_state: Any, specs: Any
+) -> Any:
+    """Optimizer-state leaves shaped like a parameter get its spec; the rest are replicated."""
+    return optax.tree_map_params(
+        tx,
+        lambda _, spec: spec,
+        abstract_opt_state,
+        specs,
+        transform_non_params=lambda _: P(),
+        is_leaf=lambda x: isinstance(x, P),
+    )
+
+
+def to_shardings(logical_specs: Any, mesh: Mesh, rules: tuple) -> Any:
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """Assembles each process's slice of the global batch into one sharded global array."""
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }

@@ -1,0 +1,115 @@
+"""The optax optimizer a config names: update rule, schedule, clipping and weight-decay mask."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import ml_collections
+import optax
+
+from registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULES: Registry = Registry("schedule")
+
+# Parameter names (last path element) that are never decayed: norms' scales and all biases.
+_NEVER_DECAYED = ("scale", "bias")
+_EMBEDDING_NAMES = ("embedding", "pos_embedding")
+
+
+@SCHEDULES.register("cosine")
+def _cosine(c: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(
+        0.0,
+        c.learning_rate,
+        c.warmup_steps,
+        max(steps, c.warmup_steps + 1),
+        c.learning_rate * c.end_lr_fraction,
+    )
+
+
+@SCHEDULES.register("linear")
+def _linear(c: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
+    return optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps),
+            optax.linear_schedule(
+                c.learning_rate,
+                c.learning_rate * c.end_lr_fraction,
+                max(steps - c.warmup_steps, 1),
+            ),
+        ],
+        [c.warmup_steps],
+    )
+
+
+@SCHEDULES.register("constant")
+def _constant(c: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
+    return optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps),
+            optax.constant_schedule(c.learning_rate),
+        ],
+        [c.warmup_steps],
+    )
+
+
+def decay_mask(params: Any, decay_embeddings: bool) -> Any:
+    """True where weight decay applies: matrices, and embeddings only when asked."""
+
+    def decayed(path: tuple[str, ...], _: Any) -> bool:
+        name = path[-1]
+        if name in _NEVER_DECAYED:
+            return False
+        return decay_embeddings or not any(p in _EMBEDDING_NAMES for p in path)
+
+    return flax.traverse_util.path_aware_map(decayed, params)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(
+    c: ml_collections.ConfigDict, lr: optax.Schedule, mask: Any
+) -> optax.GradientTransformation:
+    return optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay, mask=mask)
+
+
+@OPTIMIZERS.register("lion")
+def _lion(
+    c: ml_collections.ConfigDict, lr: optax.Schedule, mask: Any
+) -> optax.GradientTransformation:
+    return optax.lion(lr, b1=c.b1, b2=c.b2, weight_decay=c.weight_decay, mask=mask)
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(
+    c: ml_collections.ConfigDict, lr: optax.Schedule, mask: Any
+) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.add_decayed_weights(c.weight_decay, mask=mask),
+        optax.sgd(lr, momentum=c.momentum or None, nesterov=c.nesterov),
+    )
+
+
+@OPTIMIZERS.register("adafactor")
+def _adafactor(
+    c: ml_collections.ConfigDict, lr: optax.Schedule, mask: Any
+) -> optax.GradientTransformation:
+    return optax.adafactor(
+        lr, weight_decay_rate=c.weight_decay or None, weight_decay_mask=mask, eps=c.eps
+    )
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The full update: optional global-norm clipping, then the named rule under its schedule."""
+    c = config.optimizer
+    mask = lambda params: decay_mask(params, c.decay_embeddings)  # noqa: E731
+    rule = OPTIMIZERS.get(c.name)(c, learning_rate_schedule(config), mask)
+    if c.grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), rule)
+    return rule
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """The schedule alone, so the loop can log the learning rate it used."""
+    return SCHEDULES.get(config.optimizer.schedule)(config.optimizer, config.train.steps)

@@ -1,0 +1,131 @@
+"""The train state and the pure functions the loop jits: one update step and one eval step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from launch.mesh import unbox
+
+Batch = dict[str, jax.Array]
+Objective = Callable[[jax.Array, Batch, dict[str, jax.Array]], tuple[jax.Array, dict]]
+
+# Which batch entry the model reads, per dataset kind.
+MODEL_INPUT = {"sequence": "inputs", "image": "image"}
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: optimizer updates done
+    params: Any
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key; step t uses fold_in(rng, t), so resuming needs no RNG replay
+
+
+def example_inputs(spec: Any) -> jax.Array:
+    """A one-example input of the dataset's shape, for init and eval_shape."""
+    if spec.kind == "sequence":
+        return jnp.zeros((1, spec.seq_len), jnp.int32)
+    return jnp.zeros((1, *spec.image_shape), jnp.float32)
+
+
+def init_state(
+    model: nn.Module, tx: optax.GradientTransformation, seed: int, example_inputs: jax.Array
+) -> TrainState:
+    """Boxed (logically partitioned) parameters; the caller reads specs, then unboxes."""
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = model.init(init_rng, example_inputs, train=False)["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(unbox(params)),
+        rng=train_rng,
+    )
+
+
+def _apply(
+    model: nn.Module, params: Any, inputs: jax.Array, train: bool, rng: jax.Array | None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Logits plus the auxiliary losses the model sowed, summed per name."""
+    rngs = {"dropout": rng} if rng is not None else {}
+    logits, collections = model.apply(
+        {"params": params}, inputs, train=train, rngs=rngs, mutable=["aux_loss"]
+    )
+    flat = flax.traverse_util.flatten_dict(collections.get("aux_loss", {}), sep="/")
+    aux = {
+        name: jnp.sum(jnp.asarray(jax.tree.leaves(v)).astype(jnp.float32))
+        for name, v in flat.items()
+    }
+    return logits, aux
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    objective: Objective,
+    input_key: str,
+    microbatches: int,
+    microbatch_sharding: Any,
+) -> Callable[[TrainState, Batch], tuple]:
+    """One optimizer update; with `microbatches` > 1 the gradient is averaged over a lax.scan."""
+
+    def loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
+        def loss_fn(p: Any) -> tuple:
+            logits, aux = _apply(model, p, batch[input_key], True, rng)
+            return objective(logits, batch, aux)
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        if microbatches == 1:
+            (loss, metrics), grads = loss_and_grad(state.params, batch, rng)
+        else:
+            # Microbatch i takes every `microbatches`-th example, so each one stays spread over
+            # all data-parallel devices instead of living on a few of them.
+            def split(x: jax.Array) -> jax.Array:
+                x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:])
+                return jax.lax.with_sharding_constraint(jnp.swapaxes(x, 0, 1), microbatch_sharding)
+
+            def accumulate(carry: tuple, micro: tuple) -> tuple:
+                index, micro_batch = micro
+                out, grads = loss_and_grad(
+                    state.params, micro_batch, jax.random.fold_in(rng, index)
+                )
+                return jax.tree.map(jnp.add, carry, (out, grads)), None
+
+            micro_batches = jax.tree.map(split, batch)
+            first = jax.tree.map(lambda x: x[0], micro_batches)
+            zeros = jax.tree.map(
+                lambda s: jnp.zeros(s.shape, s.dtype),
+                jax.eval_shape(loss_and_grad, state.params, first, rng),
+            )
+            summed, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro_batches))
+            (loss, metrics), grads = jax.tree.map(lambda x: x / microbatches, summed)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+        )
+        metrics = {**metrics, "total_loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(
+    model: nn.Module, objective: Objective, input_key: str
+) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+    def eval_step(params: Any, batch: Batch) -> dict[str, jax.Array]:
+        logits, aux = _apply(model, params, batch[input_key], False, None)
+        _, metrics = objective(logits, batch, aux)
+        return metrics
+
+    return eval_step

@@ -1,0 +1,192 @@
+"""Building blocks shared by architecture families: norms, embeddings, RoPE, attention, MLPs.
+
+Every parameter is born boxed with logical axis names, so sharding is decided by
+`config.sharding.rules` in the training loop and never here. Parameters are float32; `dtype` is
+the compute dtype. Numerically fragile steps (norm statistics, attention softmax, RoPE angles)
+run in float32 whatever the compute dtype is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Names = tuple[str | None, ...]
+
+# Small embedding init: with tied embeddings the same matrix produces logits, and a unit-variance
+# table would give logits of scale sqrt(d_model) at step 0.
+EMBED_INIT_STDDEV = 0.02
+
+ACTIVATION_NAMES: Names = ("batch", "length", "embed")
+
+
+def constrain(x: jax.Array, names: Names = ACTIVATION_NAMES) -> jax.Array:
+    """Logical sharding constraint; a no-op outside `nn.logical_axis_rules`."""
+    return nn.with_logical_constraint(x, names)
+
+
+class Dense(nn.Module):
+    """Linear map contracting input axes `axis` into `features`; no bias unless asked.
+
+    Used instead of nn.DenseGeneral because DenseGeneral initialises multi-axis kernels at a
+    flattened 2-D shape, and a boxed initializer then applies its 3-name constraint to a 2-D
+    array and fails under a mesh (i.e. in sharded init).
+    """
+
+    features: tuple[int, ...]
+    names: Names
+    axis: tuple[int, ...] = (-1,)
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        axis = tuple(a % x.ndim for a in self.axis)
+        n_in, n_out = len(axis), len(self.features)
+        init = nn.initializers.variance_scaling(
+            1.0,
+            "fan_in",
+            "truncated_normal",
+            in_axis=tuple(range(n_in)),
+            out_axis=tuple(range(n_in, n_in + n_out)),
+        )
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(init, self.names),
+            tuple(x.shape[a] for a in axis) + self.features,
+            jnp.float32,
+        )
+        y = jax.lax.dot_general(
+            x.astype(self.dtype), kernel.astype(self.dtype), ((axis, tuple(range(n_in))), ((), ()))
+        )
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros_init(), self.names[n_in:]),
+                self.features,
+                jnp.float32,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+def dense(
+    features: int | tuple[int, ...],
+    names: Names,
+    dtype: Dtype,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    use_bias: bool = False,
+    name: str | None = None,
+) -> Dense:
+    """A projection whose kernel (and bias) carry logical names; `names` covers kernel axes."""
+    features = features if isinstance(features, tuple) else (features,)
+    axis = axis if isinstance(axis, tuple) else (axis,)
+    return Dense(features, names, axis, use_bias, dtype, name=name)
+
+
+def rms_norm(dtype: Dtype, name: str | None = None) -> nn.RMSNorm:
+    """Pre-norm RMSNorm over the model width; statistics are reduced in float32."""
+    return nn.RMSNorm(
+        epsilon=1e-6,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        name=name,
+    )
+
+
+def embedding(
+    num_embeddings: int, features: int, dtype: Dtype, name: str | None = None
+) -> nn.Embed:
+    """Token embedding table named ('vocab', 'embed'); `.attend` gives tied logits."""
+    return nn.Embed(
+        num_embeddings=num_embeddings,
+        features=features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(EMBED_INIT_STDDEV), ("vocab", "embed")
+        ),
+        name=name,
+    )
+
+
+def rotate_half(x: jax.Array) -> jax.Array:
+    """[x1, x2] -> [-x2, x1] over the last axis (the GPT-NeoX / Llama convention)."""
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:
+    """Rotary position embedding, rotate-half convention.
+
+    x: [..., T, H, D] with D even; positions: [T] (or broadcastable to x's leading [..., T]).
+    Pair (i, i + D/2) is rotated by angle position * base**(-2i/D).
+    """
+    head_dim = x.shape[-1]
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+    inv_freq = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [..., T, D/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[..., None, :]  # broadcast over heads
+    xf = x.astype(jnp.float32)
+    out = xf * jnp.cos(angles) + rotate_half(xf) * jnp.sin(angles)
+    return out.astype(x.dtype)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Plain causal softmax attention. q, k, v: [B, T, H, D] -> [B, T, H, D] in v's dtype.
+
+    Scores and softmax are float32 so that bf16 compute does not lose the masking margin.
+    """
+    head_dim = q.shape[-1]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(head_dim))
+    t_q, t_k = q.shape[1], k.shape[1]
+    mask = jnp.tril(jnp.ones((t_q, t_k), dtype=bool), k=t_k - t_q)
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention without biases; optional RoPE on queries and keys."""
+
+    num_heads: int
+    head_dim: int
+    dtype: Dtype = jnp.float32
+    use_rope: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_model = x.shape[-1]
+        heads = (self.num_heads, self.head_dim)
+        qkv_names: Names = ("embed", "heads", "kv")
+        q = dense(heads, qkv_names, self.dtype, name="query")(x)
+        k = dense(heads, qkv_names, self.dtype, name="key")(x)
+        v = dense(heads, qkv_names, self.dtype, name="value")(x)
+        if self.use_rope:
+            positions = jnp.arange(x.shape[-2])
+            q, k = apply_rope(q, positions), apply_rope(k, positions)
+        out = causal_attention(q, k, v)
+        return dense(d_model, ("heads", "kv", "embed"), self.dtype, axis=(-2, -1), name="out")(out)
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP: (silu(x W_gate) * x W_up) W_down, no biases."""
+
+    d_ff: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_model = x.shape[-1]
+        gate = dense(self.d_ff, ("embed", "mlp"), self.dtype, name="gate")(x)
+        up = dense(self.d_ff, ("embed", "mlp"), self.dtype, name="up")(x)
+        h = constrain(nn.silu(gate) * up, ("batch", "length", "mlp"))
+        return dense(d_model, ("mlp", "embed"), self.dtype, name="down")(h)

@@ -1,0 +1,19 @@
+"""The objective registry: name -> `(logits, batch, aux, **options) -> (loss, metrics)`.
+
+Options are the objective config's numeric keys (`z_loss`, `label_smoothing`); `get_objective`
+binds them so the loop sees the plain `(logits, batch, aux)` contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from registry import Registry
+
+Metrics = dict[str, jax.Array]
+Objective = Callable[[jax.Array, dict[str, jax.Array], dict[str, Any]], tuple[jax.Array, Metrics]]
+
+OBJECTIVES: Registry[Callable[..., tuple[jax.Array, Metrics]]] = Registry("objective")

@@ -1,0 +1,104 @@
+"""Softmax cross-entropy objectives: next-token prediction and classification.
+
+Metrics are means over this batch's scored items plus `weight` (the number of scored items), so
+the loop aggregates batches as sum(metric * weight) / sum(weight).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from objectives.registry import OBJECTIVES, Metrics
+
+
+def total_aux_loss(aux: Any) -> jax.Array:
+    """Sum of every auxiliary loss; leaves must be scalars (sown tuples are fine)."""
+    leaves = [jnp.asarray(leaf, jnp.float32).reshape(()) for leaf in jax.tree.leaves(aux)]
+    return sum(leaves, jnp.float32(0.0))
+
+
+def weighted_xent(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    aux: Any,
+    *,
+    z_loss: float,
+    label_smoothing: float,
+) -> tuple[jax.Array, Metrics]:
+    """Cross-entropy over items with weight > 0. logits [..., V], targets/weights [...]."""
+    logits = logits.astype(jnp.float32)
+    weights = weights.astype(jnp.float32)
+    weight = jnp.sum(weights)
+    # Dividing by 1 when nothing is scored keeps the loss and its gradient at 0, not NaN.
+    denom = jnp.where(weight > 0, weight, 1.0)
+
+    def mean(x: jax.Array) -> jax.Array:
+        return jnp.sum(x * weights) / denom
+
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    if label_smoothing > 0:
+        soft = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
+        xent = optax.softmax_cross_entropy(logits, soft)
+    else:
+        xent = nll
+    ce = mean(xent)
+    loss = ce + total_aux_loss(aux)
+    metrics = {
+        "loss": ce,
+        "accuracy": mean((jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)),
+        "weight": weight,
+    }
+    if label_smoothing > 0:
+        # The unsmoothed NLL stays comparable across runs with different smoothing.
+        metrics["nll"] = mean(nll)
+    if z_loss > 0:
+        z = mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+        loss = loss + z_loss * z
+        metrics["z_loss"] = z
+    return loss, metrics
+
+
+@OBJECTIVES.register("next_token_xent")
+def next_token_xent(
+    logits: jax.Array,
+    batch: dict[str, jax.Array],
+    aux: Any,
+    *,
+    z_loss: float = 0.0,
+    label_smoothing: float = 0.0,
+) -> tuple[jax.Array, Metrics]:
+    """logits [B, T, V]; batch['targets'] int32 [B, T], batch['loss_mask'] float32 [B, T]."""
+    return weighted_xent(
+        logits,
+        batch["targets"],
+        batch["loss_mask"],
+        aux,
+        z_loss=z_loss,
+        label_smoothing=label_smoothing,
+    )
+
+
+@OBJECTIVES.register("classification_xent")
+def classification_xent(
+    logits: jax.Array,
+    batch: dict[str, jax.Array],
+    aux: Any,
+    *,
+    z_loss: float = 0.0,
+    label_smoothing: float = 0.0,
+) -> tuple[jax.Array, Metrics]:
+    """logits [B, C]; batch['label'] int32 [B]. Every example is scored."""
+    labels = batch["label"]
+    return weighted_xent(
+        logits,
+        labels,
+        jnp.ones(labels.shape, jnp.float32),
+        aux,
+        z_loss=z_loss,
+        label_smoothing=label_smoothing,
+    )

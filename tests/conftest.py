@@ -1,0 +1,79 @@
+"""Shared fixtures: running `launch.train` as a user would, in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small MQAR run that still exercises every part of the loop: logging, eval, checkpoints.
+TINY = [
+    "--config=experiments/mqar_mixers.py",
+    "--config.data.mqar.vocab_size=32",
+    "--config.data.mqar.seq_len=16",
+    "--config.data.mqar.num_kv_pairs=2",
+    "--config.data.mqar.num_queries=2",
+    "--config.data.mqar.train_examples=512",
+    "--config.data.mqar.eval_examples=64",
+    "--config.model.num_layers=1",
+    "--config.model.d_model=32",
+    "--config.model.num_heads=2",
+    "--config.model.d_ff=64",
+    "--config.train.steps=20",
+    "--config.train.batch_size=16",
+    "--config.train.log_every=5",
+    "--config.eval.every=10",
+    "--config.eval.batch_size=32",
+    "--config.checkpoint.every=5",
+    "--config.optimizer.warmup_steps=5",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One dataset cache for the whole session, so each dataset is prepared once."""
+    return str(tmp_path_factory.mktemp("datasets"))
+
+
+def train_env(data_dir: str, devices: int = 1) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ARCHLAB_DATA_DIR"] = data_dir
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def train_command(workdir: Path | str, *overrides: str, base: list[str] = TINY) -> list[str]:
+    return [sys.executable, "-m", "launch.train", *base, f"--workdir={workdir}", *overrides]
+
+
+def run_train(
+    data_dir: str,
+    workdir: Path | str,
+    *overrides: str,
+    devices: int = 1,
+    base: list[str] = TINY,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_command(workdir, *overrides, base=base),
+        cwd=REPO,
+        env=train_env(data_dir, devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def metrics(workdir: Path | str, *, drop_perf: bool = True) -> list[dict]:
+    rows = [json.loads(line) for line in Path(workdir, "metrics.jsonl").read_text().splitlines()]
+    if drop_perf:
+        rows = [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+    return rows

@@ -1,0 +1,297 @@
+"""Specification of data/: registry-wide preparation, MQAR semantics, fingerprints, loaders."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import data
+from data import prepare
+from registry import UnknownNameError
+
+# Small parameters keep the file fast; a dataset missing here is tested with its defaults.
+SMALL = {
+    "mqar": {"vocab_size": 32, "seq_len": 24, "train_examples": 64, "eval_examples": 16},
+    "pydoc_text": {"seq_len": 64},
+}
+
+
+def small(name: str, **overrides: Any) -> dict[str, Any]:
+    return {**SMALL.get(name, {}), **overrides}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("datasets")
+
+
+def take(loader: Any, n: int | None = None) -> list[dict[str, np.ndarray]]:
+    it = iter(loader)
+    return list(it) if n is None else [next(it) for _ in range(n)]
+
+
+def rows(batches: list[dict[str, np.ndarray]], key: str = "inputs") -> list[bytes]:
+    return [row.tobytes() for batch in batches for row in batch[key]]
+
+
+@pytest.mark.parametrize("name", data.DATASETS.names())
+def test_every_dataset_prepares_and_yields_documented_batches(name: str, data_dir: Path) -> None:
+    ds = data.load(name, small(name), str(data_dir))
+    spec = ds.spec
+    assert spec.name == name
+    assert spec.train_split == "train" and spec.eval_split in spec.splits
+    assert set(spec.splits) >= {"train", spec.eval_split}
+    assert all(n > 0 for n in spec.splits.values())
+    assert ds.fingerprint["splits"] == spec.splits
+    assert ds.fingerprint["params"] == {**data.default_params(name), **small(name)}
+    json.dumps(ds.fingerprint)  # must be JSON-serializable as is
+
+    for split in (spec.train_split, spec.eval_split):
+        batch = next(iter(ds.loader(split, batch_size=4, seed=0, shuffle=True, num_epochs=1)))
+        if spec.kind == "sequence":
+            assert set(batch) == {"inputs", "targets", "loss_mask"}
+            for key, dtype in [("inputs", np.int32), ("targets", np.int32)]:
+                assert batch[key].dtype == dtype and batch[key].shape == (4, spec.seq_len)
+                assert batch[key].min() >= 0 and batch[key].max() < spec.vocab_size
+            assert batch["loss_mask"].dtype == np.float32
+            assert batch["loss_mask"].shape == (4, spec.seq_len)
+            assert set(np.unique(batch["loss_mask"])) <= {0.0, 1.0}
+            # Targets are the next token: the stream shifted by one.
+            np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
+        else:
+            assert spec.kind == "image"
+            assert set(batch) == {"image", "label"}
+            assert batch["image"].dtype == np.float32
+            assert batch["image"].shape == (4, *spec.image_shape)
+            assert batch["image"].min() >= 0.0 and batch["image"].max() <= 1.0
+            assert batch["label"].dtype == np.int32 and batch["label"].shape == (4,)
+            assert batch["label"].min() >= 0 and batch["label"].max() < spec.num_classes
+
+
+def test_mqar_masks_exactly_the_answers_to_queries(data_dir: Path) -> None:
+    params = small("mqar", num_kv_pairs=5, num_queries=3)
+    ds = data.load("mqar", params, str(data_dir))
+    half = params["vocab_size"] // 2
+    for split in ds.spec.splits:
+        for batch in take(ds.loader(split, batch_size=8, seed=0, shuffle=False, num_epochs=1)):
+            for inputs, targets, mask in zip(
+                batch["inputs"], batch["targets"], batch["loss_mask"], strict=True
+            ):
+                keys, values = inputs[0:10:2], inputs[1:10:2]
+                assert ((keys >= 1) & (keys < half)).all() and len(set(keys)) == 5
+                assert ((half <= values) & (values < 2 * half)).all()
+                positions = np.flatnonzero(mask)
+                assert len(positions) == 3
+                assert (positions >= 10).all()
+                queried = inputs[positions]
+                assert len(set(queried)) == 3  # each queried key distinct
+                pairs = dict(zip(keys, values, strict=True))
+                assert [pairs[k] for k in queried] == list(targets[positions])
+
+
+def test_mqar_is_generated_from_its_own_seed_in_order(data_dir: Path) -> None:
+    from data.mqar import MqarConfig, make_example
+
+    config = MqarConfig.from_params(small("mqar"))
+    rng = np.random.default_rng([config.generation_seed, 0])  # 0: the train split's stream
+    source = data.load("mqar", small("mqar"), str(data_dir)).source("train")
+    for i in range(3):
+        expected = make_example(rng, config)
+        for key in ("inputs", "targets", "loss_mask"):
+            np.testing.assert_array_equal(source[i][key], expected[key])
+
+
+def test_mqar_rejects_impossible_layouts(data_dir: Path) -> None:
+    with pytest.raises(data.DataConfigError, match="num_queries"):
+        data.load("mqar", small("mqar", num_kv_pairs=2, num_queries=3), str(data_dir))
+    with pytest.raises(data.DataConfigError, match="seq_len"):
+        data.load("mqar", small("mqar", seq_len=8, num_kv_pairs=4), str(data_dir))
+    with pytest.raises(data.DataConfigError, match="integer"):
+        data.load("mqar", small("mqar", seq_len=24.5), str(data_dir))
+
+
+def test_fingerprint_depends_on_params_not_on_the_directory(tmp_path: Path) -> None:
+    a = data.load("mqar", small("mqar"), str(tmp_path / "a")).fingerprint
+    b = data.load("mqar", small("mqar"), str(tmp_path / "b")).fingerprint
+    assert a == b
+    assert a["content_hash"].startswith("sha256:")
+    assert {"builder", "version", "params", "splits", "content_hash", "data_sheet"} <= set(a)
+    assert {"source", "size"} <= set(a["data_sheet"])
+    other = data.load("mqar", small("mqar", generation_seed=1), str(tmp_path / "a")).fingerprint
+    assert other["content_hash"] != a["content_hash"]
+
+
+def test_loading_a_prepared_dataset_reads_the_cached_fingerprint(tmp_path: Path) -> None:
+    first = data.load("mqar", small("mqar"), str(tmp_path))
+    path = Path(first.builder.data_path) / "archlab_fingerprint.json"
+    assert json.loads(path.read_text()) == first.fingerprint
+    # A marked fingerprint comes back as is: it was read, not recomputed.
+    path.write_text(json.dumps({**first.fingerprint, "content_hash": "sha256:marker"}))
+    assert data.load("mqar", small("mqar"), str(tmp_path)).fingerprint["content_hash"] == (
+        "sha256:marker"
+    )
+
+
+def test_interrupted_preparation_is_redone(tmp_path: Path) -> None:
+    # A killed preparer leaves TFDS's temporary folder (and no fingerprint) behind.
+    ds = data.load("mqar", small("mqar"), str(tmp_path / "ref"))
+    config_dir = tmp_path / "dd" / "mqar" / ds.builder.builder_config.name
+    leftover = config_dir / "incomplete.ABC123_1.0.0"
+    leftover.mkdir(parents=True)
+    (leftover / "mqar-train.array_record-00000-of-00001").write_bytes(b"half written")
+    again = data.load("mqar", small("mqar"), str(tmp_path / "dd"))
+    assert again.fingerprint == ds.fingerprint
+    assert not leftover.exists()
+    # Killed after TFDS's rename but before the fingerprint: the fingerprint is recomputed.
+    (Path(again.builder.data_path) / "archlab_fingerprint.json").unlink()
+    assert data.load("mqar", small("mqar"), str(tmp_path / "dd")).fingerprint == ds.fingerprint
+
+
+def test_loader_order_is_a_function_of_the_seed(data_dir: Path) -> None:
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+
+    def batches(seed: int) -> list[bytes]:
+        loader = ds.loader("train", batch_size=8, seed=seed, shuffle=True, num_epochs=2)
+        return rows(take(loader))
+
+    assert batches(1) == batches(1)
+    assert batches(1) != batches(2)
+    # Unshuffled, one epoch is the split in stored order.
+    plain = take(ds.loader("train", batch_size=8, seed=0, shuffle=False, num_epochs=1))
+    assert rows(plain) == [ds.source("train")[i]["inputs"].tobytes() for i in range(64)]
+
+
+def test_shards_are_disjoint_and_cover_the_split(data_dir: Path) -> None:
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+    shards = [
+        rows(
+            take(
+                ds.loader(
+                    "train",
+                    batch_size=4,
+                    seed=3,
+                    shuffle=True,
+                    num_epochs=1,
+                    shard_index=i,
+                    shard_count=2,
+                )
+            )
+        )
+        for i in range(2)
+    ]
+    everything = rows(take(ds.loader("train", batch_size=8, seed=3, shuffle=True, num_epochs=1)))
+    assert len(shards[0]) == len(shards[1]) == 32
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == sorted(everything)
+    assert len(set(everything)) == 64
+
+
+def test_eval_loader_keeps_the_remainder(data_dir: Path) -> None:
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+    loader = ds.loader(
+        "test", batch_size=5, seed=0, shuffle=False, num_epochs=1, drop_remainder=False
+    )
+    assert [len(b["inputs"]) for b in take(loader)] == [5, 5, 5, 1]
+
+
+def test_iterator_state_resumes_the_same_batches(data_dir: Path) -> None:
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+
+    def loader() -> Any:
+        return ds.loader("train", batch_size=8, seed=7, shuffle=True, num_epochs=None)
+
+    it = iter(loader())
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    expected = rows([next(it), next(it)])
+    resumed = iter(loader())
+    resumed.set_state(state)
+    assert rows([next(resumed), next(resumed)]) == expected
+
+
+def test_iterator_checkpoints_through_orbax(data_dir: Path, tmp_path: Path) -> None:
+    ocp = pytest.importorskip("orbax.checkpoint")
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+
+    def loader() -> Any:
+        return ds.loader("train", batch_size=8, seed=7, shuffle=True, num_epochs=None)
+
+    it = iter(loader())
+    for _ in range(3):
+        next(it)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+        manager.save(
+            0, args=ocp.args.Composite(data=data.iterator_checkpoint_args(it, restore=False))
+        )
+        manager.wait_until_finished()
+        expected = rows([next(it), next(it)])
+        resumed = iter(loader())
+        manager.restore(
+            0, args=ocp.args.Composite(data=data.iterator_checkpoint_args(resumed, restore=True))
+        )
+    assert rows([next(resumed), next(resumed)]) == expected
+
+
+def test_unknown_names_keys_and_splits_list_the_valid_ones(data_dir: Path) -> None:
+    with pytest.raises(UnknownNameError, match="mqar") as err:
+        data.load("mqaar", {}, str(data_dir))
+    assert all(name in str(err.value) for name in data.DATASETS.names())
+    with pytest.raises(data.DataConfigError, match="seq_length") as err:
+        data.load("mqar", {"seq_length": 32}, str(data_dir))
+    assert all(key in str(err.value) for key in data.default_params("mqar"))
+    with pytest.raises(ValueError):  # DataConfigError is a ValueError
+        data.default_params("nope")
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+    with pytest.raises(data.DataConfigError, match="test"):
+        ds.loader("validation", batch_size=1, seed=0, shuffle=False, num_epochs=1)
+
+
+def test_data_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ARCHLAB_DATA_DIR", str(tmp_path))
+    assert prepare.resolve_data_dir(None) == tmp_path.resolve()
+    assert prepare.resolve_data_dir("") == tmp_path.resolve()
+    assert prepare.resolve_data_dir(str(tmp_path / "x")) == (tmp_path / "x").resolve()
+    monkeypatch.delenv("ARCHLAB_DATA_DIR")
+    expected = Path("~/.cache/archlab/datasets").expanduser().resolve()
+    assert prepare.resolve_data_dir(None) == expected
+
+
+def test_text_splits_are_contiguous_and_disjoint(data_dir: Path) -> None:
+    from data.text import corpus_bytes
+
+    ds = data.load("pydoc_text", small("pydoc_text"), str(data_dir))
+    text, window = corpus_bytes(), 65
+    train, validation = ds.source("train"), ds.source("validation")
+    first = bytes(train[0]["inputs"].astype(np.uint8)) + bytes([train[0]["targets"][-1]])
+    assert first == text[:window]
+    cut = round(len(text) * 0.9)
+    first_val = bytes(validation[0]["inputs"].astype(np.uint8))
+    assert first_val == text[cut : cut + window - 1]
+    assert len(train) == cut // window
+    assert "Python" in ds.fingerprint["data_sheet"]["source"]
+
+
+def _load_fingerprint(data_dir: str) -> dict[str, Any]:
+    return data.load("mqar", small("mqar"), data_dir).fingerprint
+
+
+def test_concurrent_first_loads_prepare_once(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        a, b = pool.map(_load_fingerprint, [str(tmp_path)] * 2)
+    assert a == b == _load_fingerprint(str(tmp_path))
+    config_dir = tmp_path / "mqar" / data.mqar.MqarConfig.from_params(small("mqar")).name
+    assert [p.name for p in config_dir.iterdir()] == ["1.0.0"]  # no leftover temporary folders
+
+
+def test_tensorflow_is_never_imported(data_dir: Path) -> None:
+    import sys
+
+    data.load("digits", small("digits"), str(data_dir))
+    assert "tensorflow" not in sys.modules
