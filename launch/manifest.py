@@ -97,10 +97,11 @@ def write(workdir: str, manifest: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def new_attempt(resumed_from_step: int | None) -> dict[str, Any]:
-    """One entry per launch of the same run: when it started, and from which checkpoint."""
+def new_attempt(module: str, argv: list[str], resumed_from_step: int | None) -> dict[str, Any]:
+    """One entry per launch of the same run: how, when, and from which checkpoint."""
     return {
-        "command": [sys.executable, *sys.argv],
+        "command": [sys.executable, "-m", module, *argv[1:]],
+        "cwd": os.getcwd(),
         "start_time": now(),
         "resumed_from_step": resumed_from_step,
         "end_time": None,

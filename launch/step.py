@@ -28,13 +28,6 @@ class TrainState:
     rng: jax.Array  # raw uint32 key; step t uses fold_in(rng, t), so resuming needs no RNG replay
 
 
-def example_inputs(spec: Any) -> jax.Array:
-    """A one-example input of the dataset's shape, for init and eval_shape."""
-    if spec.kind == "sequence":
-        return jnp.zeros((1, spec.seq_len), jnp.int32)
-    return jnp.zeros((1, *spec.image_shape), jnp.float32)
-
-
 def init_state(
     model: nn.Module, tx: optax.GradientTransformation, seed: int, example_inputs: jax.Array
 ) -> TrainState:

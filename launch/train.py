@@ -40,7 +40,6 @@ from launch.progress import Progress
 from launch.step import (
     MODEL_INPUT,
     TrainState,
-    example_inputs,
     init_state,
     make_eval_step,
     make_train_step,
@@ -190,14 +189,17 @@ def main(argv: list[str]) -> int:
     )
 
     # Model, objective, optimizer.
-    model = models.build_model(config.model, spec, COMPUTE_DTYPES[config.train.compute_dtype])
+    try:
+        model = models.build_model(config.model, spec, COMPUTE_DTYPES[config.train.compute_dtype])
+    except ValueError as e:  # a model config that does not fit itself or the dataset
+        raise UsageError(f"model {config.model.name!r}: {e}") from e
     objective = objectives.get_objective(config.objective)
     tx = optimizer_lib.make_optimizer(config)
     schedule = optimizer_lib.learning_rate_schedule(config)
     rules = mesh_lib.logical_rules(config)
 
     # Sharded init: shapes and logical specs from eval_shape, then parameters born sharded.
-    make_state = lambda: init_state(model, tx, config.seed, example_inputs(spec))  # noqa: E731
+    make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         boxed = jax.eval_shape(make_state)
         specs = mesh_lib.param_specs(boxed.params)
@@ -236,7 +238,9 @@ def main(argv: list[str]) -> int:
         datasets={spec.name: dataset.fingerprint},
         status="running",
     )
-    record["attempts"].append(manifest.new_attempt(start_step if restored else None))
+    record["attempts"].append(
+        manifest.new_attempt("launch.train", argv, start_step if restored else None)
+    )
     manifest.write(workdir, record)
 
     # Jitted steps: explicit shardings in and out; the train step donates the old state.

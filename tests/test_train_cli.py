@@ -68,3 +68,8 @@ def test_workdir_of_another_config_is_refused_and_left_untouched(data_dir, tmp_p
     assert_usage_error(result, "different config", "seed")
     after = {p: p.read_bytes() for p in Path(workdir).rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_model_config_that_does_not_fit_is_a_one_line_error(data_dir, tmp_path):
+    result = run_train(data_dir, tmp_path / "run", "--config.model.num_heads=3")
+    assert_usage_error(result, "model 'transformer'", "not divisible by num_heads=3")

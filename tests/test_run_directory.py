@@ -1,0 +1,102 @@
+"""What a finished run leaves behind, and what every dataset/model pairing can do end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import REPO, metrics, run_train, train_env
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    result = run_train(data_dir, workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"run directory: {workdir}" in result.stdout
+    return workdir
+
+
+def test_manifest_records_config_code_environment_and_data(finished_run):
+    record = json.loads(Path(finished_run, "manifest.json").read_text())
+    assert record["status"] == "completed"
+    assert record["seed"] == 0
+    assert record["config"] == json.loads(Path(finished_run, "config.json").read_text())
+    assert len(record["git"]["commit"]) == 40 and isinstance(record["git"]["dirty"], bool)
+    for package in ("python", "jax", "flax", "optax", "orbax-checkpoint", "grain",
+                    "tensorflow-datasets"):
+        assert record["versions"][package], package
+    assert record["environment"]["backend"] == "cpu"
+    assert record["environment"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+    fingerprint = record["datasets"]["mqar"]
+    assert fingerprint["content_hash"].startswith("sha256:")
+    assert fingerprint["splits"]
+    attempt = record["attempts"][0]
+    assert attempt["command"][1:3] == ["-m", "launch.train"]
+    assert attempt["start_time"] <= attempt["end_time"]
+
+
+def test_metrics_jsonl_and_tensorboard_agree(finished_run):
+    rows = metrics(finished_run, drop_perf=False)
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    assert {"train/loss", "perf/steps_per_sec", "perf/tokens_per_sec"} <= rows[0].keys()
+    assert {"eval/loss", "eval/accuracy"} <= rows[1].keys()
+    events = EventAccumulator(str(Path(finished_run, "tensorboard"))).Reload()
+    scalars = events.Scalars("train/loss")
+    assert [e.step for e in scalars] == [r["step"] for r in rows]
+    assert [e.value for e in scalars] == pytest.approx([r["train/loss"] for r in rows], rel=1e-6)
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    workdir = tmp_path / "diverges"
+    result = run_train(data_dir, workdir, "--config.optimizer.name=sgd",
+                       "--config.optimizer.learning_rate=1e12",
+                       "--config.optimizer.grad_clip_norm=0", "--config.checkpoint.every=1",
+                       "--config.train.log_every=1")
+    assert result.returncode == 1
+    assert "loss is nan at step" in result.stdout or "loss is inf at step" in result.stdout
+    bad_step = int(result.stdout.split(" at step ")[1].split(";")[0])
+    kept = sorted(int(p.name) for p in Path(workdir, "checkpoints").iterdir() if p.name.isdigit())
+    assert kept and max(kept) == bad_step - 1
+    assert json.loads(Path(workdir, "manifest.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides"),
+    [
+        ("experiments/digits_mlp.py", []),
+        ("experiments/pydoc_lm.py", ["--config.model.num_layers=1", "--config.model.d_model=32",
+                                     "--config.data.pydoc_text.seq_len=32"]),
+        ("experiments/mqar_mixers.py", ["--config.train.compute_dtype=bfloat16",
+                                        "--config.model.remat=True"]),
+    ],
+    ids=["digits-mlp", "pydoc-transformer", "mqar-bf16-remat"],
+)
+def test_each_dataset_trains_end_to_end(data_dir, tmp_path, config, overrides):
+    short = ["--config.train.steps=30", "--config.train.log_every=10", "--config.eval.every=30",
+             "--config.checkpoint.every=30", "--config.eval.num_batches=2",
+             "--config.optimizer.warmup_steps=5"]
+    result = run_train(data_dir, tmp_path / "run", *short, *overrides, base=[f"--config={config}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metrics(tmp_path / "run")
+    assert np.isfinite(rows[-1]["eval/loss"])
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+
+
+def test_tensorflow_is_neither_installed_nor_imported(data_dir):
+    code = (
+        "import importlib.util, sys\n"
+        "import data, launch.train  # noqa\n"
+        f"data.load('mqar', {{}}, {data_dir!r})\n"
+        "assert importlib.util.find_spec('tensorflow') is None, 'tensorflow is installed'\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, env=train_env(data_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
