@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 
 from data import fingerprint
 from data.builder import ArchlabBuilder
@@ -62,11 +63,24 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)  # atomic on POSIX: readers see the old state or the whole new file
 
 
+def _builder(
+    builder_cls: type[ArchlabBuilder], config: ParamsConfig, data_dir: Path
+) -> ArchlabBuilder:
+    """A builder over one parameter variant. TFDS warns that every such variant is a 'custom
+    data configuration'; for us that is the normal case, so the warning is silenced."""
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        return builder_cls(config=config, data_dir=os.fspath(data_dir))
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
 def prepare(
     builder_cls: type[ArchlabBuilder], config: ParamsConfig, data_dir: Path
 ) -> tuple[ArchlabBuilder, dict[str, Any]]:
     """Returns a builder over the prepared variant and its fingerprint, preparing if needed."""
-    builder = builder_cls(config=config, data_dir=os.fspath(data_dir))
+    builder = _builder(builder_cls, config, data_dir)
     fingerprint_path = Path(builder.data_path) / fingerprint.FINGERPRINT_FILE
     cached = _read_fingerprint(fingerprint_path)
     if cached is not None:
@@ -76,7 +90,7 @@ def prepare(
     with exclusive_lock(data_dir / f".{builder.name}-{config.name}.lock"):
         # Rebuild: the builder above may predate another process's preparation, and TFDS reads
         # dataset_info (splits, sizes) from disk only at construction.
-        builder = builder_cls(config=config, data_dir=os.fspath(data_dir))
+        builder = _builder(builder_cls, config, data_dir)
         cached = _read_fingerprint(fingerprint_path)
         if cached is not None:
             return builder, cached
@@ -87,7 +101,7 @@ def prepare(
                 # Nothing is downloaded; GCS must never be tried (no network on our machines).
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False),
             )
-            builder = builder_cls(config=config, data_dir=os.fspath(data_dir))
+            builder = _builder(builder_cls, config, data_dir)
         result = fingerprint.compute(builder)
         _write_atomically(fingerprint_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return builder, result

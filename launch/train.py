@@ -79,7 +79,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     """Every component the config names exists (raises UnknownNameError listing the valid ones)."""
     models.MODELS.get(config.model.name)
     data.DATASETS.get(config.data.name)
-    objectives.get_objective(config.objective)
+    objectives.OBJECTIVES.get(config.objective.name)
     optimizer_lib.OPTIMIZERS.get(config.optimizer.name)
     optimizer_lib.SCHEDULES.get(config.optimizer.schedule)
     if config.train.compute_dtype not in COMPUTE_DTYPES:
@@ -165,7 +165,6 @@ def main(argv: list[str]) -> int:
         "train.batch_size", config.train.batch_size, mesh, config.train.grad_accum_steps
     )
     mesh_lib.check_batch_size("eval.batch_size", config.eval.batch_size, mesh)
-    claim_workdir(workdir, to_json(config))
 
     # Data: prepared on first use; every process reads its own shard of each global batch.
     try:
@@ -191,12 +190,13 @@ def main(argv: list[str]) -> int:
     # Model, objective, optimizer.
     try:
         model = models.build_model(config.model, spec, COMPUTE_DTYPES[config.train.compute_dtype])
-    except ValueError as e:  # a model config that does not fit itself or the dataset
-        raise UsageError(f"model {config.model.name!r}: {e}") from e
-    objective = objectives.get_objective(config.objective)
+        objective = objectives.get_objective(config.objective)
+    except ValueError as e:  # a model or objective config that does not fit itself or the data
+        raise UsageError(f"{config.model.name!r} with {config.objective.name!r}: {e}") from e
     tx = optimizer_lib.make_optimizer(config)
     schedule = optimizer_lib.learning_rate_schedule(config)
     rules = mesh_lib.logical_rules(config)
+    claim_workdir(workdir, to_json(config))  # the config is good: from here on the run is real
 
     # Sharded init: shapes and logical specs from eval_shape, then parameters born sharded.
     make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731

@@ -37,8 +37,17 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One dataset cache for the whole session, so each dataset is prepared once."""
-    return str(tmp_path_factory.mktemp("datasets"))
+    """One dataset cache for the whole session, with TINY's MQAR already prepared, so each
+    dataset is prepared once and error tests see only what the run itself prints."""
+    import data
+
+    path = str(tmp_path_factory.mktemp("datasets"))
+    prefix = "--config.data.mqar."
+    params = {
+        a[len(prefix) :].split("=")[0]: int(a.split("=")[1]) for a in TINY if a.startswith(prefix)
+    }
+    data.load("mqar", params, path)
+    return path
 
 
 def train_env(data_dir: str, devices: int = 1) -> dict[str, str]:

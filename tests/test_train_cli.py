@@ -72,4 +72,7 @@ def test_workdir_of_another_config_is_refused_and_left_untouched(data_dir, tmp_p
 
 def test_model_config_that_does_not_fit_is_a_one_line_error(data_dir, tmp_path):
     result = run_train(data_dir, tmp_path / "run", "--config.model.num_heads=3")
-    assert_usage_error(result, "model 'transformer'", "not divisible by num_heads=3")
+    assert_usage_error(result, "'transformer'", "not divisible by num_heads=3")
+    assert not (tmp_path / "run").exists()
+    result = run_train(data_dir, tmp_path / "run", "--config.objective.z_loss=-1")
+    assert_usage_error(result, "'next_token_xent'", "z_loss")
