@@ -120,6 +120,17 @@ def claim_workdir(workdir: str, config_json: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ evaluation
+def with_example_mask(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Pads a short final batch to `size` rows; `example_mask` tells objectives which are real."""
+    real = len(next(iter(batch.values())))
+    padded = {
+        k: np.concatenate([v, np.zeros((size - real, *v.shape[1:]), v.dtype)])
+        for k, v in batch.items()
+    }
+    padded["example_mask"] = (np.arange(size) < real).astype(np.float32)
+    return padded
+
+
 def evaluate(
     eval_step: Any,
     params: Any,
@@ -127,31 +138,32 @@ def evaluate(
     config: ml_collections.ConfigDict,
     sharding: NamedSharding,
 ) -> dict[str, float]:
-    """Mean of each metric over the evaluation split, weighted by the scored items per batch."""
+    """Mean of each metric over the whole evaluation split (or its first eval.num_batches
+    batches), weighted by the scored items per batch."""
+    per_process = config.eval.batch_size // jax.process_count()
     loader = dataset.loader(
         dataset.spec.eval_split,
-        batch_size=config.eval.batch_size // jax.process_count(),
+        batch_size=per_process,
         seed=0,
         shuffle=False,
         num_epochs=1,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
+        drop_remainder=False,
     )
     totals: dict[str, float] = {}
     weight = 0.0
     for i, batch in enumerate(loader):
         if config.eval.num_batches and i >= config.eval.num_batches:
             break
-        metrics = jax.device_get(eval_step(params, mesh_lib.put_batch(batch, sharding)))
+        batch = mesh_lib.put_batch(with_example_mask(batch, per_process), sharding)
+        metrics = jax.device_get(eval_step(params, batch))
         w = float(metrics.pop("weight"))
         weight += w
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + float(v) * w
     if weight == 0:
-        raise UsageError(
-            f"eval.batch_size={config.eval.batch_size} is larger than the "
-            f"evaluation split {dataset.spec.eval_split!r}"
-        )
+        raise RuntimeError(f"evaluation split {dataset.spec.eval_split!r} has no scored items")
     return {f"eval/{k}": v / weight for k, v in totals.items()}
 
 

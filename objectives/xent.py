@@ -1,7 +1,8 @@
 """Softmax cross-entropy objectives: next-token prediction and classification.
 
 Metrics are means over this batch's scored items plus `weight` (the number of scored items), so
-the loop aggregates batches as sum(metric * weight) / sum(weight).
+the loop aggregates batches as sum(metric * weight) / sum(weight). A batch may carry
+`example_mask` [B] (0 for padding rows, as in the last evaluation batch); those rows score nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ def total_aux_loss(aux: Any) -> jax.Array:
     """Sum of every auxiliary loss; leaves must be scalars (sown tuples are fine)."""
     leaves = [jnp.asarray(leaf, jnp.float32).reshape(()) for leaf in jax.tree.leaves(aux)]
     return sum(leaves, jnp.float32(0.0))
+
+
+def example_weights(batch: dict[str, jax.Array], item_weights: jax.Array) -> jax.Array:
+    """Per-item weights [B, ...] with padding rows (example_mask == 0) zeroed."""
+    if "example_mask" not in batch:
+        return item_weights
+    mask = batch["example_mask"].astype(jnp.float32)
+    return item_weights * mask.reshape(mask.shape + (1,) * (item_weights.ndim - 1))
 
 
 def weighted_xent(
@@ -76,7 +85,7 @@ def next_token_xent(
     return weighted_xent(
         logits,
         batch["targets"],
-        batch["loss_mask"],
+        example_weights(batch, batch["loss_mask"]),
         aux,
         z_loss=z_loss,
         label_smoothing=label_smoothing,
@@ -92,12 +101,12 @@ def classification_xent(
     z_loss: float = 0.0,
     label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, Metrics]:
-    """logits [B, C]; batch['label'] int32 [B]. Every example is scored."""
+    """logits [B, C]; batch['label'] int32 [B]. Every real example is scored."""
     labels = batch["label"]
     return weighted_xent(
         logits,
         labels,
-        jnp.ones(labels.shape, jnp.float32),
+        example_weights(batch, jnp.ones(labels.shape, jnp.float32)),
         aux,
         z_loss=z_loss,
         label_smoothing=label_smoothing,

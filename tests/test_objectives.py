@@ -156,3 +156,19 @@ def test_bad_options_are_rejected():
         objective("next_token_xent", label_smoothing=1.0)
     with pytest.raises(ValueError, match="z_loss"):
         objective("next_token_xent", z_loss=-1.0)
+
+
+@pytest.mark.parametrize("name", ["next_token_xent", "classification_xent"])
+def test_padding_rows_marked_by_example_mask_score_nothing(name, lm_batch):
+    logits, targets, mask = lm_batch
+    if name == "classification_xent":
+        logits, batch = logits[:, 0], {"label": targets[:, 0]}
+    else:
+        batch = {"targets": targets, "loss_mask": mask}
+    fn = objective(name)
+    _, real = fn(jnp.asarray(logits[:2]), jax.tree.map(lambda x: x[:2], batch), {})
+    garbage = jax.tree.map(lambda x: np.concatenate([x[:2], x[:1] * 0 + 1]), batch)
+    padded_logits = np.concatenate([logits[:2], logits[:1] * 100])
+    _, padded = fn(jnp.asarray(padded_logits), {**garbage, "example_mask": np.array([1, 1, 0])}, {})
+    for key in real:
+        np.testing.assert_allclose(padded[key], real[key], rtol=1e-6)

@@ -100,3 +100,16 @@ def test_tensorflow_is_neither_installed_nor_imported(data_dir):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, env=train_env(data_dir))
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_evaluation_covers_the_whole_split_whatever_the_batch_size(data_dir, tmp_path):
+    # TINY's evaluation split has 64 examples: 48 leaves a padded partial batch, 32 does not.
+    evals = []
+    for size in (32, 48):
+        workdir = tmp_path / f"eval{size}"
+        result = run_train(data_dir, workdir, "--config.train.steps=5",
+                           f"--config.eval.batch_size={size}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        evals.append(metrics(workdir)[-1])
+    for key in ("eval/loss", "eval/accuracy"):
+        assert evals[0][key] == pytest.approx(evals[1][key], rel=1e-6)
