@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grain
 import jax
 import orbax.checkpoint as ocp
+
+import data
 
 STATE, DATA = "state", "data_iterator"
 
@@ -34,7 +35,10 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, iterator: Any) -
     manager.save(
         step,
         args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardSave(state), DATA: grain.checkpoint.CheckpointSave(iterator)}
+            **{
+                STATE: ocp.args.StandardSave(state),
+                DATA: data.iterator_checkpoint_args(iterator, restore=False),
+            }
         ),
         force=True,
     )
@@ -52,7 +56,7 @@ def restore_latest(
         args=ocp.args.Composite(
             **{
                 STATE: ocp.args.StandardRestore(abstract_state),
-                DATA: grain.checkpoint.CheckpointRestore(iterator),
+                DATA: data.iterator_checkpoint_args(iterator, restore=True),
             }
         ),
     )

@@ -97,9 +97,12 @@ def write(workdir: str, manifest: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def new_attempt(module: str, argv: list[str], resumed_from_step: int | None) -> dict[str, Any]:
-    """One entry per launch of the same run: how, when, and from which checkpoint."""
+def new_attempt(
+    module: str, argv: list[str], resumed_from_step: int | None, git: dict[str, Any]
+) -> dict[str, Any]:
+    """One entry per launch of the same run: how, when, from which checkpoint, on which code."""
     return {
+        "git": git,
         "command": [sys.executable, "-m", module, *argv[1:]],
         "cwd": os.getcwd(),
         "start_time": now(),

@@ -240,19 +240,30 @@ def main(argv: list[str]) -> int:
         "config": json.loads(to_json(config)),
         "seed": config.seed,
         "attempts": [],
-        "created": manifest.now(),
+        "start_time": manifest.now(),
         "num_params": num_params,
     }
+    git = manifest.git_state()
+    previous = record["attempts"][-1]["git"] if record["attempts"] else None
+    if previous and (previous["commit"], previous["diff_sha256"]) != (
+        git["commit"],
+        git["diff_sha256"],
+    ):
+        print(
+            f"warning: resuming a run started at commit {previous['commit']} "
+            f"(diff {previous['diff_sha256']}) with code at {git['commit']} "
+            f"(diff {git['diff_sha256']})",
+            file=sys.stderr,
+        )
     record.update(
-        git=manifest.git_state(),
+        git=git,
         versions=manifest.versions(),
         environment=manifest.environment(mesh),
         datasets={spec.name: dataset.fingerprint},
         status="running",
     )
-    record["attempts"].append(
-        manifest.new_attempt("launch.train", argv, start_step if restored else None)
-    )
+    resumed_from = start_step if restored else None
+    record["attempts"].append(manifest.new_attempt("launch.train", argv, resumed_from, git))
     manifest.write(workdir, record)
 
     # Jitted steps: explicit shardings in and out; the train step donates the old state.
@@ -353,7 +364,7 @@ def main(argv: list[str]) -> int:
         manager.close()
         writer.close()
         progress.close()
-        record["status"] = status
+        record.update(status=status, end_time=manifest.now())
         record["attempts"][-1].update(end_time=manifest.now(), status=status)
         manifest.write(workdir, record)
     if status == "completed":
