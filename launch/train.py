@@ -210,8 +210,12 @@ def main(argv: list[str]) -> int:
     rules = mesh_lib.logical_rules(config)
     claim_workdir(workdir, to_json(config))  # the config is good: from here on the run is real
 
-    # Sharded init: shapes and logical specs from eval_shape, then parameters born sharded.
+    # Sharded state: shapes and logical specs from eval_shape; then either the newest complete
+    # checkpoint (with the data iterator where it was) or a fresh init, born sharded either way.
     make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
+    manager = checkpoint.make_manager(
+        workdir, config.checkpoint.max_to_keep, config.checkpoint.async_save
+    )
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         boxed = jax.eval_shape(make_state)
         specs = mesh_lib.param_specs(boxed.params)
@@ -223,19 +227,15 @@ def main(argv: list[str]) -> int:
             opt_state=mesh_lib.optimizer_state_specs(tx, abstract.opt_state, specs),
         )
         state_shardings = mesh_lib.to_shardings(state_specs, mesh, rules)
-        state = jax.jit(lambda: mesh_lib.unbox(make_state()), out_shardings=state_shardings)()
+        restored = checkpoint.restore_latest(
+            manager, checkpoint.abstract_like(abstract, state_shardings), train_iter
+        )
+        if restored is None:
+            start_step = 0
+            state = jax.jit(lambda: mesh_lib.unbox(make_state()), out_shardings=state_shardings)()
+        else:
+            start_step, state = restored
     num_params = models.count_params(state.params)
-
-    # Restore: the newest complete checkpoint, if any, with the data iterator where it was.
-    manager = checkpoint.make_manager(
-        workdir, config.checkpoint.max_to_keep, config.checkpoint.async_save
-    )
-    restored = checkpoint.restore_latest(
-        manager, checkpoint.abstract_like(state, state_shardings), train_iter
-    )
-    start_step = 0
-    if restored is not None:
-        start_step, state = restored
     record = manifest.read(workdir) or {
         "config": json.loads(to_json(config)),
         "seed": config.seed,
