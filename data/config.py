@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -19,9 +20,17 @@ class DataConfigError(ValueError):
     """A dataset was asked for with parameters it does not have or cannot honour."""
 
 
-def param(default: int | float, abbr: str) -> Any:
-    """Declares a dataset parameter; `abbr` is its prefix in the config name."""
-    return dataclasses.field(default=default, metadata={"abbr": abbr})
+def param(default: int | float | str, abbr: str, choices: tuple[str, ...] = ()) -> Any:
+    """Declares a dataset parameter; `abbr` is its prefix in the config name.
+
+    A string parameter must list its `choices` (plain lowercase words, so that they can stand in
+    a config name as they are).
+    """
+    if isinstance(default, str) != bool(choices) or (choices and default not in choices):
+        raise TypeError(f"param {abbr!r}: a str parameter needs choices that hold its default")
+    if not all(re.fullmatch(r"[a-z][a-z0-9]*", c) for c in choices):
+        raise TypeError(f"param {abbr!r}: choices must be lowercase words, got {choices}")
+    return dataclasses.field(default=default, metadata={"abbr": abbr, "choices": choices})
 
 
 @dataclasses.dataclass(eq=False)
@@ -52,7 +61,10 @@ class ParamsConfig(tfds.core.BuilderConfig):
                 f"unknown dataset parameter(s) {unknown} for {cls.__name__}; "
                 f"valid keys: {', '.join(sorted(valid))}"
             )
-        values = {k: _coerce(k, params.get(k, default), default) for k, default in valid.items()}
+        values = {
+            f.name: _coerce(f.name, params.get(f.name, f.default), f.default, f.metadata["choices"])
+            for f in cls.param_fields()
+        }
         name = "_".join(
             f"{f.metadata['abbr']}{_encode(values[f.name])}" for f in cls.param_fields()
         )
@@ -67,8 +79,16 @@ class ParamsConfig(tfds.core.BuilderConfig):
         """Raises DataConfigError when the values are inconsistent; override per dataset."""
 
 
-def _coerce(key: str, value: Any, default: int | float) -> int | float:
+def _coerce(
+    key: str, value: Any, default: int | float | str, choices: tuple[str, ...]
+) -> int | float | str:
     # Types follow the default so that `seq_len=64.0` or `True` cannot silently make a new config.
+    if isinstance(default, str):
+        if value not in choices:
+            raise DataConfigError(
+                f"dataset parameter {key!r} must be one of {', '.join(choices)}; got {value!r}"
+            )
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise DataConfigError(f"dataset parameter {key!r} must be a number, got {value!r}")
     if isinstance(default, int):
@@ -78,6 +98,8 @@ def _coerce(key: str, value: Any, default: int | float) -> int | float:
     return float(value)
 
 
-def _encode(value: int | float) -> str:
+def _encode(value: int | float | str) -> str:
     # TFDS config names allow [A-Za-z0-9_+-.]; '.' is avoided so names stay plain identifiers.
+    if isinstance(value, str):
+        return value  # one of the declared choices: a lowercase word
     return repr(value).replace(".", "p").replace("-", "m")

@@ -3,36 +3,40 @@
 Data sheet
 - Source: synthetic, generated on the machine by this module (no download). Same parameters give
   the same examples everywhere: a numpy PCG64 generator seeded with (generation_seed, split id).
+  Follows `multiquery_ar` of Zoology (Arora, Eyuboglu et al. 2023, github.com/HazyResearch/zoology).
 - Size: `train_examples` + `eval_examples` sequences of `seq_len` int32 tokens (defaults 20000 +
   1000 of length 64, about 12 MB prepared).
 - Generation: token 0 is never used (free for padding). Each example draws `num_kv_pairs`
   distinct keys from the lower half of the vocabulary [1, vocab_size/2) and as many distinct
   values from the upper half [vocab_size/2, vocab_size), and writes them first as
-  k1 v1 k2 v2 .... The rest is random filler (any non-zero token except this example's keys),
-  into which `num_queries` distinct keys are placed, each directly followed by its value, at
-  non-overlapping random positions. With targets = the token stream shifted by one, the target
-  at a query position is the queried key's value; `loss_mask` is 1 exactly there.
+  k1 v1 k2 v2 .... The rest of the seq_len + 1 tokens is the query region, cut into
+  (seq_len + 1 - 2 * num_kv_pairs) // 2 two-token slots and filled with random filler (any
+  non-zero token except this example's keys). `num_queries` distinct keys are each queried once:
+  put in a slot of its own, directly followed by its value. Slots are drawn without replacement
+  with P(slot i) proportional to (i + 1) ** (power_a - 1), i = 0 being the slot right after the
+  pairs (Zoology's power law: with the default power_a = 0.01 short gaps between the pairs and a
+  query are far more likely; power_a = 1 is uniform). With targets = the token stream shifted by
+  one, the target at a query position is the queried key's value; `loss_mask` is 1 exactly there.
+  Differences from Zoology: the value follows its query key in the stream (our targets are always
+  the next input token; Zoology puts random filler there and the value only in the labels), a
+  query never repeats a key (Zoology queries all keys, num_queries = num_kv_pairs), and the
+  filler never holds a key.
 - Intended use: checking that a sequence architecture can retrieve from context. Chance accuracy
-  at the answer positions is 1 / (vocab_size / 2); a 2-layer attention model learns it.
+  at the answer positions is 1 / (vocab_size / 2) (guessing among the upper-half tokens); a
+  2-layer attention model learns it.
 - License: generated data, no third-party content; same license as archlab.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from typing import Any
+import functools
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from data.builder import ArchlabBuilder, sequence_features
-from data.config import DataConfigError, ParamsConfig, param
+from data.config import ParamsConfig, param
 from data.registry import DATASETS
-from data.spec import DatasetSpec
-
-# Split ids mix into the generator seed so train and test are different streams.
-_SPLIT_IDS = {"train": 0, "test": 1}
+from data.synthetic import SyntheticSequenceBuilder, check, common_checks, lm_example
 
 
 @dataclasses.dataclass(eq=False)
@@ -41,13 +45,14 @@ class MqarConfig(ParamsConfig):
     seq_len: int = param(64, "t")
     num_kv_pairs: int = param(4, "k")
     num_queries: int = param(4, "q")
+    power_a: float = param(0.01, "a")
     train_examples: int = param(20000, "n")
     eval_examples: int = param(1000, "e")
     generation_seed: int = param(0, "s")
 
     def validate(self) -> None:
         half = self.vocab_size // 2
-        checks = [
+        check("mqar", self.params(), [
             (self.vocab_size >= 4 and self.vocab_size % 2 == 0, "vocab_size must be even and >= 4"),
             (self.num_kv_pairs >= 1, "num_kv_pairs must be >= 1"),
             (
@@ -56,18 +61,24 @@ class MqarConfig(ParamsConfig):
                 f"[1, {half}) are the lower half of vocab_size={self.vocab_size} minus token 0)",
             ),
             (1 <= self.num_queries <= self.num_kv_pairs, "need 1 <= num_queries <= num_kv_pairs"),
-            # Each query takes two tokens (key, then its value) after the 2*K pair tokens, within
-            # the seq_len + 1 tokens that give seq_len (input, target) positions.
+            # Each query takes a two-token slot (key, then its value) after the 2*K pair tokens,
+            # within the seq_len + 1 tokens that give seq_len (input, target) positions.
             (
                 2 * self.num_kv_pairs + 2 * self.num_queries <= self.seq_len + 1,
                 "need 2*num_kv_pairs + 2*num_queries <= seq_len + 1",
             ),
-            (self.train_examples >= 1 and self.eval_examples >= 1, "example counts must be >= 1"),
-            (self.generation_seed >= 0, "generation_seed must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise DataConfigError(f"mqar: {message}; got {self.params()}")
+            (self.power_a > 0, "power_a must be > 0 (1 = uniform gaps, small = short gaps)"),
+            *common_checks(self),
+        ])  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def gap_probabilities(num_slots: int, power_a: float) -> np.ndarray:
+    """P(slot i) for i in [0, num_slots): proportional to (i + 1) ** (power_a - 1)."""
+    p = np.arange(1, num_slots + 1, dtype=np.float64) ** (power_a - 1)
+    p /= p.sum()
+    p.flags.writeable = False  # shared by the cache
+    return p
 
 
 def make_example(rng: np.random.Generator, config: MqarConfig) -> dict[str, np.ndarray]:
@@ -82,48 +93,24 @@ def make_example(rng: np.random.Generator, config: MqarConfig) -> dict[str, np.n
     # Filler never repeats this example's keys, so a key appears only in its pair or as a query.
     filler = np.setdiff1d(np.arange(1, vocab), keys)
     tokens[2 * k :] = rng.choice(filler, size=seq_len + 1 - 2 * k)
-    # Queries sit in disjoint two-token slots after the pairs: key at p, its value at p + 1.
-    slots = rng.choice((seq_len + 1 - 2 * k) // 2, size=q, replace=False)
+    # Queries sit in disjoint two-token slots after the pairs (key at p, its value at p + 1), the
+    # slots drawn by the power law over their distance from the pairs.
+    num_slots = (seq_len + 1 - 2 * k) // 2
+    slots = rng.choice(num_slots, size=q, replace=False, p=gap_probabilities(num_slots, config.power_a))
     positions = 2 * k + 2 * slots
     queried = rng.choice(k, size=q, replace=False)
     tokens[positions] = keys[queried]
     tokens[positions + 1] = values[queried]
-    loss_mask = np.zeros(seq_len, dtype=np.float32)
-    loss_mask[positions] = 1.0
-    return {"inputs": tokens[:-1], "targets": tokens[1:], "loss_mask": loss_mask}
+    scored = np.zeros(seq_len + 1, dtype=bool)
+    scored[positions + 1] = True
+    return lm_example(tokens, scored)
 
 
 @DATASETS.register("mqar")
-class Mqar(ArchlabBuilder):
+class Mqar(SyntheticSequenceBuilder):
     CONFIG_CLASS = MqarConfig
-    LICENSE = "Generated data; same license as archlab."
+    SOURCE = "data/mqar.py"
 
-    def _features(self) -> tfds.features.FeaturesDict:
-        return sequence_features(self.config.seq_len)
-
-    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
-        del dl_manager  # nothing to download
-        sizes = {"train": self.config.train_examples, "test": self.config.eval_examples}
-        return {split: self._generate_examples(split, n) for split, n in sizes.items()}
-
-    def _generate_examples(self, split: str, num_examples: int) -> Iterator[tuple[int, dict]]:
-        rng = np.random.default_rng([self.config.generation_seed, _SPLIT_IDS[split]])
-        for i in range(num_examples):
-            yield i, make_example(rng, self.config)
-
-    def spec(self) -> DatasetSpec:
-        return DatasetSpec(
-            name=self.name,
-            kind="sequence",
-            splits=self.split_sizes(),
-            eval_split="test",
-            vocab_size=self.config.vocab_size,
-            seq_len=self.config.seq_len,
-        )
-
-    def data_sheet(self) -> dict[str, Any]:
-        n = self.config.train_examples + self.config.eval_examples
-        return {
-            "source": "synthetic (archlab data/mqar.py, numpy PCG64 from generation_seed)",
-            "size": f"{n} sequences of {self.config.seq_len} tokens",
-        }
+    def make_example(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
+        del split  # both splits come from the same distribution
+        return make_example(rng, self.config)

@@ -9,6 +9,7 @@ the dataset, per-process batch from the mesh, ...).
 import ml_collections
 
 import data
+import models
 
 # Logical axis name -> mesh axes. Parameters and activations name logical axes only; this table
 # decides the parallelism (MaxText-style). A mesh axis already taken by an earlier dimension of
@@ -20,9 +21,13 @@ DEFAULT_SHARDING_RULES = (
     ("vocab", "tensor"),
     ("heads", "tensor"),
     ("mlp", "tensor"),
+    ("kv_heads", None),
     ("kv", None),
     ("length", None),
     ("layers", None),
+    ("conv", None),
+    ("state", None),
+    ("expert", None),
 )
 
 
@@ -31,15 +36,24 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "transformer"
+    c.model.name = "lm"  # lm (sequence models, any mixer) | mlp | vit | mlp_mixer (images)
     c.model.num_layers = 2
     c.model.d_model = 64
     c.model.num_heads = 4
     c.model.d_ff = 256
     c.model.dropout_rate = 0.0
-    c.model.positional = "rope"
     c.model.remat = False
+    # Sequence models (model.name='lm'): which mixer, and the block around it.
+    c.model.mixer = "attention"
+    c.model.layer_pattern = ""  # hybrids: "AMAM" (mixer letters) or "attention,mamba"
+    c.model.channel_mixer = "swiglu"  # swiglu | gelu_mlp | none (| moe)
+    c.model.short_conv = 0  # kernel of a causal depthwise conv in front of every mixer; 0: none
+    c.model.norm = "rms"  # rms | layer
+    c.model.use_bias = False
+    c.model.positional = "rope"  # rope | learned | none
     c.model.tie_embeddings = False
+    for name in models.CONFIG_SECTIONS.names():  # each mixer's / family's own options
+        c.model[name] = ml_collections.ConfigDict(models.CONFIG_SECTIONS.get(name))
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "mqar"

@@ -11,7 +11,7 @@ import ml_collections
 from experiments.base import base_config
 
 ARMS: dict[str, dict] = {
-    "attention": {"model.name": "transformer"},
+    "attention": {"model.mixer": "attention"},
 }
 BASELINE = "attention"
 
@@ -19,13 +19,16 @@ BASELINE = "attention"
 def get_config(arm: str | None = None) -> ml_collections.ConfigDict:
     c = base_config()
     c.data.name = "mqar"
-    c.train.steps = 600
+    # One head of width 64: with 4 heads of 16, attention sat at ~0.31 accuracy (picking among
+    # the in-context values) for 3000 steps; with one it jumps to > 0.99 after ~1500 steps.
+    c.model.num_heads = 1
+    c.train.steps = 2000
     c.train.batch_size = 64
-    c.train.log_every = 50
+    c.train.log_every = 100
     c.optimizer.learning_rate = 3e-3
     c.optimizer.warmup_steps = 50
-    c.eval.every = 200
-    c.checkpoint.every = 200
+    c.eval.every = 250
+    c.checkpoint.every = 250
     arm = arm or BASELINE
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")

@@ -6,8 +6,17 @@ Parameters are float32 and boxed with logical axis names.
 """
 
 # Family modules are imported for their side effect: registering into MODELS.
-from models import mlp, transformer  # noqa: F401
+import models.mlp_mixer  # noqa: F401
+import models.vit  # noqa: F401
+from models import attention, channel, lm, mlp  # noqa: F401
 from models.build import build_model, count_params
-from models.registry import MODELS
+from models.registry import CHANNEL_MIXERS, CONFIG_SECTIONS, MIXERS, MODELS
 
-__all__ = ["MODELS", "build_model", "count_params"]
+__all__ = [
+    "CHANNEL_MIXERS",
+    "CONFIG_SECTIONS",
+    "MIXERS",
+    "MODELS",
+    "build_model",
+    "count_params",
+]

@@ -1,4 +1,4 @@
-"""Building blocks shared by architecture families: norms, embeddings, RoPE, attention, MLPs.
+"""Building blocks shared by architecture families: projections, norms, embeddings, RoPE.
 
 Every parameter is born boxed with logical axis names, so sharding is decided by
 `config.sharding.rules` in the training loop and never here. Parameters are float32; `dtype` is
@@ -89,15 +89,30 @@ def dense(
     return Dense(features, names, axis, use_bias, dtype, name=name)
 
 
-def rms_norm(dtype: Dtype, name: str | None = None) -> nn.RMSNorm:
-    """Pre-norm RMSNorm over the model width; statistics are reduced in float32."""
+def rms_norm(dtype: Dtype, name: str | None = None, axis_name: str = "embed") -> nn.RMSNorm:
+    """RMSNorm over the last axis; statistics are reduced in float32."""
     return nn.RMSNorm(
         epsilon=1e-6,
         dtype=dtype,
         param_dtype=jnp.float32,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
         name=name,
     )
+
+
+def layer_norm(dtype: Dtype, name: str | None = None, axis_name: str = "embed") -> nn.LayerNorm:
+    """LayerNorm (scale and bias) over the last axis, GPT-2/ViT style."""
+    return nn.LayerNorm(
+        epsilon=1e-5,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axis_name,)),
+        name=name,
+    )
+
+
+NORMS = {"rms": rms_norm, "layer": layer_norm}
 
 
 def embedding(
@@ -137,56 +152,3 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> ja
     xf = x.astype(jnp.float32)
     out = xf * jnp.cos(angles) + rotate_half(xf) * jnp.sin(angles)
     return out.astype(x.dtype)
-
-
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Plain causal softmax attention. q, k, v: [B, T, H, D] -> [B, T, H, D] in v's dtype.
-
-    Scores and softmax are float32 so that bf16 compute does not lose the masking margin.
-    """
-    head_dim = q.shape[-1]
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    scores = scores / jnp.sqrt(jnp.float32(head_dim))
-    t_q, t_k = q.shape[1], k.shape[1]
-    mask = jnp.tril(jnp.ones((t_q, t_k), dtype=bool), k=t_k - t_q)
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention without biases; optional RoPE on queries and keys."""
-
-    num_heads: int
-    head_dim: int
-    dtype: Dtype = jnp.float32
-    use_rope: bool = True
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d_model = x.shape[-1]
-        heads = (self.num_heads, self.head_dim)
-        qkv_names: Names = ("embed", "heads", "kv")
-        q = dense(heads, qkv_names, self.dtype, name="query")(x)
-        k = dense(heads, qkv_names, self.dtype, name="key")(x)
-        v = dense(heads, qkv_names, self.dtype, name="value")(x)
-        if self.use_rope:
-            positions = jnp.arange(x.shape[-2])
-            q, k = apply_rope(q, positions), apply_rope(k, positions)
-        out = causal_attention(q, k, v)
-        return dense(d_model, ("heads", "kv", "embed"), self.dtype, axis=(-2, -1), name="out")(out)
-
-
-class SwiGLU(nn.Module):
-    """Gated MLP: (silu(x W_gate) * x W_up) W_down, no biases."""
-
-    d_ff: int
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d_model = x.shape[-1]
-        gate = dense(self.d_ff, ("embed", "mlp"), self.dtype, name="gate")(x)
-        up = dense(self.d_ff, ("embed", "mlp"), self.dtype, name="up")(x)
-        h = constrain(nn.silu(gate) * up, ("batch", "length", "mlp"))
-        return dense(d_model, ("mlp", "embed"), self.dtype, name="down")(h)

@@ -1,7 +1,13 @@
-"""The model registry: family name -> factory `(model_config, spec, compute_dtype) -> nn.Module`.
+"""The model registries.
 
-`spec` is the dataset's description (vocab_size, seq_len, num_classes, image_shape; None where
-not applicable). Factories validate the config and raise ValueError on bad values.
+- `MODELS`: family name -> factory `(model_config, spec, compute_dtype) -> nn.Module`; `spec` is
+  the dataset's description (vocab_size, seq_len, num_classes, image_shape; None where not
+  applicable). Factories validate the config and raise ValueError on bad values.
+- `MIXERS`: sequence-mixer name -> `SequenceMixer` subclass (see models/mixer.py).
+- `CHANNEL_MIXERS`: channel-mixer name -> module class `(d_model, d_ff, use_bias, options, dtype)`.
+- `CONFIG_SECTIONS`: name -> the defaults of the config section `model.<name>` that a family or
+  mixer reads its own options from. experiments/base.py builds the config from these, so a new
+  architecture's options are overridable (and typo-checked) without editing the base config.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from registry import Registry
 ModelFactory = Callable[[Any, Any, Any], nn.Module]
 
 MODELS: Registry[ModelFactory] = Registry("model")
+MIXERS: Registry[type] = Registry("sequence mixer")
+CHANNEL_MIXERS: Registry[type] = Registry("channel mixer")
+CONFIG_SECTIONS: Registry[dict[str, Any]] = Registry("model config section")
 
 
-def check_choice(option: str, value: str, valid: tuple[str, ...]) -> str:
+def check_choice(option: str, value: str, valid: tuple[str, ...] | list[str]) -> str:
     """Reject an unknown value of a string-valued config option, listing the valid ones."""
     if value not in valid:
         raise ValueError(f"unknown model.{option} {value!r}; valid: {', '.join(valid)}")

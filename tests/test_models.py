@@ -1,4 +1,4 @@
-"""Model tests: every registered family on a tiny config, then transformer-specific properties."""
+"""Model tests: every registered family on a tiny config, then sequence-model properties."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import models
+from experiments.base import base_config
 from models import blocks
 from registry import UnknownNameError
 
@@ -21,20 +22,10 @@ BATCH = 2
 
 
 def tiny_config(name: str, **overrides) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(
-        dict(
-            name=name,
-            num_layers=2,
-            d_model=32,
-            num_heads=4,
-            d_ff=64,
-            dropout_rate=0.0,
-            positional="rope",
-            remat=False,
-            tie_embeddings=False,
-        )
-    )
-    config.update(overrides)
+    """The real `model` section of the base config, made tiny; dotted keys reach sub-sections."""
+    config = base_config().model
+    config.update(dict(name=name, num_layers=2, d_model=32, num_heads=4, d_ff=64))
+    config.update_from_flattened_dict(overrides)
     config.lock()
     return config
 
@@ -141,7 +132,7 @@ def test_constraint_is_noop_without_rules_and_real_with_them():
 
 
 def test_unknown_model_name_lists_valid_names():
-    with pytest.raises(UnknownNameError, match="transformer") as info:
+    with pytest.raises(UnknownNameError, match="lm") as info:
         models.build_model(tiny_config("no_such_model"), SPEC, jnp.float32)
     for name in models.MODELS.names():
         assert name in str(info.value)
@@ -149,7 +140,7 @@ def test_unknown_model_name_lists_valid_names():
 
 def test_unknown_positional_lists_valid_options():
     with pytest.raises(ValueError, match="rope, learned, none"):
-        models.build_model(tiny_config("transformer", positional="alibi"), SPEC, jnp.float32)
+        models.build_model(tiny_config("lm", positional="alibi"), SPEC, jnp.float32)
 
 
 def test_count_params_counts_scalars():
@@ -157,13 +148,13 @@ def test_count_params_counts_scalars():
     assert models.count_params(params) == 17
 
 
-# ---------------------------------------------------------------- transformer
+# ---------------------------------------------------------------- the sequence model
 
 
 @pytest.mark.parametrize("positional", ["rope", "learned", "none"])
 @pytest.mark.parametrize("tie", [False, True])
-def test_transformer_is_causal(positional, tie):
-    config = tiny_config("transformer", positional=positional, tie_embeddings=tie)
+def test_attention_lm_is_causal(positional, tie):
+    config = tiny_config("lm", positional=positional, tie_embeddings=tie)
     model = models.build_model(config, SPEC, jnp.float32)
     tokens = random_inputs(model)
     variables = init(model, tokens)
@@ -176,7 +167,7 @@ def test_transformer_is_causal(positional, tie):
 
 
 def test_tied_embeddings_have_no_unembedding():
-    model = models.build_model(tiny_config("transformer", tie_embeddings=True), SPEC, jnp.float32)
+    model = models.build_model(tiny_config("lm", tie_embeddings=True), SPEC, jnp.float32)
     params = init(model, model.example_inputs(BATCH))["params"]
     assert "unembed" not in params and "embed" in params
 
@@ -225,9 +216,9 @@ def test_rope_scores_depend_only_on_offset():
 @pytest.mark.parametrize("train", [False, True])
 def test_remat_matches_plain(train):
     rate = 0.1 if train else 0.0
-    plain = models.build_model(tiny_config("transformer", dropout_rate=rate), SPEC, jnp.float32)
+    plain = models.build_model(tiny_config("lm", dropout_rate=rate), SPEC, jnp.float32)
     remat = models.build_model(
-        tiny_config("transformer", dropout_rate=rate, remat=True), SPEC, jnp.float32
+        tiny_config("lm", dropout_rate=rate, remat=True), SPEC, jnp.float32
     )
     tokens = random_inputs(plain)
     variables = init(plain, tokens)

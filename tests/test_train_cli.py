@@ -23,7 +23,7 @@ def assert_usage_error(result, *fragments: str) -> None:
     ("override", "fragments"),
     [
         ("--config.model.d_modle=8", ["unknown config key 'model.d_modle'", "'model.d_model'"]),
-        ("--config.model.name=transfomer", ["unknown model 'transfomer'", "transformer", "mlp"]),
+        ("--config.model.name=lmm", ["unknown model 'lmm'", "'lm'", "mlp"]),
         ("--config.data.name=mqr", ["unknown dataset 'mqr'", "mqar", "digits"]),
         ("--config.objective.name=xent", ["unknown objective 'xent'", "next_token_xent"]),
         ("--config.optimizer.name=adam", ["unknown optimizer 'adam'", "adamw", "lion"]),
@@ -72,7 +72,7 @@ def test_workdir_of_another_config_is_refused_and_left_untouched(data_dir, tmp_p
 
 def test_model_config_that_does_not_fit_is_a_one_line_error(data_dir, tmp_path):
     result = run_train(data_dir, tmp_path / "run", "--config.model.num_heads=3")
-    assert_usage_error(result, "'transformer'", "not divisible by num_heads=3")
+    assert_usage_error(result, "'lm'", "not divisible by num_heads=3")
     assert not (tmp_path / "run").exists()
     result = run_train(data_dir, tmp_path / "run", "--config.objective.z_loss=-1")
     assert_usage_error(result, "'next_token_xent'", "z_loss")

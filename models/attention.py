@@ -1,0 +1,142 @@
+"""Softmax attention: MHA, GQA and MQA (`num_kv_heads`), RoPE, sliding window, QK-norm.
+
+With `model.norm='rms'`, `channel_mixer='swiglu'`, `use_bias=False` and untied embeddings the
+sequence model is a Llama-style decoder; with `norm='layer'`, `channel_mixer='gelu_mlp'`,
+`use_bias=True`, `positional='learned'` and `tie_embeddings=True`, a GPT-2-style one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from models import blocks
+from models.mixer import SequenceMixer
+from models.registry import CONFIG_SECTIONS, MIXERS
+
+DEFAULTS = {
+    "num_kv_heads": 0,  # 0: as many as query heads (MHA); 1: MQA; between: GQA
+    "window": 0,  # 0: full causal attention; w: each query sees its last w positions
+    "qk_norm": False,  # RMSNorm on queries and keys per head (stabilises large learning rates)
+    "rope_base": 10_000.0,
+}
+CONFIG_SECTIONS.register("attention")(DEFAULTS)
+
+
+def kv_heads(num_heads: int, options: Any) -> int:
+    kv = options["num_kv_heads"] or num_heads
+    if num_heads % kv:
+        raise ValueError(f"attention.num_kv_heads={kv} must divide num_heads={num_heads}")
+    return kv
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, q_positions: jax.Array,
+           k_positions: jax.Array, window: int) -> jax.Array:
+    """Grouped causal softmax attention. q [B,Tq,H,D]; k, v [B,Tk,KVH,D] -> [B,Tq,H,D].
+
+    A key is visible when its position is <= the query's (and within `window` if set); keys at
+    positions not yet written (a cache beyond the current step) are masked the same way.
+    Scores and softmax are float32 whatever the compute dtype.
+    """
+    b, t_q, h, d = q.shape
+    groups = h // k.shape[2]
+    q = q.reshape(b, t_q, k.shape[2], groups, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(d))
+    visible = k_positions[None, :] <= q_positions[:, None]
+    if window:
+        visible &= k_positions[None, :] > q_positions[:, None] - window
+    scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t_q, h, d)
+
+
+@MIXERS.register("attention")
+class Attention(SequenceMixer):
+    LETTER = "A"
+
+    def setup(self) -> None:
+        self.head_dim = self.d_model // self.num_heads  # the model factory checks divisibility
+        kv = kv_heads(self.num_heads, self.options)
+        q_names, kv_names = ("embed", "heads", "kv"), ("embed", "kv_heads", "kv")
+        self.query = blocks.dense((self.num_heads, self.head_dim), q_names, self.dtype,
+                                  use_bias=self.use_bias)
+        self.key = blocks.dense((kv, self.head_dim), kv_names, self.dtype, use_bias=self.use_bias)
+        self.value = blocks.dense((kv, self.head_dim), kv_names, self.dtype,
+                                  use_bias=self.use_bias)
+        self.out = blocks.dense(self.d_model, ("heads", "kv", "embed"), self.dtype, axis=(-2, -1),
+                                use_bias=self.use_bias)
+        if self.options["qk_norm"]:
+            self.q_norm = blocks.rms_norm(self.dtype, axis_name="kv")
+            self.k_norm = blocks.rms_norm(self.dtype, axis_name="kv")
+
+    def _project(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, ...]:
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if self.options["qk_norm"]:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:
+            base = self.options["rope_base"]
+            q, k = blocks.apply_rope(q, positions, base), blocks.apply_rope(k, positions, base)
+        return q, k, v
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        positions = jnp.arange(x.shape[1])
+        q, k, v = self._project(x, positions)
+        out = attend(q, k, v, positions, positions, self.options["window"])
+        return self.out(out)
+
+    def init_state(self, batch_size: int, max_len: int) -> dict[str, jax.Array]:
+        """The KV cache: keys and values of every position decoded so far."""
+        shape = (batch_size, max_len, kv_heads(self.num_heads, self.options),
+                 self.d_model // self.num_heads)
+        return {"key": jnp.zeros(shape, self.dtype), "value": jnp.zeros(shape, self.dtype)}
+
+    def step(self, x: jax.Array, state: dict, position: jax.Array) -> tuple[jax.Array, dict]:
+        q, k, v = self._project(x[:, None], position[None])
+        start = (0, position, 0, 0)
+        cache = {"key": jax.lax.dynamic_update_slice(state["key"], k.astype(self.dtype), start),
+                 "value": jax.lax.dynamic_update_slice(state["value"], v.astype(self.dtype),
+                                                       start)}
+        k_positions = jnp.arange(cache["key"].shape[1])
+        out = attend(q, cache["key"], cache["value"], position[None], k_positions,
+                     self.options["window"])
+        return self.out(out)[:, 0], cache
+
+    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
+        positions = jnp.arange(x.shape[1])
+        q, k, v = self._project(x, positions)
+        out = self.out(attend(q, k, v, positions, positions, self.options["window"]))
+        state = self.init_state(x.shape[0], max_len)
+        cache = {"key": state["key"].at[:, : x.shape[1]].set(k.astype(self.dtype)),
+                 "value": state["value"].at[:, : x.shape[1]].set(v.astype(self.dtype))}
+        return out, cache
+
+    @classmethod
+    def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:
+        """Keys and values for every cached position: 2 * T * kv_heads * head_dim (= 2·d·T for
+        MHA); a sliding window caps T at the window."""
+        length = min(seq_len, options["window"]) if options["window"] else seq_len
+        return 2 * length * kv_heads(num_heads, options) * (d_model // num_heads)
+
+    @classmethod
+    def flops_per_token(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:
+        """Projections 2·d·(2·d + 2·kv·hd), plus scores and mixing 2·2·T·d over the causal half
+        of the map (T/2 keys on average; the window when one is set)."""
+        kv_width = kv_heads(num_heads, options) * (d_model // num_heads)
+        projections = 2 * d_model * (2 * d_model + 2 * kv_width)
+        keys = min(options["window"], seq_len) if options["window"] else seq_len / 2
+        return int(projections + 2 * 2 * keys * d_model)
+
+    @classmethod
+    def param_count(cls, d_model: int, num_heads: int, options: Any, seq_len: int,
+                    use_bias: bool) -> int:
+        head_dim = d_model // num_heads
+        kv_width = kv_heads(num_heads, options) * head_dim
+        count = 2 * d_model * d_model + 2 * d_model * kv_width
+        if use_bias:
+            count += 2 * d_model + 2 * kv_width
+        if options["qk_norm"]:
+            count += 2 * head_dim
+        return count

@@ -1,0 +1,268 @@
+"""The sequence model every mixer family plugs into: a causal language model
+
+    tokens -> embedding (+ learned positions) -> N x [norm -> (short conv) -> mixer -> residual,
+                                                   norm -> channel mixer -> residual]
+           -> final norm -> unembedding (or tied embedding) -> float32 logits
+
+Which mixer sits in each layer is config: `model.mixer` for all layers, or `model.layer_pattern`
+for hybrids ("AMAM": one letter per mixer's LETTER, or "attention,mamba,..."), repeated to fill
+`model.num_layers`. Each mixer reads its options from `model.<mixer name>`.
+
+Decoding: `prefill(tokens, max_len)` runs the prompt and returns the cache; `decode_step(token,
+cache, position)` advances one token; `init_cache(batch_size, max_len)` is the empty cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.core import FrozenDict
+
+from models import blocks
+from models.mixer import CausalConv1D
+from models.registry import CHANNEL_MIXERS, CONFIG_SECTIONS, MIXERS, MODELS, check_choice, require
+
+POSITIONAL = ("rope", "learned", "none")
+
+
+class Block(nn.Module):
+    """One pre-norm residual block: (short conv ->) sequence mixer, then channel mixer."""
+
+    d_model: int
+    num_heads: int
+    seq_len: int
+    mixer: str
+    mixer_options: Any
+    channel_mixer: str
+    channel_options: Any
+    d_ff: int
+    norm: str
+    rope: bool
+    use_bias: bool
+    short_conv: int
+    dropout_rate: float
+    dtype: Any
+
+    def setup(self) -> None:
+        self.mixer_norm = blocks.NORMS[self.norm](self.dtype)
+        if self.short_conv:
+            self.conv = CausalConv1D(self.d_model, self.short_conv, self.dtype)
+        self.sequence_mixer = MIXERS.get(self.mixer)(
+            d_model=self.d_model, num_heads=self.num_heads, options=self.mixer_options,
+            seq_len=self.seq_len, rope=self.rope, use_bias=self.use_bias, dtype=self.dtype)
+        self.has_channel_mixer = self.channel_mixer != "none"
+        if self.has_channel_mixer:
+            self.channel_norm = blocks.NORMS[self.norm](self.dtype)
+            self.channel = CHANNEL_MIXERS.get(self.channel_mixer)(
+                self.d_model, self.d_ff, self.use_bias, self.channel_options, self.dtype)
+        self.dropout = nn.Dropout(self.dropout_rate)
+
+    def _channel_half(self, x: jax.Array, train: bool) -> jax.Array:
+        if not self.has_channel_mixer:
+            return x
+        h = self.channel(self.channel_norm(x), train=train)
+        return blocks.constrain(x + self.dropout(h, deterministic=not train))
+
+    # `train` is positional because nn.remat can only mark positional arguments static.
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        h = self.mixer_norm(x)
+        if self.short_conv:
+            h = self.conv(h)
+        h = self.sequence_mixer(h, train=train)
+        x = blocks.constrain(x + self.dropout(h, deterministic=not train))
+        return self._channel_half(x, train)
+
+    def init_state(self, batch_size: int, max_len: int) -> dict[str, Any]:
+        state = {"mixer": self.sequence_mixer.init_state(batch_size, max_len)}
+        if self.short_conv:
+            state["conv"] = self.conv.init_state(batch_size)
+        return state
+
+    def step(self, x: jax.Array, state: dict, position: jax.Array) -> tuple[jax.Array, dict]:
+        """x: [B, D], one position."""
+        h = self.mixer_norm(x)
+        new_state = {}
+        if self.short_conv:
+            h, new_state["conv"] = self.conv.step(h, state["conv"])
+        h, new_state["mixer"] = self.sequence_mixer.step(h, state["mixer"], position)
+        x = x + h
+        return self._channel_half(x[:, None], False)[:, 0], new_state
+
+    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
+        h = self.mixer_norm(x)
+        state = {}
+        if self.short_conv:
+            h, state["conv"] = self.conv.prefill(h)
+        h, state["mixer"] = self.sequence_mixer.prefill(h, max_len)
+        return self._channel_half(x + h, False), state
+
+
+class SequenceModel(nn.Module):
+    """int32 tokens [B, T] -> float32 next-token logits [B, T, vocab_size]."""
+
+    vocab_size: int
+    seq_len: int
+    d_model: int
+    num_heads: int
+    d_ff: int
+    layer_mixers: tuple[str, ...]
+    options: Any  # FrozenDict: section name -> that mixer's / channel mixer's options
+    channel_mixer: str = "swiglu"
+    norm: str = "rms"
+    positional: str = "rope"
+    use_bias: bool = False
+    short_conv: int = 0
+    tie_embeddings: bool = False
+    dropout_rate: float = 0.0
+    remat: bool = False
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.embed = blocks.embedding(self.vocab_size, self.d_model, self.dtype)
+        if self.positional == "learned":
+            self.pos_embedding = self.param(
+                "pos_embedding",
+                nn.with_logical_partitioning(
+                    nn.initializers.normal(blocks.EMBED_INIT_STDDEV), ("length", "embed")),
+                (self.seq_len, self.d_model), jnp.float32)
+        block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+        self.layers = [
+            block_cls(
+                d_model=self.d_model, num_heads=self.num_heads, seq_len=self.seq_len,
+                mixer=mixer, mixer_options=self.options.get(mixer, FrozenDict()),
+                channel_mixer=self.channel_mixer,
+                channel_options=self.options.get(self.channel_mixer, FrozenDict()),
+                d_ff=self.d_ff, norm=self.norm, rope=self.positional == "rope",
+                use_bias=self.use_bias, short_conv=self.short_conv,
+                dropout_rate=self.dropout_rate, dtype=self.dtype, name=f"block_{i}")
+            for i, mixer in enumerate(self.layer_mixers)
+        ]
+        self.final_norm = blocks.NORMS[self.norm](self.dtype)
+        if not self.tie_embeddings:
+            self.unembed = blocks.dense(self.vocab_size, ("embed", "vocab"), self.dtype)
+        self.dropout = nn.Dropout(self.dropout_rate)
+
+    def example_inputs(self, batch_size: int) -> jax.Array:
+        return jnp.zeros((batch_size, self.seq_len), jnp.int32)
+
+    def describe(self) -> dict[str, int]:
+        """Analytic parameter count, forward FLOPs per token and decoding state size (numbers
+        carried per sequence at the training length)."""
+        d, heads, t, channel = self.d_model, self.num_heads, self.seq_len, self.channel_mixer
+        channel_cls, channel_options = CHANNEL_MIXERS.get(channel), self.options.get(channel)
+        norm_params = d * (2 if self.norm == "layer" else 1)
+        params = self.vocab_size * d + norm_params  # embedding, final norm
+        params += 0 if self.tie_embeddings else d * self.vocab_size
+        params += t * d if self.positional == "learned" else 0
+        flops = 2 * d * self.vocab_size  # unembedding
+        state = 0
+        for name in self.layer_mixers:
+            cls, options = MIXERS.get(name), self.options.get(name, FrozenDict())
+            params += norm_params + cls.param_count(d, heads, options, t, self.use_bias)
+            flops += cls.flops_per_token(d, heads, options, t)
+            state += cls.state_size(d, heads, options, t)
+            if channel != "none":
+                params += norm_params
+                params += channel_cls.param_count(d, self.d_ff, self.use_bias, channel_options)
+                flops += channel_cls.flops_per_token(d, self.d_ff, channel_options)
+            if self.short_conv:
+                params += (self.short_conv + 1) * d
+                flops += 2 * self.short_conv * d
+                state += (self.short_conv - 1) * d
+        return {"params": int(params), "flops_per_token": int(flops), "state_size": int(state)}
+
+    def _embed(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+        x = self.embed(tokens)
+        if self.positional == "learned":
+            x = x + jnp.take(self.pos_embedding, positions, axis=0).astype(self.dtype)
+        return x
+
+    def _logits(self, x: jax.Array) -> jax.Array:
+        x = self.final_norm(x)
+        logits = self.embed.attend(x) if self.tie_embeddings else self.unembed(x)
+        return logits.astype(jnp.float32)
+
+    def __call__(self, inputs: jax.Array, *, train: bool) -> jax.Array:
+        x = self._embed(inputs, jnp.arange(inputs.shape[1]))
+        x = blocks.constrain(self.dropout(x, deterministic=not train))
+        for layer in self.layers:
+            x = layer(x, train)
+        return self._logits(x)
+
+    def init_cache(self, batch_size: int, max_len: int) -> list[dict]:
+        return [layer.init_state(batch_size, max_len) for layer in self.layers]
+
+    def decode_step(self, tokens: jax.Array, cache: list[dict],
+                    position: jax.Array) -> tuple[jax.Array, list[dict]]:
+        """tokens [B] at `position` -> logits [B, vocab] for the next position, new cache."""
+        x = self._embed(tokens, position)
+        new_cache = []
+        for layer, state in zip(self.layers, cache, strict=True):
+            x, state = layer.step(x, state, position)
+            new_cache.append(state)
+        return self._logits(x), new_cache
+
+    def prefill(self, tokens: jax.Array, max_len: int) -> tuple[jax.Array, list[dict]]:
+        """Logits over the prompt [B, T, vocab] and the cache after it."""
+        x = self._embed(tokens, jnp.arange(tokens.shape[1]))
+        cache = []
+        for layer in self.layers:
+            x, state = layer.prefill(x, max_len)
+            cache.append(state)
+        return self._logits(x), cache
+
+
+def layer_mixers(config: Any) -> tuple[str, ...]:
+    """One mixer name per layer, from `mixer` or the hybrid `layer_pattern`."""
+    pattern = config.layer_pattern
+    if not pattern:
+        names = [config.mixer]
+    elif "," in pattern or pattern in MIXERS:
+        names = [name.strip() for name in pattern.split(",")]
+    else:
+        letters = {MIXERS.get(name).LETTER: name for name in MIXERS.names()}
+        unknown = sorted(set(pattern) - letters.keys())
+        if unknown:
+            valid = ", ".join(f"{k}={v}" for k, v in sorted(letters.items()))
+            raise ValueError(f"model.layer_pattern {pattern!r}: unknown letters {unknown}; "
+                             f"valid: {valid}")
+        names = [letters[c] for c in pattern]
+    for name in names:
+        MIXERS.get(name)
+    if config.num_layers % len(names):
+        raise ValueError(f"model.layer_pattern has {len(names)} layers, which does not divide "
+                         f"model.num_layers={config.num_layers}")
+    return tuple(names * (config.num_layers // len(names)))
+
+
+def _frozen(section: Any) -> FrozenDict:
+    return FrozenDict(section.to_dict() if hasattr(section, "to_dict") else dict(section))
+
+
+@MODELS.register("lm")
+def build_lm(config: Any, spec: Any, dtype: Any) -> SequenceModel:
+    check_choice("positional", config.positional, POSITIONAL)
+    check_choice("norm", config.norm, tuple(blocks.NORMS))
+    check_choice("channel_mixer", config.channel_mixer, CHANNEL_MIXERS.names())
+    check_choice("mixer", config.mixer, MIXERS.names())
+    if config.d_model % config.num_heads:
+        raise ValueError(f"model.d_model={config.d_model} is not divisible by "
+                         f"num_heads={config.num_heads}")
+    if config.positional == "rope" and (config.d_model // config.num_heads) % 2:
+        raise ValueError("positional='rope' needs an even head dimension (d_model / num_heads)")
+    if config.short_conv < 0:
+        raise ValueError(f"model.short_conv must be >= 0, got {config.short_conv}")
+    sections = {name: _frozen(config[name]) for name in CONFIG_SECTIONS.names() if name in config}
+    model = SequenceModel(
+        vocab_size=require(spec, "vocab_size", "lm"), seq_len=require(spec, "seq_len", "lm"),
+        d_model=config.d_model, num_heads=config.num_heads, d_ff=config.d_ff,
+        layer_mixers=layer_mixers(config),
+        options=FrozenDict(sections), channel_mixer=config.channel_mixer, norm=config.norm,
+        positional=config.positional, use_bias=config.use_bias, short_conv=config.short_conv,
+        tie_embeddings=config.tie_embeddings, dropout_rate=config.dropout_rate,
+        remat=config.remat, dtype=dtype)
+    model.describe()  # checks every mixer's options (e.g. num_kv_heads dividing num_heads)
+    return model

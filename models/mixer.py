@@ -1,0 +1,114 @@
+"""The sequence-mixer interface every architecture family implements, and the short convolution
+that can sit in front of any mixer.
+
+A mixer maps [B, T, D] -> [B, T, D] causally, in two forms that must agree:
+- `__call__(x, *, train)`: the parallel (or chunked) form used for training;
+- `step(x_t, state, position)`: the recurrent form, one token [B, D] at a time over a state
+  (a KV cache for attention, a fixed-size matrix for SSMs and linear attention), starting from
+  `init_state(batch_size, max_len)`.
+`prefill(x, max_len)` runs the parallel form and returns the state after the prompt; the default
+steps through the prompt, families override it with their own final-state computation.
+
+Mixers are set up with `setup()` (not `@nn.compact`) so that every method sees the same
+parameters. Class methods give the analytic cost: `state_size` (numbers carried per sequence
+while decoding), `flops_per_token` (multiply-adds x 2 of one forward pass, per token) and
+`param_count`; tests hold them to the real module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+State = Any
+
+
+class SequenceMixer(nn.Module):
+    d_model: int
+    num_heads: int
+    options: Any  # the mixer's `model.<name>` config section, as a FrozenDict
+    seq_len: int  # the training length: caps caches and sizes filters
+    rope: bool = False
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int, max_len: int) -> State:
+        raise NotImplementedError
+
+    def step(self, x: jax.Array, state: State, position: jax.Array) -> tuple[jax.Array, State]:
+        raise NotImplementedError
+
+    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, State]:
+        state = self.init_state(x.shape[0], max_len)
+        outputs = []
+        for t in range(x.shape[1]):
+            y, state = self.step(x[:, t], state, jnp.int32(t))
+            outputs.append(y)
+        return jnp.stack(outputs, axis=1), state
+
+    @classmethod
+    def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def flops_per_token(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def param_count(cls, d_model: int, num_heads: int, options: Any, seq_len: int,
+                    use_bias: bool) -> int:
+        raise NotImplementedError
+
+
+class CausalConv1D(nn.Module):
+    """Depthwise causal convolution over time, per channel with a bias:
+    y_t = sum_i w_i * x_{t-K+1+i} + b. Its decoding state is the last K-1 inputs.
+
+    With a short kernel (3-4) in front of a mixer (`model.short_conv`) it hands each position its
+    few predecessors, which recall mixers otherwise have to learn (H3, Based, Mamba)."""
+
+    features: int
+    kernel_size: int
+    dtype: Any = jnp.float32
+    names: tuple[str, str] = ("conv", "embed")
+
+    def setup(self) -> None:
+        self.kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.lecun_normal(), self.names),
+            (self.kernel_size, self.features),
+            jnp.float32,
+        )
+        self.bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), self.names[1:]),
+            (self.features,),
+            jnp.float32,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        padded = jnp.pad(x.astype(self.dtype), ((0, 0), (k - 1, 0), (0, 0)))
+        t = x.shape[1]
+        y = sum(padded[:, i : i + t] * self.kernel[i].astype(self.dtype) for i in range(k))
+        return y + self.bias.astype(self.dtype)
+
+    def init_state(self, batch_size: int) -> jax.Array:
+        return jnp.zeros((batch_size, self.kernel_size - 1, self.features), self.dtype)
+
+    def step(self, x: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
+        window = jnp.concatenate([state, x[:, None].astype(self.dtype)], axis=1)  # [B, K, F]
+        y = jnp.einsum("bkf,kf->bf", window, self.kernel.astype(self.dtype))
+        return y + self.bias.astype(self.dtype), window[:, 1:]
+
+    def prefill(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Output over the prompt and the state after it (its last K-1 inputs, zero-padded)."""
+        padded = jnp.pad(x.astype(self.dtype), ((0, 0), (self.kernel_size - 1, 0), (0, 0)))
+        return self(x), padded[:, x.shape[1] :]
+

@@ -1,0 +1,110 @@
+"""Every sequence mixer, through the sequence model: causal, and its forms agree.
+
+Registry-wide: a mixer added to MIXERS is covered here without editing this file.
+"""
+
+from __future__ import annotations
+
+import types
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+from experiments.base import base_config
+
+T = 13  # odd on purpose: chunked forms must handle a ragged last chunk
+SPEC = types.SimpleNamespace(vocab_size=29, seq_len=T, num_classes=None, image_shape=None)
+VARIANTS = {  # extra block options each mixer is also checked under
+    "plain": {},
+    "short_conv": {"short_conv": 4},
+}
+
+
+def lm_config(mixer: str, **overrides):
+    config = base_config().model
+    config.update(dict(name="lm", mixer=mixer, num_layers=2, d_model=32, num_heads=4, d_ff=48))
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def build(mixer: str, **overrides):
+    model = models.build_model(lm_config(mixer, **overrides), SPEC, jnp.float32)
+    tokens = jax.random.randint(jax.random.key(1), (2, T), 0, SPEC.vocab_size)
+    variables = model.init(jax.random.key(0), tokens, train=False)
+    return model, nn.unbox(variables), tokens
+
+
+def assert_close(actual, expected, rtol=1e-5):
+    scale = float(jnp.max(jnp.abs(expected)))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("mixer", models.MIXERS.names())
+def test_changing_a_token_never_changes_earlier_outputs(mixer, variant):
+    model, variables, tokens = build(mixer, **VARIANTS[variant])
+    before = model.apply(variables, tokens, train=False)
+    for t in (0, 6, T - 1):
+        changed = tokens.at[:, t].set((tokens[:, t] + 1) % SPEC.vocab_size)
+        after = model.apply(variables, changed, train=False)
+        np.testing.assert_array_equal(before[:, :t], after[:, :t])
+        assert not np.allclose(before[:, t], after[:, t])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("mixer", models.MIXERS.names())
+def test_parallel_prefill_and_token_by_token_decoding_agree(mixer, variant):
+    model, variables, tokens = build(mixer, **VARIANTS[variant])
+    full = model.apply(variables, tokens, train=False)
+    # Decoding every token from an empty cache.
+    cache = model.apply(variables, 2, T, method="init_cache")
+    stepped = []
+    for t in range(T):
+        logits, cache = model.apply(variables, tokens[:, t], cache, jnp.int32(t),
+                                    method="decode_step")
+        stepped.append(logits)
+    assert_close(jnp.stack(stepped, axis=1), full)
+    # A prompt through the parallel form, then cached decoding of the rest.
+    prompt = 6
+    logits, cache = model.apply(variables, tokens[:, :prompt], T, method="prefill")
+    assert_close(logits, full[:, :prompt])
+    for t in range(prompt, T):
+        logits, cache = model.apply(variables, tokens[:, t], cache, jnp.int32(t),
+                                    method="decode_step")
+        assert_close(logits, full[:, t])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"short_conv": 3}, {"use_bias": True, "norm": "layer", "channel_mixer": "gelu_mlp"},
+     {"tie_embeddings": True, "positional": "learned"}, {"channel_mixer": "none"}],
+    ids=["default", "short_conv", "gpt2-blocks", "tied-learned", "no-channel-mixer"],
+)
+@pytest.mark.parametrize("mixer", models.MIXERS.names())
+def test_parameter_count_matches_the_analytic_formula(mixer, overrides):
+    model, variables, _ = build(mixer, **overrides)
+    assert model.describe()["params"] == models.count_params(variables["params"])
+
+
+@pytest.mark.parametrize("mixer", models.MIXERS.names())
+def test_description_reports_flops_and_state(mixer):
+    model, _, _ = build(mixer)
+    description = model.describe()
+    assert description["flops_per_token"] > 2 * description["params"] * 0.5
+    assert description["state_size"] > 0
+
+
+def test_hybrid_pattern_places_mixers_per_layer():
+    for pattern in ("AA", "attention,attention", "A"):
+        config = lm_config("attention", num_layers=4, layer_pattern=pattern)
+        model = models.build_model(config, SPEC, jnp.float32)
+        assert model.layer_mixers == ("attention",) * 4
+    with pytest.raises(ValueError, match="unknown letters"):
+        models.build_model(lm_config("attention", layer_pattern="AZ"), SPEC, jnp.float32)
+    with pytest.raises(ValueError, match="does not divide"):
+        models.build_model(lm_config("attention", num_layers=3, layer_pattern="AA"), SPEC,
+                           jnp.float32)
