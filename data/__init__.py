@@ -5,7 +5,19 @@ and `iter(ds.loader("train", batch_size=32, seed=0, shuffle=True, num_epochs=Non
 """
 
 # Importing the builder modules registers them in DATASETS.
-from data import digits, mqar, text  # noqa: F401
+from data import (  # noqa: F401
+    compression,
+    digits,
+    fuzzy_recall,
+    in_context_recall,
+    induction_head,
+    memorization,
+    modular_arithmetic,
+    mqar,
+    noisy_recall,
+    selective_copying,
+    text,
+)
 from data.config import DataConfigError
 from data.dataset import Dataset, default_params, load
 from data.pipeline import iterator_checkpoint_args

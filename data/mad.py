@@ -31,9 +31,9 @@ def recall_vocab(vocab_size: int, noise_vocab_size: int, num_special: int) -> tu
     return content // 2, content
 
 
-def _lead(rng: np.random.Generator, seq_len: int, value_lo: int, value_hi: int) -> list[int]:
+def _lead(rng: np.random.Generator, seq_len: int, value_lo: int, value_hi: int) -> np.ndarray:
     # One lone value token when seq_len + 1 is odd (see the module docstring).
-    return [int(rng.integers(value_lo, value_hi))] if seq_len % 2 == 0 else []
+    return rng.integers(value_lo, value_hi, size=1 - seq_len % 2)
 
 
 def in_context_recall(
@@ -71,7 +71,7 @@ def in_context_recall(
     probe = rng.choice(np.unique(keys[real]))
     tokens = np.concatenate([lead, pairs.ravel(), [probe, table[probe]]])
     pair_scored = np.stack([np.zeros(num_pairs, dtype=bool), repeated], axis=1).ravel()
-    scored = np.concatenate([[False] * len(lead), pair_scored, [False, True]])
+    scored = np.concatenate([np.zeros(len(lead), dtype=bool), pair_scored, [False, True]])
     return tokens, scored
 
 
@@ -202,4 +202,4 @@ def memorization(
     keys = rng.choice(half, size=(seq_len + 1) // 2, replace=False)
     pairs = np.stack([keys, value_of[keys]], axis=1).ravel()
     scored = np.tile([False, True], len(keys))
-    return np.concatenate([lead, pairs]), np.concatenate([[False] * len(lead), scored])
+    return np.concatenate([lead, pairs]), np.concatenate([np.zeros(len(lead), dtype=bool), scored])

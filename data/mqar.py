@@ -96,7 +96,9 @@ def make_example(rng: np.random.Generator, config: MqarConfig) -> dict[str, np.n
     # Queries sit in disjoint two-token slots after the pairs (key at p, its value at p + 1), the
     # slots drawn by the power law over their distance from the pairs.
     num_slots = (seq_len + 1 - 2 * k) // 2
-    slots = rng.choice(num_slots, size=q, replace=False, p=gap_probabilities(num_slots, config.power_a))
+    slots = rng.choice(
+        num_slots, size=q, replace=False, p=gap_probabilities(num_slots, config.power_a)
+    )
     positions = 2 * k + 2 * slots
     queried = rng.choice(k, size=q, replace=False)
     tokens[positions] = keys[queried]

@@ -242,6 +242,8 @@ def main(argv: list[str]) -> int:
         "attempts": [],
         "start_time": manifest.now(),
         "num_params": num_params,
+        # Analytic costs where the family states them: FLOPs per token, decoding state size.
+        "model": model.describe() if hasattr(model, "describe") else {},
     }
     git = manifest.git_state()
     previous = record["attempts"][-1]["git"] if record["attempts"] else None
@@ -296,12 +298,10 @@ def main(argv: list[str]) -> int:
 
     writer = MetricWriter(workdir, start_step)
     progress = Progress(start_step, config.train.steps)
+    resumed = f", resumed at step {start_step}" if restored else ""
     progress.message(
         f"run directory: {os.path.abspath(workdir)}  ({num_params:,} parameters, "
-        f"mesh {dict(mesh.shape)}, resumed at step {start_step})"
-        if restored
-        else f"run directory: {os.path.abspath(workdir)}  "
-        f"({num_params:,} parameters, mesh {dict(mesh.shape)})"
+        f"mesh {dict(mesh.shape)}{resumed})"
     )
     tokens_per_step = config.train.batch_size * (spec.seq_len or 1)
     pending_losses: list[tuple[int, jax.Array]] = []  # checked lazily: no host sync per step
