@@ -119,7 +119,9 @@ def fuzzy_recall(
     probe_value = tuple(value_rows[-1, : value_sizes[-1]].tolist())
     limit = seq_len - len(probe_key) - len(probe_value) - (k_motif_size + v_motif_size)
     # MAD draws the probe's position from [0, seq_len - 2 * probe size), which can lie past the
-    # end of the body (the probe then never appears before the final query); draw it inside.
+    # end of the body, and places it only at a pair boundary past that position, which the body
+    # can end before: the final query is then unanswerable. Here it is drawn inside the body and
+    # placed, at the latest, before the pair that could end the body.
     probe_at = int(rng.integers(0, limit))
 
     tokens: list[int] = []
@@ -128,7 +130,8 @@ def fuzzy_recall(
     probe_placed = False
     row = 0
     while len(tokens) < limit:
-        if not probe_placed and len(tokens) >= probe_at:
+        last_chance = len(tokens) + k_motif_size + v_motif_size >= limit
+        if not probe_placed and (len(tokens) >= probe_at or last_chance):
             key, value, probe_placed = probe_key, probe_value, True
             is_scored = False  # MAD never scores the planted probe
         else:

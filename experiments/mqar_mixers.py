@@ -19,16 +19,19 @@ BASELINE = "attention"
 def get_config(arm: str | None = None) -> ml_collections.ConfigDict:
     c = base_config()
     c.data.name = "mqar"
-    # One head of width 64: with 4 heads of 16, attention sat at ~0.31 accuracy (picking among
-    # the in-context values) for 3000 steps; with one it jumps to > 0.99 after ~1500 steps.
+    # Measured on this CPU (attention, lr 3e-3, batch 64): 4 heads of width 16 and no short conv
+    # sat at ~0.31 accuracy (choosing among the in-context values) for 3000 steps; 1 head of 64
+    # jumped to > 0.99 at ~1500 steps; 1 head with a short conv (kernel 4) in front of the mixer
+    # passed 0.98 by step 300. Every arm gets the same block, so the comparison is of mixers.
     c.model.num_heads = 1
-    c.train.steps = 2000
+    c.model.short_conv = 4
+    c.train.steps = 600
     c.train.batch_size = 64
-    c.train.log_every = 100
+    c.train.log_every = 50
     c.optimizer.learning_rate = 3e-3
     c.optimizer.warmup_steps = 50
-    c.eval.every = 250
-    c.checkpoint.every = 250
+    c.eval.every = 100
+    c.checkpoint.every = 200
     arm = arm or BASELINE
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")

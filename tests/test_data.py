@@ -15,9 +15,18 @@ from data import prepare
 from registry import UnknownNameError
 
 # Small parameters keep the file fast; a dataset missing here is tested with its defaults.
+_FEW = {"train_examples": 64, "eval_examples": 16}
 SMALL = {
-    "mqar": {"vocab_size": 32, "seq_len": 24, "train_examples": 64, "eval_examples": 16},
+    "mqar": {"vocab_size": 32, "seq_len": 24, **_FEW},
     "pydoc_text": {"seq_len": 64},
+    "induction_head": {"vocab_size": 16, "seq_len": 24, **_FEW},
+    "in_context_recall": {"seq_len": 32, **_FEW},
+    "noisy_recall": {"seq_len": 32, "frac_noise": 0.4, **_FEW},
+    "fuzzy_recall": {"seq_len": 40, **_FEW},
+    "selective_copying": {"seq_len": 24, "num_tokens_to_copy": 5, **_FEW},
+    "compression": {"seq_len": 16, **_FEW},
+    "memorization": {"vocab_size": 32, "seq_len": 16, **_FEW},
+    "modular_arithmetic": {"prime": 11},
 }
 
 

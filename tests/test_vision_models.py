@@ -17,9 +17,7 @@ import pytest
 import models
 from models import mlp_mixer, vit
 
-SPEC = types.SimpleNamespace(
-    vocab_size=None, seq_len=None, num_classes=10, image_shape=(8, 8, 1)
-)
+SPEC = types.SimpleNamespace(vocab_size=None, seq_len=None, num_classes=10, image_shape=(8, 8, 1))
 BATCH = 3
 FAMILIES = ("vit", "mlp_mixer")
 PARAM_COUNT = {"vit": vit.param_count, "mlp_mixer": mlp_mixer.param_count}
@@ -181,9 +179,7 @@ def test_vit_sees_patch_order_only_through_position_embeddings(pool):
     assert not np.allclose(logits(params, x), logits(params, shuffled), atol=1e-4)
     # ...and without them (the class token, if any, keeps its own slot), it does not.
     no_pos = dict(params, pos_embedding=jnp.zeros_like(params["pos_embedding"]))
-    np.testing.assert_allclose(
-        logits(no_pos, x), logits(no_pos, shuffled), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(logits(no_pos, x), logits(no_pos, shuffled), rtol=1e-5, atol=1e-5)
 
 
 def test_mixer_token_mixing_reaches_every_patch():
