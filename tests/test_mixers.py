@@ -108,3 +108,14 @@ def test_hybrid_pattern_places_mixers_per_layer():
     with pytest.raises(ValueError, match="does not divide"):
         models.build_model(lm_config("attention", num_layers=3, layer_pattern="AA"), SPEC,
                            jnp.float32)
+
+
+@pytest.mark.parametrize("mixer", models.MIXERS.names())
+def test_bfloat16_compute_stays_close_to_float32(mixer):
+    model, variables, tokens = build(mixer)
+    bf16 = models.build_model(lm_config(mixer), SPEC, jnp.bfloat16)
+    reference = model.apply(variables, tokens, train=False)
+    out = bf16.apply(variables, tokens, train=False)
+    assert out.dtype == jnp.float32 and np.all(np.isfinite(out))
+    scale = float(jnp.max(jnp.abs(reference)))
+    np.testing.assert_allclose(out, reference, atol=0.05 * max(scale, 1.0))
