@@ -1,28 +1,52 @@
 """Which sequence mixers solve multi-query associative recall at width 64?
 
-Hypothesis: attention solves MQAR (vocab 256, T 64, 4 key-value pairs) at width 64 with two layers;
-the zoo issue adds the other mixers as arms of this same study.
+Hypothesis: at width 64 with two layers, every mixer learns the small MQAR setting (vocab 256,
+T 64, 4 key-value pairs); the hard setting (T 128, 8 pairs) separates attention, whose state
+grows with T, from the fixed-state mixers.
 
-`--config=experiments/mqar_mixers.py` runs the default arm; `...:<arm>` picks one.
+    --config=experiments/mqar_mixers.py              the baseline arm, small setting
+    --config=experiments/mqar_mixers.py:mamba        one arm
+    --config=experiments/mqar_mixers.py:mamba,hard   one arm, hard setting
 """
 
 import ml_collections
 
 from experiments.base import base_config
 
+# Arm -> config overrides. Every arm keeps the same block (pre-norm, short conv, SwiGLU), so
+# the comparison is of sequence mixers.
 ARMS: dict[str, dict] = {
     "attention": {"model.mixer": "attention"},
+    "linear": {"model.mixer": "linear"},
+    "retnet": {"model.mixer": "retnet"},
+    "gla": {"model.mixer": "gla"},
+    "mamba2": {"model.mixer": "mamba2"},
+    "deltanet": {"model.mixer": "deltanet"},
+    "mamba": {"model.mixer": "mamba", "model.channel_mixer": "none", "model.num_layers": 4},
+    "hyena": {"model.mixer": "hyena"},
+    "hybrid": {"model.layer_pattern": "mamba,attention"},
+    "moe": {"model.mixer": "attention", "model.channel_mixer": "moe"},
 }
 BASELINE = "attention"
+SETTINGS: dict[str, dict] = {
+    "small": {},
+    "hard": {"data.mqar.seq_len": 128, "data.mqar.num_kv_pairs": 8, "data.mqar.num_queries": 8},
+}
 
 
-def get_config(arm: str | None = None) -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arm, _, setting = (arg or BASELINE).partition(",")
+    setting = setting or "small"
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
     c = base_config()
     c.data.name = "mqar"
     # Measured on this CPU (attention, lr 3e-3, batch 64): 4 heads of width 16 and no short conv
     # sat at ~0.31 accuracy (choosing among the in-context values) for 3000 steps; 1 head of 64
     # jumped to > 0.99 at ~1500 steps; 1 head with a short conv (kernel 4) in front of the mixer
-    # passed 0.98 by step 300. Every arm gets the same block, so the comparison is of mixers.
+    # passed 0.98 by step 300.
     c.model.num_heads = 1
     c.model.short_conv = 4
     c.train.steps = 600
@@ -32,9 +56,5 @@ def get_config(arm: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 50
     c.eval.every = 100
     c.checkpoint.every = 200
-    arm = arm or BASELINE
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
-    for key, value in ARMS[arm].items():
-        c.update_from_flattened_dict({key: value})
+    c.update_from_flattened_dict({**ARMS[arm], **SETTINGS[setting]})
     return c
