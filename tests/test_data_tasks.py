@@ -50,7 +50,7 @@ def test_mqar_queries_each_key_once_after_the_pairs_with_power_law_gaps() -> Non
         )  # fmt: skip
         rng = np.random.default_rng(0)
         counts = np.zeros(17, dtype=int)  # (42 - 8) // 2 slots
-        for _ in range(3000):
+        for _ in range(2000):
             ex = make_example(rng, config)
             tokens, keys = stream(ex), stream(ex)[0:8:2]
             (position,) = np.flatnonzero(ex["loss_mask"])
@@ -63,11 +63,11 @@ def test_mqar_queries_each_key_once_after_the_pairs_with_power_law_gaps() -> Non
         return counts
 
     short = slot_counts(0.01)
-    expected = gap_probabilities(17, 0.01) * 3000
+    expected = gap_probabilities(17, 0.01) * 2000
     assert short[0] > 3 * short[-1]  # short gaps far more likely
     np.testing.assert_allclose(short, expected, rtol=0.25, atol=15)
     uniform = slot_counts(1.0)
-    np.testing.assert_allclose(uniform, 3000 / 17, rtol=0.3)
+    np.testing.assert_allclose(uniform, 2000 / 17, rtol=0.35)
 
 
 def test_mqar_rejects_a_non_positive_power(data_dir: str) -> None:
