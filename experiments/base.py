@@ -10,6 +10,7 @@ import ml_collections
 
 import data
 import models
+import objectives
 
 # Logical axis name -> mesh axes. Parameters and activations name logical axes only; this table
 # decides the parallelism (MaxText-style). A mesh axis already taken by an earlier dimension of
@@ -63,8 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.objective = ml_collections.ConfigDict()
     c.objective.name = "next_token_xent"
-    c.objective.z_loss = 0.0
-    c.objective.label_smoothing = 0.0
+    c.objective.update(objectives.OPTION_DEFAULTS)  # z_loss, label_smoothing, distillation's
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | lion | sgd | adafactor

@@ -13,8 +13,9 @@ from registry import Registry
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
 
-# Parameter names (last path element) that are never decayed: norms' scales and all biases.
-_NEVER_DECAYED = ("scale", "bias")
+# Parameters that are never decayed: every vector (norm scales, biases, SSM skips D, filter
+# biases) and, by name, SSM decay rates A_log, which decay would push towards instability.
+_NEVER_DECAYED = ("A_log",)
 _EMBEDDING_NAMES = ("embedding", "pos_embedding")
 
 
@@ -56,11 +57,10 @@ def _constant(c: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
 
 
 def decay_mask(params: Any, decay_embeddings: bool) -> Any:
-    """True where weight decay applies: matrices, and embeddings only when asked."""
+    """True where weight decay applies: weight matrices, and embeddings only when asked."""
 
-    def decayed(path: tuple[str, ...], _: Any) -> bool:
-        name = path[-1]
-        if name in _NEVER_DECAYED:
+    def decayed(path: tuple[str, ...], value: Any) -> bool:
+        if getattr(value, "ndim", 2) < 2 or path[-1] in _NEVER_DECAYED:
             return False
         return decay_embeddings or not any(p in _EMBEDDING_NAMES for p in path)
 

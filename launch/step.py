@@ -71,7 +71,10 @@ def make_train_step(
     def loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
         def loss_fn(p: Any) -> tuple:
             logits, aux = _apply(model, p, batch[input_key], True, rng)
-            return objective(logits, batch, aux)
+            loss, metrics = objective(logits, batch, aux)
+            # Each auxiliary loss (MoE load balance, router z-loss, per layer) is in the total;
+            # logging it shows how much.
+            return loss, {**metrics, **{f"aux/{name}": value for name, value in aux.items()}}
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 

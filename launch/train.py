@@ -164,7 +164,9 @@ def evaluate(
             totals[k] = totals.get(k, 0.0) + float(v) * w
     if weight == 0:
         raise RuntimeError(f"evaluation split {dataset.spec.eval_split!r} has no scored items")
-    return {f"eval/{k}": v / weight for k, v in totals.items()}
+    means = {k: v / weight for k, v in totals.items()}
+    means.update(objectives.derived_metrics(means))  # perplexity: exp of the mean, not a mean
+    return {f"eval/{k}": v for k, v in means.items()}
 
 
 # ------------------------------------------------------------------------------------------ main

@@ -165,12 +165,11 @@ class MoE(ChannelMixer):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         # x [G, S, D]: every sequence is one routing group.
         logits = self.router(x.astype(jnp.float32))  # float32 whatever the compute dtype
-        capacity = expert_capacity(
-            x.shape[1], self.num_experts, self.top_k, self.capacity_factor
-        )
+        capacity = expert_capacity(x.shape[1], self.num_experts, self.top_k, self.capacity_factor)
         dispatch, combine, chosen, probs = route(logits, self.top_k, capacity)
-        self.sow("aux_loss", "load_balance", self.load_balance_weight * load_balance_loss(
-            probs, chosen))
+        self.sow(
+            "aux_loss", "load_balance", self.load_balance_weight * load_balance_loss(probs, chosen)
+        )
         self.sow("aux_loss", "router_z", self.router_z_weight * router_z_loss(logits))
         buffers = jnp.einsum("gsd,gsec->egcd", x.astype(self.dtype), dispatch.astype(self.dtype))
         buffers = blocks.constrain(buffers, ("expert", "batch", None, "embed"))

@@ -1,8 +1,9 @@
 """Losses and metrics as pure functions `(logits, batch, aux) -> (loss, metrics)`."""
 
 # Objective modules are imported for their side effect: registering into OBJECTIVES.
-from objectives import xent  # noqa: F401
-from objectives.build import get_objective
+from objectives import distill, xent  # noqa: F401
+from objectives.build import OPTION_DEFAULTS, get_objective
+from objectives.metrics import derived_metrics
 from objectives.registry import OBJECTIVES
 
-__all__ = ["OBJECTIVES", "get_objective"]
+__all__ = ["OBJECTIVES", "OPTION_DEFAULTS", "derived_metrics", "get_objective"]

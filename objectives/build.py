@@ -3,18 +3,48 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 from objectives.registry import OBJECTIVES, Objective
 
+# The numeric keys of the `objective` config section and their defaults. Each objective takes the
+# ones it declares as keyword-only parameters; the rest are validated and otherwise ignored.
+OPTION_DEFAULTS = {
+    "z_loss": 0.0,
+    "label_smoothing": 0.0,
+    "temperature": 2.0,  # distillation: softmax temperature of teacher and student
+    "alpha": 0.5,  # distillation: weight of the hard-label cross-entropy (1 - alpha: the KL)
+}
+
+
+def _check(options: dict[str, float]) -> None:
+    if options["z_loss"] < 0:
+        raise ValueError(f"objective.z_loss must be >= 0, got {options['z_loss']}")
+    if not 0 <= options["label_smoothing"] < 1:
+        raise ValueError(
+            f"objective.label_smoothing must be in [0, 1), got {options['label_smoothing']}"
+        )
+    if options["temperature"] <= 0:
+        raise ValueError(f"objective.temperature must be > 0, got {options['temperature']}")
+    if not 0 <= options["alpha"] <= 1:
+        raise ValueError(f"objective.alpha must be in [0, 1], got {options['alpha']}")
+
 
 def get_objective(objective_config: Any) -> Objective:
-    """Look up `objective_config.name` and bind its `z_loss` and `label_smoothing`."""
+    """Look up `objective_config.name` and bind the options it takes (see OPTION_DEFAULTS).
+
+    A key missing from the section takes its default, so configs written before an option existed
+    still load.
+    """
     fn = OBJECTIVES.get(objective_config.name)
-    z_loss = float(objective_config.z_loss)
-    label_smoothing = float(objective_config.label_smoothing)
-    if z_loss < 0:
-        raise ValueError(f"objective.z_loss must be >= 0, got {z_loss}")
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"objective.label_smoothing must be in [0, 1), got {label_smoothing}")
-    return functools.partial(fn, z_loss=z_loss, label_smoothing=label_smoothing)
+    options = {
+        key: float(objective_config.get(key, default)) for key, default in OPTION_DEFAULTS.items()
+    }
+    _check(options)
+    accepted = {
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    return functools.partial(fn, **{k: v for k, v in options.items() if k in accepted})

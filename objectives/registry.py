@@ -1,7 +1,8 @@
 """The objective registry: name -> `(logits, batch, aux, **options) -> (loss, metrics)`.
 
-Options are the objective config's numeric keys (`z_loss`, `label_smoothing`); `get_objective`
-binds them so the loop sees the plain `(logits, batch, aux)` contract.
+Options are the objective config's numeric keys (`objectives.build.OPTION_DEFAULTS`: `z_loss`,
+`label_smoothing`, `temperature`, `alpha`); `get_objective` binds those an objective declares as
+keyword-only parameters, so the loop sees the plain `(logits, batch, aux)` contract.
 """
 
 from __future__ import annotations

@@ -64,15 +64,18 @@ def test_impossible_meshes_are_refused(sizes, message):
         mesh_shape(Mesh(*sizes), 8)
 
 
-def test_weight_decay_skips_norms_biases_and_embeddings_unless_asked():
+def test_weight_decay_skips_vectors_ssm_decay_rates_and_embeddings_unless_asked():
+    matrix, vector = np.zeros((2, 2)), np.zeros(2)
     params = {
-        "embed": {"embedding": 1},
-        "block": {"norm": {"scale": 1}, "dense": {"kernel": 1, "bias": 1}},
+        "embed": {"embedding": matrix},
+        "block": {"norm": {"scale": vector}, "dense": {"kernel": matrix, "bias": vector}},
+        "ssm": {"A_log": matrix, "D": vector},
     }
     mask = optimizer_lib.decay_mask(params, decay_embeddings=False)
     assert mask == {
         "embed": {"embedding": False},
         "block": {"norm": {"scale": False}, "dense": {"kernel": True, "bias": False}},
+        "ssm": {"A_log": False, "D": False},
     }
     assert optimizer_lib.decay_mask(params, decay_embeddings=True)["embed"]["embedding"]
 

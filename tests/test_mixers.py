@@ -46,13 +46,16 @@ def assert_close(actual, expected, rtol=1e-5):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("mixer", models.MIXERS.names())
 def test_changing_a_token_never_changes_earlier_outputs(mixer, variant):
+    """Earlier outputs may move by float round-off only (FFT convolutions spread ~1e-7 of it
+    backwards); information from the future would move them by orders of magnitude more."""
     model, variables, tokens = build(mixer, **VARIANTS[variant])
     before = model.apply(variables, tokens, train=False)
+    scale = float(jnp.max(jnp.abs(before)))
     for t in (0, 6, T - 1):
         changed = tokens.at[:, t].set((tokens[:, t] + 1) % SPEC.vocab_size)
         after = model.apply(variables, changed, train=False)
-        np.testing.assert_array_equal(before[:, :t], after[:, :t])
-        assert not np.allclose(before[:, t], after[:, t])
+        np.testing.assert_allclose(after[:, :t], before[:, :t], rtol=0, atol=1e-5 * scale)
+        assert float(jnp.max(jnp.abs(after[:, t] - before[:, t]))) > 1e-3 * scale
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

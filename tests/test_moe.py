@@ -1,4 +1,4 @@
-"""The mixture-of-experts channel mixer: routing, capacity, auxiliary losses, and the LM around it."""
+"""The mixture-of-experts channel mixer: routing, capacity, aux losses, and the LM around it."""
 
 from __future__ import annotations
 
@@ -84,10 +84,9 @@ def test_param_count_matches_the_formula(use_bias, num_experts, top_k):
     params = init(layer, inputs())
     expected = D * num_experts + num_experts * (3 * D * F + ((2 * F + D) if use_bias else 0))
     assert models.count_params(params) == expected
-    assert moe.MoE.param_count(D, F, use_bias, {"num_experts": num_experts}) == expected
-    assert moe.MoE.flops_per_token(D, F, {"num_experts": num_experts, "top_k": top_k}) == (
-        2 * D * num_experts + top_k * 6 * D * F
-    )
+    options = {"num_experts": num_experts, "top_k": top_k}
+    assert moe.MoE.param_count(D, F, use_bias, options) == expected
+    assert moe.MoE.flops_per_token(D, F, options) == (2 * D * num_experts + top_k * 6 * D * F)
 
 
 def test_expert_weights_carry_the_expert_axis_first():
@@ -222,8 +221,9 @@ def test_bfloat16_compute_keeps_the_router_in_float32():
 
 def lm(**overrides) -> tuple[nn.Module, dict, jax.Array]:
     config = base_config().model
-    config.update(dict(name="lm", channel_mixer="moe", num_layers=2, d_model=32, num_heads=4,
-                       d_ff=48))
+    config.update(
+        dict(name="lm", channel_mixer="moe", num_layers=2, d_model=32, num_heads=4, d_ff=48)
+    )
     config.update_from_flattened_dict(overrides)
     model = models.build_model(config, SPEC, jnp.float32)
     tokens = jax.random.randint(jax.random.key(1), (4, T), 0, SPEC.vocab_size)
@@ -266,20 +266,27 @@ def test_lm_with_moe_trains():
     )
     tx = optax.adam(3e-3)
     state = step_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
         rng=jax.random.key_data(jax.random.key(3)),
     )
     train_step = jax.jit(step_lib.make_train_step(model, tx, objective, "inputs", 1, None))
-    batch = {"inputs": tokens, "targets": jnp.roll(tokens, -1, axis=1),
-             "loss_mask": jnp.ones(tokens.shape, jnp.float32)}
+    batch = {
+        "inputs": tokens,
+        "targets": jnp.roll(tokens, -1, axis=1),
+        "loss_mask": jnp.ones(tokens.shape, jnp.float32),
+    }
     losses = []
     for _ in range(30):
         state, scores = train_step(state, batch)
         losses.append(float(scores["total_loss"]))
         assert float(scores["total_loss"]) > float(scores["loss"])  # the aux terms are in
     assert losses[-1] < 0.5 * losses[0]
-    moved = state.params["block_0"]["channel"]["router"]["kernel"] - params["block_0"]["channel"][
-        "router"]["kernel"]
+    moved = (
+        state.params["block_0"]["channel"]["router"]["kernel"]
+        - params["block_0"]["channel"]["router"]["kernel"]
+    )
     assert float(jnp.abs(moved).max()) > 0
 
 
@@ -289,8 +296,9 @@ def test_dropless_lm_decodes_like_its_forward_pass():
     full = model.apply(variables, tokens, train=False)
     cache = model.apply(variables, tokens.shape[0], T, method="init_cache")
     for t in range(T):
-        logits, cache = model.apply(variables, tokens[:, t], cache, jnp.int32(t),
-                                    method="decode_step")
+        logits, cache = model.apply(
+            variables, tokens[:, t], cache, jnp.int32(t), method="decode_step"
+        )
         np.testing.assert_allclose(logits, full[:, t], rtol=1e-4, atol=1e-4)
 
 

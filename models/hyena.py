@@ -1,0 +1,277 @@
+"""Hyena (Poli et al., 2023): implicit long convolutions interleaved with element-wise gates.
+
+    x_1, ..., x_N, v = short_conv(in_proj(u))           N + 1 streams of width d, kernel 3
+    z = v
+    for n = 1..N:  z = x_n * (h_n * z + D_n z)           h_n: a causal filter as long as the input
+    out = out_proj(z)
+
+The filters are implicit (safari's HyenaFilter): h_n(t) = window(t) * FFN(pos(t)) with
+pos(t) = [t / L, cos(2 pi f k / L), -sin(2 pi f k / L)] for `(emb_dim - 1) / 2` frequencies f
+(t = k / (L - 1), k the position), an FFN emb_dim -> F -> F -> F -> N·d with sine activations
+(one learnt frequency vector shared by the three, initialised to 1), and, with `modulate`, an
+exponential window exp(-t |delta_c|) whose rates are spread over the channels from
+log(target) / slow_decay_pct to log(target) / fast_decay_pct (fixed, as in safari). They are
+evaluated at the training length L = `seq_len`; a shorter input uses their first T taps, a
+longer one is an error.
+
+The long convolution is computed in float32, either by FFT zero-padded to 2T
+(`long_conv='fft'`, O(T log T)) or directly (`long_conv='direct'`, a depthwise convolution with a
+length-T kernel, O(T^2)). Both are causal by construction, but only the direct one is causal to
+the last bit: the FFT spreads float32 round-off (~1e-7 relative) from later inputs onto earlier
+outputs. The default is the FFT, as in the paper; the registry-wide causality test allows that
+round-off (1e-5 of the output scale) and no more.
+
+Decoding keeps, per order, every input the long convolution has seen ([B, N, max_len, d]) and
+takes each output as a dot product with the filter read backwards: exact and O(T) per token.
+The filter itself is recomputed at every step (a few FLOPs per position per channel).
+
+Hyena has a fixed parameterisation: `num_heads`, `rope` and `use_bias` are ignored. As in
+safari, the input and output projections have biases and the short convolution has one.
+The filter's positional features are fixed here (safari trains them at a learning rate of 1e-5).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models import blocks
+from models.mixer import CausalConv1D, SequenceMixer
+from models.registry import CONFIG_SECTIONS, MIXERS
+
+DEFAULTS = {
+    "order": 2,  # N: number of long convolutions (and gates); N + 1 input projections
+    "filter_order": 32,  # F: hidden width of the implicit filter's FFN
+    "emb_dim": 5,  # positional features fed to the filter FFN: time + (emb_dim - 1)/2 cos/sin
+    "short_filter": 3,  # kernel of the depthwise causal conv on the projections
+    "modulate": True,  # multiply the filters by an exponentially decaying window
+    "fast_decay_pct": 0.3,  # fastest window reaches `target` at this fraction of the length
+    "slow_decay_pct": 1.5,  # slowest window reaches `target` at this fraction of the length
+    "target": 1e-2,
+    "long_conv": "fft",  # fft: O(T log T), causal up to float rounding | direct: O(T^2), bitwise
+}
+CONFIG_SECTIONS.register("hyena")(DEFAULTS)
+
+LONG_CONVS = ("direct", "fft")
+INNER_LAYERS = 2  # hidden F -> F layers of the filter FFN (safari's num_inner_mlps)
+SIN_FREQ_INIT = 1.0  # initial frequency of the sine activations (safari's w)
+
+
+def check(options: Any) -> None:
+    if options["order"] < 1 or options["filter_order"] < 1 or options["short_filter"] < 1:
+        raise ValueError(
+            f"hyena: order, filter_order and short_filter must be >= 1, got {options['order']}, "
+            f"{options['filter_order']}, {options['short_filter']}"
+        )
+    if options["emb_dim"] < 3 or options["emb_dim"] % 2 == 0:
+        raise ValueError(
+            f"hyena.emb_dim must be odd and >= 3 (time, cos, sin), got {options['emb_dim']}"
+        )
+    if options["long_conv"] not in LONG_CONVS:
+        raise ValueError(
+            f"hyena.long_conv {options['long_conv']!r}; valid: {', '.join(LONG_CONVS)}"
+        )
+
+
+def positional_features(length: int, emb_dim: int) -> np.ndarray:
+    """[length, emb_dim]: normalised time t in [0, 1], then cos and -sin of (emb_dim - 1) / 2
+    frequencies linearly spaced in [1e-4, bands - 1] over the length (safari's
+    PositionalEmbedding)."""
+    bands = (emb_dim - 1) // 2
+    t = np.linspace(0.0, 1.0, length)[:, None]
+    angle = 2 * math.pi * np.arange(length)[:, None] / length
+    f = np.linspace(1e-4, bands - 1, bands)[None, :]
+    return np.concatenate([t, np.cos(f * angle), -np.sin(f * angle)], axis=-1).astype(np.float32)
+
+
+def decay_window(length: int, channels: int, options: Any) -> np.ndarray:
+    """[length, channels]: exp(-t |delta_c|), rates spread linearly over the channels (safari's
+    ExponentialModulation); ones when `modulate` is off."""
+    if not options["modulate"]:
+        return np.ones((length, channels), np.float32)
+    log_target = math.log(options["target"])
+    rates = np.linspace(
+        log_target / options["slow_decay_pct"], log_target / options["fast_decay_pct"], channels
+    )
+    t = np.linspace(0.0, 1.0, length)[:, None]
+    return np.exp(-t * np.abs(rates)[None, :]).astype(np.float32)
+
+
+def fft_causal_conv(u: jax.Array, h: jax.Array) -> jax.Array:
+    """y_t = sum_{s <= t} h_{t-s} u_s by FFT, zero-padded to 2T (no wrap-around), float32.
+    u [B, T, C]; h [T, C]."""
+    t = u.shape[1]
+    n = 2 * t
+    u_f = jnp.fft.rfft(u.astype(jnp.float32), n=n, axis=1)
+    h_f = jnp.fft.rfft(h.astype(jnp.float32), n=n, axis=0)
+    return jnp.fft.irfft(u_f * h_f[None], n=n, axis=1)[:, :t]
+
+
+def direct_causal_conv(u: jax.Array, h: jax.Array) -> jax.Array:
+    """The same convolution as a depthwise conv with the reversed filter as kernel: each output
+    reads only its own and earlier inputs. u [B, T, C]; h [T, C]."""
+    t, c = h.shape
+    return jax.lax.conv_general_dilated(
+        u.astype(jnp.float32),
+        h.astype(jnp.float32)[::-1, None, :],  # [W, I=1, O=C]
+        window_strides=(1,),
+        padding=[(t - 1, 0)],
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=c,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+
+
+class HyenaFilter(nn.Module):
+    """The N implicit filters [N, length, d], float32."""
+
+    d_model: int
+    order: int
+    filter_order: int
+    emb_dim: int
+    length: int
+    options: Any
+
+    def setup(self) -> None:
+        f = self.filter_order
+        self.layers = [blocks.dense(f, (None, None), jnp.float32, use_bias=True)] + [
+            blocks.dense(f, (None, None), jnp.float32, use_bias=True) for _ in range(INNER_LAYERS)
+        ]
+        self.freq = self.param(
+            "freq",
+            nn.with_logical_partitioning(nn.initializers.constant(SIN_FREQ_INIT), (None,)),
+            (f,),
+            jnp.float32,
+        )
+        self.last = blocks.dense((self.order, self.d_model), (None, None, "mlp"), jnp.float32)
+
+    def __call__(self) -> jax.Array:
+        h = jnp.asarray(positional_features(self.length, self.emb_dim))
+        for layer in self.layers:
+            h = jnp.sin(self.freq * layer(h))
+        h = self.last(h)  # [L, N, d]
+        window = decay_window(self.length, self.order * self.d_model, self.options)
+        h = h * jnp.asarray(window).reshape(self.length, self.order, self.d_model)
+        return jnp.transpose(h, (1, 0, 2))
+
+
+@MIXERS.register("hyena")
+class Hyena(SequenceMixer):
+    LETTER = "H"
+
+    def setup(self) -> None:
+        check(self.options)
+        n, d = self.options["order"], self.d_model
+        self.order = n
+        self.in_proj = blocks.dense((n + 1, d), ("embed", None, "mlp"), self.dtype, use_bias=True)
+        # One depthwise conv per stream: the same as safari's single conv over (N+1)·d channels.
+        self.short_convs = [
+            CausalConv1D(d, self.options["short_filter"], self.dtype, names=("conv", "mlp"))
+            for _ in range(n + 1)
+        ]
+        self.filter = HyenaFilter(
+            d, n, self.options["filter_order"], self.options["emb_dim"], self.seq_len, self.options
+        )
+        self.filter_bias = self.param(
+            "filter_bias",
+            nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "mlp")),
+            (n, d),
+            jnp.float32,
+        )
+        self.out_proj = blocks.dense(d, ("mlp", "embed"), self.dtype, use_bias=True)
+
+    def _long_conv(self, z: jax.Array, h: jax.Array, n: int) -> jax.Array:
+        conv = fft_causal_conv if self.options["long_conv"] == "fft" else direct_causal_conv
+        return conv(z, h) + self.filter_bias[n] * z
+
+    def _forward(self, u: jax.Array) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
+        t = u.shape[1]
+        if t > self.seq_len:
+            raise ValueError(f"hyena: input length {t} exceeds the filter length {self.seq_len}")
+        proj = self.in_proj(u)  # [B, T, N+1, d]
+        *gates, z = [conv(proj[..., i, :]) for i, conv in enumerate(self.short_convs)]
+        filters = self.filter()[:, :t]  # [N, T, d]
+        z, conv_inputs = z.astype(jnp.float32), []
+        for n, gate in enumerate(gates):  # the gating chain stays in float32
+            conv_inputs.append(z)
+            z = gate.astype(jnp.float32) * self._long_conv(z, filters[n], n)
+        return self.out_proj(z.astype(self.dtype)), proj, conv_inputs
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self._forward(x)[0]
+
+    def init_state(self, batch_size: int, max_len: int) -> dict[str, Any]:
+        """Short-conv windows per stream, and every long-conv input so far [B, N, max_len, d]
+        (float32, like the gating chain that produces them)."""
+        if max_len > self.seq_len:
+            raise ValueError(f"hyena: max_len {max_len} exceeds the filter length {self.seq_len}")
+        return {
+            "short": [conv.init_state(batch_size) for conv in self.short_convs],
+            "long": jnp.zeros((batch_size, self.order, max_len, self.d_model), jnp.float32),
+        }
+
+    def step(self, x: jax.Array, state: dict, position: jax.Array) -> tuple[jax.Array, dict]:
+        proj = self.in_proj(x)  # [B, N+1, d]
+        streams, short = [], []
+        for i, conv in enumerate(self.short_convs):
+            y, s = conv.step(proj[:, i], state["short"][i])
+            streams.append(y)
+            short.append(s)
+        *gates, z = streams
+        history = state["long"]
+        max_len = history.shape[2]
+        lag = position - jnp.arange(max_len)  # tap of the filter each stored input meets
+        filters = self.filter()[:, :max_len]
+        taps = jnp.where((lag >= 0)[None, :, None], filters[:, jnp.clip(lag, 0, max_len - 1)], 0.0)
+        z = z.astype(jnp.float32)
+        for n, gate in enumerate(gates):
+            history = jax.lax.dynamic_update_slice(history, z[:, None, None], (0, n, position, 0))
+            y = jnp.einsum(
+                "bld,ld->bd", history[:, n], taps[n], precision=jax.lax.Precision.HIGHEST
+            )
+            z = gate.astype(jnp.float32) * (y + self.filter_bias[n] * z)
+        return self.out_proj(z.astype(self.dtype)), {"short": short, "long": history}
+
+    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
+        out, proj, conv_inputs = self._forward(x)
+        state = self.init_state(x.shape[0], max_len)
+        short = [conv.prefill(proj[..., i, :])[1] for i, conv in enumerate(self.short_convs)]
+        inputs = jnp.stack(conv_inputs, axis=1)  # [B, N, T, d]
+        return out, {"short": short, "long": state["long"].at[:, :, : x.shape[1]].set(inputs)}
+
+    @classmethod
+    def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:
+        """N·d·T long-conv inputs plus (N+1)·(short_filter-1)·d short-conv windows."""
+        check(options)
+        n = options["order"]
+        return n * d_model * seq_len + (n + 1) * (options["short_filter"] - 1) * d_model
+
+    @classmethod
+    def flops_per_token(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:
+        """2·d·(N+1)·d (in_proj) + 2·S·(N+1)·d (short conv) + N·d·c (long convs) + 2·d·d
+        (out_proj), with c = T for `direct` (T/2 taps on average, x2) and c = 10·log2(2T) + 6 for
+        `fft` (a forward and an inverse real FFT of length 2T at ~2.5·n·log2(n) each, and a complex
+        product, per token). The filter FFN runs once per forward pass, shared by the batch, and
+        element-wise work (gates, D term) is not counted."""
+        check(options)
+        d, n, s, t = d_model, options["order"], options["short_filter"], seq_len
+        per_channel = t if options["long_conv"] == "direct" else 10 * math.log2(2 * t) + 6
+        return int(2 * d * (n + 1) * d + 2 * s * (n + 1) * d + n * d * per_channel + 2 * d * d)
+
+    @classmethod
+    def param_count(
+        cls, d_model: int, num_heads: int, options: Any, seq_len: int, use_bias: bool
+    ) -> int:
+        """in_proj (d+1)·(N+1)·d, short convs (S+1)·(N+1)·d, filter FFN (E+1)·F + 2·(F+1)·F +
+        F·N·d + F (sine frequencies), filter bias N·d, out_proj (d+1)·d; `use_bias` does not
+        apply."""
+        check(options)
+        d, n, s = d_model, options["order"], options["short_filter"]
+        f, e = options["filter_order"], options["emb_dim"]
+        filter_ffn = (e + 1) * f + INNER_LAYERS * (f + 1) * f + f * n * d + f
+        return (d + 1) * (n + 1) * d + (s + 1) * (n + 1) * d + filter_ffn + n * d + (d + 1) * d
