@@ -100,10 +100,12 @@ def rms_norm(dtype: Dtype, name: str | None = None, axis_name: str = "embed") ->
     )
 
 
-def layer_norm(dtype: Dtype, name: str | None = None, axis_name: str = "embed") -> nn.LayerNorm:
-    """LayerNorm (scale and bias) over the last axis, GPT-2/ViT style."""
+def layer_norm(
+    dtype: Dtype, name: str | None = None, axis_name: str = "embed", epsilon: float = 1e-5
+) -> nn.LayerNorm:
+    """LayerNorm (scale and bias) over the last axis; GPT-2 uses epsilon 1e-5, ViT 1e-6."""
     return nn.LayerNorm(
-        epsilon=1e-5,
+        epsilon=epsilon,
         dtype=dtype,
         param_dtype=jnp.float32,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),

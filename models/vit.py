@@ -31,15 +31,8 @@ PATCH_NAMES: blocks.Names = ("kv", "embed")
 
 
 def layer_norm(dtype: Any, name: str | None = None) -> nn.LayerNorm:
-    """LayerNorm over the model width, float32 parameters and statistics, named ('embed',)."""
-    return nn.LayerNorm(
-        epsilon=1e-6,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
-        name=name,
-    )
+    """ViT's LayerNorm: epsilon 1e-6."""
+    return blocks.layer_norm(dtype, name, epsilon=1e-6)
 
 
 def patchify(images: jax.Array, patch_size: int) -> jax.Array:
