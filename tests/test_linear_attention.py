@@ -1,0 +1,241 @@
+"""Linear attention, the gated linear attention family and the delta rule: the chunked form
+against the recurrent one (outputs, final state, gradients) from a random initial state, under
+weak and strong decay; the delta-rule scan against a numpy loop; the mixers' own options."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.core import FrozenDict
+
+import models
+from models.delta_rule import delta_rule, l2_normalize
+from models.linear_attention import (
+    DEFAULTS,
+    LinearAttention,
+    chunked,
+    recurrent,
+    retnet_log_decay,
+    taylor_feature_map,
+)
+
+B, T, H, K, V = 2, 63, 3, 5, 4  # T=63: a ragged last chunk for every chunk size tested
+
+
+def assert_rel(actual, expected, rtol=1e-5):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert np.all(np.isfinite(actual)), "non-finite values"
+    scale = max(float(np.max(np.abs(expected))), 1e-30)
+    assert float(np.max(np.abs(actual - expected))) <= rtol * scale
+
+
+def inputs(log_gate: float, vector: bool, seed: int = 0):
+    keys = jax.random.split(jax.random.key(seed), 5)
+    q = jax.random.normal(keys[0], (B, T, H, K))
+    k = jax.random.normal(keys[1], (B, T, H, K))
+    v = jax.random.normal(keys[2], (B, T, H, V))
+    gate_shape = (B, T, H, K) if vector else (B, T, H)
+    # log-gates around `log_gate`, varying per position (and per key channel)
+    g = log_gate * jax.random.uniform(keys[3], gate_shape, minval=0.5, maxval=1.5)
+    state = jax.random.normal(keys[4], (B, H, K, V))
+    return q, k, v, g, state
+
+
+@pytest.mark.parametrize("chunk_size", [1, 8, 16, 64])
+@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
+@pytest.mark.parametrize("log_gate", [-1e-3, -20.0], ids=["weak", "strong"])
+def test_chunked_equals_recurrent_with_gradients(log_gate, vector, chunk_size):
+    args = inputs(log_gate, vector)
+
+    def loss(fn, *a):
+        out, state = fn(*a, chunk_size)
+        weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
+        return jnp.sum(out * weights) + jnp.sum(jnp.sin(state))
+
+    out_c, state_c = chunked(*args, chunk_size)
+    out_r, state_r = recurrent(*args, chunk_size)
+    assert_rel(out_c, out_r)
+    assert_rel(state_c, state_r)
+    grads_c = jax.grad(lambda *a: loss(chunked, *a), argnums=(0, 1, 2, 3, 4))(*args)
+    grads_r = jax.grad(lambda *a: loss(recurrent, *a), argnums=(0, 1, 2, 3, 4))(*args)
+    for name, gc, gr in zip(["q", "k", "v", "log_gates", "state"], grads_c, grads_r, strict=True):
+        assert np.all(np.isfinite(gc)), name
+        assert_rel(gc, gr), name
+
+
+def test_strong_decay_forgets_the_past():
+    q, k, v, g, state = inputs(-20.0, vector=False)
+    out, _ = chunked(q, k, v, g, state, 16)
+    # with gates ~e^-20, o_t is k_t.q_t v_t up to ~e^-10 relative terms
+    expected = jnp.einsum("bthk,bthk->bth", q, k)[..., None] * v
+    np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_ungated_linear_attention_is_the_gated_recurrence_with_unit_gates():
+    """`linear` with identity map and no normaliser is retnet/gla with log-gates forced to 0:
+    the same pure function, against causal (q k^T) v computed directly."""
+    q, k, v, _, _ = inputs(0.0, vector=False)
+    zero_state = jnp.zeros((B, H, K, V))
+    causal = jnp.tril(jnp.ones((T, T)))
+    expected = jnp.einsum("ts,bthk,bshk,bshv->bthv", causal, q, k, v)
+    for gates in (jnp.zeros((B, T, H)), jnp.zeros((B, T, H, K))):
+        out, _ = chunked(q, k, v, gates, zero_state, 16)
+        assert_rel(out, expected, 1e-5)
+
+    mixer = LinearAttention(
+        d_model=12,
+        num_heads=3,
+        seq_len=T,
+        options=FrozenDict({**DEFAULTS, "feature_map": "identity", "normalize": False}),
+    )
+    x = jax.random.normal(jax.random.key(3), (B, T, 12))
+    params = mixer.init(jax.random.key(0), x)
+    y = mixer.apply(params, x)
+    p = nn.unbox(params)["params"]
+    q = jnp.einsum("btd,dhk->bthk", x, p["query"]["kernel"])
+    k = jnp.einsum("btd,dhk->bthk", x, p["key"]["kernel"])
+    v = jnp.einsum("btd,dhk->bthk", x, p["value"]["kernel"])
+    o, _ = recurrent(q, k, v, jnp.zeros((B, T, 3)), jnp.zeros((B, 3, 4, 4)))
+    assert_rel(y, jnp.einsum("bthv,hvd->btd", o, p["out"]["kernel"]), 1e-5)
+
+
+def test_normalized_linear_attention_matches_the_quadratic_form():
+    options = FrozenDict({**DEFAULTS, "feature_map": "elu", "normalize": True, "chunk_size": 8})
+    mixer = LinearAttention(d_model=12, num_heads=3, seq_len=T, options=options)
+    x = jax.random.normal(jax.random.key(3), (B, T, 12))
+    params = mixer.init(jax.random.key(0), x)
+    p = nn.unbox(params)["params"]
+    q = jax.nn.elu(jnp.einsum("btd,dhk->bthk", x, p["query"]["kernel"])) + 1
+    k = jax.nn.elu(jnp.einsum("btd,dhk->bthk", x, p["key"]["kernel"])) + 1
+    v = jnp.einsum("btd,dhk->bthk", x, p["value"]["kernel"])
+    scores = jnp.einsum("bthk,bshk->bhts", q, k) * jnp.tril(jnp.ones((T, T)))
+    o = jnp.einsum("bhts,bshv->bthv", scores, v) / (
+        scores.sum(-1).transpose(0, 2, 1)[..., None] + 1e-6
+    )
+    assert_rel(mixer.apply(params, x), jnp.einsum("bthv,hvd->btd", o, p["out"]["kernel"]))
+
+
+def test_taylor_feature_map_is_the_second_order_expansion_of_exp():
+    x, y = jax.random.normal(jax.random.key(0), (2, 7, 16))
+    d = x.shape[-1]
+    dot = jnp.sum(x * y, -1) / jnp.sqrt(d)
+    phi = jnp.sum(taylor_feature_map(x) * taylor_feature_map(y), -1)
+    np.testing.assert_allclose(phi, 1 + dot + dot**2 / 2, rtol=1e-5, atol=1e-5)
+    assert taylor_feature_map(x).shape[-1] == 1 + d + d * d
+
+
+def test_retnet_decays():
+    gamma = np.exp(np.asarray(retnet_log_decay(4)))
+    np.testing.assert_allclose(gamma, 1 - 2.0 ** (-5 - np.arange(4)), rtol=1e-6)
+
+
+def delta_reference(q, k, v, beta, log_alpha, state):
+    """A plain numpy loop in the papers' layout: S (V x K), S_t = a S (I - b k k^T) + b v k^T."""
+    q, k, v, beta, alpha = (np.asarray(a, np.float64) for a in (q, k, v, beta, np.exp(log_alpha)))
+    s = np.swapaxes(np.asarray(state, np.float64), -1, -2).copy()  # [B, H, V, K]
+    out = np.zeros(v.shape)
+    eye = np.eye(k.shape[-1])
+    for b in range(q.shape[0]):
+        for h in range(q.shape[2]):
+            for t in range(q.shape[1]):
+                kt, bt = k[b, t, h], beta[b, t, h]
+                s[b, h] = alpha[b, t, h] * s[b, h] @ (eye - bt * np.outer(kt, kt)) + bt * np.outer(
+                    v[b, t, h], kt
+                )
+                out[b, t, h] = s[b, h] @ q[b, t, h]
+    return out, np.swapaxes(s, -1, -2)
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["deltanet", "gated_deltanet"])
+def test_delta_rule_scan_matches_a_numpy_loop(gated):
+    keys = jax.random.split(jax.random.key(1), 6)
+    q = l2_normalize(jax.random.normal(keys[0], (B, 17, H, K)))
+    k = l2_normalize(jax.random.normal(keys[1], (B, 17, H, K)))
+    v = jax.random.normal(keys[2], (B, 17, H, V))
+    beta = jax.nn.sigmoid(jax.random.normal(keys[3], (B, 17, H)))
+    log_alpha = -jax.random.uniform(keys[4], (B, 17, H)) if gated else jnp.zeros((B, 17, H))
+    state = jax.random.normal(keys[5], (B, H, K, V))
+    out, final = delta_rule(q, k, v, beta, log_alpha, state)
+    out_ref, final_ref = delta_reference(q, k, v, beta, log_alpha, state)
+    assert_rel(out, out_ref)
+    assert_rel(final, final_ref)
+
+
+def test_delta_rule_with_beta_one_stores_the_latest_value_for_a_repeated_key():
+    k = l2_normalize(jax.random.normal(jax.random.key(0), (1, 1, 1, K)))
+    k = jnp.repeat(k, 3, axis=1)
+    v = jax.random.normal(jax.random.key(1), (1, 3, 1, V))
+    out, _ = delta_rule(k, k, v, jnp.ones((1, 3, 1)), jnp.zeros((1, 3, 1)), jnp.zeros((1, 1, K, V)))
+    np.testing.assert_allclose(out[0, :, 0], v[0, :, 0], rtol=1e-5, atol=1e-5)
+
+
+MIXER_NAMES = ["linear", "retnet", "mamba2", "gla", "deltanet", "gated_deltanet"]
+
+
+def build(name: str, **options):
+    cls = models.MIXERS.get(name)
+    opts = FrozenDict({**models.CONFIG_SECTIONS.get(name), **options})
+    return cls(d_model=24, num_heads=3, options=opts, seq_len=T)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("linear", {"feature_map": "taylor", "feature_dim": 4}),
+        (
+            "linear",
+            {"feature_map": "relu", "normalize": False, "output_norm": True, "output_gate": True},
+        ),
+        ("gla", {"expand_k": 0.5, "expand_v": 2.0, "output_norm": True, "chunk_size": 7}),
+        ("retnet", {"output_gate": False, "chunk_size": 64}),
+        ("mamba2", {"output_norm": True}),
+        ("gated_deltanet", {"expand_v": 2.0, "output_gate": False}),
+    ],
+    ids=[
+        "taylor",
+        "relu-unnormalized-head",
+        "gla-expand",
+        "retnet-nogate",
+        "mamba2-norm",
+        "gdn-expand",
+    ],
+)
+def test_options_keep_forms_agreeing_and_counts_exact(name, options):
+    mixer = build(name, **options)
+    x = jax.random.normal(jax.random.key(2), (B, T, 24))
+    params = mixer.init(jax.random.key(0), x)
+    full = mixer.apply(params, x)
+    prompt = 40
+    out, state = mixer.apply(params, x[:, :prompt], T, method="prefill")
+    assert_rel(out, full[:, :prompt])
+    for t in range(prompt, T):
+        y, state = mixer.apply(params, x[:, t], state, jnp.int32(t), method="step")
+        assert_rel(y, full[:, t])
+    cls = type(mixer)
+    for use_bias in (False, True):
+        m = cls(d_model=24, num_heads=3, options=mixer.options, seq_len=T, use_bias=use_bias)
+        count = models.count_params(m.init(jax.random.key(0), x)["params"])
+        assert count == cls.param_count(24, 3, mixer.options, T, use_bias)
+    assert cls.state_size(24, 3, mixer.options, T) == np.prod(state.shape[1:])
+
+
+@pytest.mark.parametrize("name", MIXER_NAMES)
+def test_strong_decay_and_long_input_stay_finite_with_gradients(name):
+    mixer = build(name)
+    x = 30.0 * jax.random.normal(jax.random.key(4), (B, T, 24))
+    params = mixer.init(jax.random.key(0), x)
+    grads = jax.grad(lambda p: jnp.sum(mixer.apply(p, x) ** 2))(params)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_letters_are_unique():
+    letters = [models.MIXERS.get(n).LETTER for n in models.MIXERS.names()]
+    assert len(letters) == len(set(letters))
+
+
+def test_unknown_feature_map_is_rejected():
+    with pytest.raises(ValueError, match="feature_map"):
+        LinearAttention.param_count(24, 3, {**DEFAULTS, "feature_map": "softmax"}, T, False)
