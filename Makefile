@@ -21,7 +21,7 @@ run: $(INSTALLED)
 	$(PY) -m launch.train --config=experiments/mqar_mixers.py --workdir=$(RUN_DIR)
 
 test: $(INSTALLED)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

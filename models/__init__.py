@@ -8,7 +8,17 @@ Parameters are float32 and boxed with logical axis names.
 # Family modules are imported for their side effect: registering into MODELS.
 import models.mlp_mixer  # noqa: F401
 import models.vit  # noqa: F401
-from models import attention, channel, delta_rule, hyena, linear_attention, lm, mamba, mlp, moe  # noqa: F401  # noqa: F401  # noqa: F401
+from models import (  # noqa: F401
+    attention,
+    channel,
+    delta_rule,
+    hyena,
+    linear_attention,
+    lm,
+    mamba,
+    mlp,
+    moe,
+)
 from models.build import build_model, count_params
 from models.registry import CHANNEL_MIXERS, CONFIG_SECTIONS, MIXERS, MODELS
 

@@ -32,8 +32,14 @@ def kv_heads(num_heads: int, options: Any) -> int:
     return kv
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, q_positions: jax.Array,
-           k_positions: jax.Array, window: int) -> jax.Array:
+def attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_positions: jax.Array,
+    k_positions: jax.Array,
+    window: int,
+) -> jax.Array:
     """Grouped causal softmax attention. q [B,Tq,H,D]; k, v [B,Tk,KVH,D] -> [B,Tq,H,D].
 
     A key is visible when its position is <= the query's (and within `window` if set); keys at
@@ -61,13 +67,18 @@ class Attention(SequenceMixer):
         self.head_dim = self.d_model // self.num_heads  # the model factory checks divisibility
         kv = kv_heads(self.num_heads, self.options)
         q_names, kv_names = ("embed", "heads", "kv"), ("embed", "kv_heads", "kv")
-        self.query = blocks.dense((self.num_heads, self.head_dim), q_names, self.dtype,
-                                  use_bias=self.use_bias)
+        self.query = blocks.dense(
+            (self.num_heads, self.head_dim), q_names, self.dtype, use_bias=self.use_bias
+        )
         self.key = blocks.dense((kv, self.head_dim), kv_names, self.dtype, use_bias=self.use_bias)
-        self.value = blocks.dense((kv, self.head_dim), kv_names, self.dtype,
-                                  use_bias=self.use_bias)
-        self.out = blocks.dense(self.d_model, ("heads", "kv", "embed"), self.dtype, axis=(-2, -1),
-                                use_bias=self.use_bias)
+        self.value = blocks.dense((kv, self.head_dim), kv_names, self.dtype, use_bias=self.use_bias)
+        self.out = blocks.dense(
+            self.d_model,
+            ("heads", "kv", "embed"),
+            self.dtype,
+            axis=(-2, -1),
+            use_bias=self.use_bias,
+        )
         if self.options["qk_norm"]:
             self.q_norm = blocks.rms_norm(self.dtype, axis_name="kv")
             self.k_norm = blocks.rms_norm(self.dtype, axis_name="kv")
@@ -89,19 +100,25 @@ class Attention(SequenceMixer):
 
     def init_state(self, batch_size: int, max_len: int) -> dict[str, jax.Array]:
         """The KV cache: keys and values of every position decoded so far."""
-        shape = (batch_size, max_len, kv_heads(self.num_heads, self.options),
-                 self.d_model // self.num_heads)
+        shape = (
+            batch_size,
+            max_len,
+            kv_heads(self.num_heads, self.options),
+            self.d_model // self.num_heads,
+        )
         return {"key": jnp.zeros(shape, self.dtype), "value": jnp.zeros(shape, self.dtype)}
 
     def step(self, x: jax.Array, state: dict, position: jax.Array) -> tuple[jax.Array, dict]:
         q, k, v = self._project(x[:, None], position[None])
         start = (0, position, 0, 0)
-        cache = {"key": jax.lax.dynamic_update_slice(state["key"], k.astype(self.dtype), start),
-                 "value": jax.lax.dynamic_update_slice(state["value"], v.astype(self.dtype),
-                                                       start)}
+        cache = {
+            "key": jax.lax.dynamic_update_slice(state["key"], k.astype(self.dtype), start),
+            "value": jax.lax.dynamic_update_slice(state["value"], v.astype(self.dtype), start),
+        }
         k_positions = jnp.arange(cache["key"].shape[1])
-        out = attend(q, cache["key"], cache["value"], position[None], k_positions,
-                     self.options["window"])
+        out = attend(
+            q, cache["key"], cache["value"], position[None], k_positions, self.options["window"]
+        )
         return self.out(out)[:, 0], cache
 
     def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
@@ -109,8 +126,10 @@ class Attention(SequenceMixer):
         q, k, v = self._project(x, positions)
         out = self.out(attend(q, k, v, positions, positions, self.options["window"]))
         state = self.init_state(x.shape[0], max_len)
-        cache = {"key": state["key"].at[:, : x.shape[1]].set(k.astype(self.dtype)),
-                 "value": state["value"].at[:, : x.shape[1]].set(v.astype(self.dtype))}
+        cache = {
+            "key": state["key"].at[:, : x.shape[1]].set(k.astype(self.dtype)),
+            "value": state["value"].at[:, : x.shape[1]].set(v.astype(self.dtype)),
+        }
         return out, cache
 
     @classmethod
@@ -130,8 +149,9 @@ class Attention(SequenceMixer):
         return int(projections + 2 * 2 * keys * d_model)
 
     @classmethod
-    def param_count(cls, d_model: int, num_heads: int, options: Any, seq_len: int,
-                    use_bias: bool) -> int:
+    def param_count(
+        cls, d_model: int, num_heads: int, options: Any, seq_len: int, use_bias: bool
+    ) -> int:
         head_dim = d_model // num_heads
         kv_width = kv_heads(num_heads, options) * head_dim
         count = 2 * d_model * d_model + 2 * d_model * kv_width

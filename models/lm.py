@@ -51,13 +51,20 @@ class Block(nn.Module):
         if self.short_conv:
             self.conv = CausalConv1D(self.d_model, self.short_conv, self.dtype)
         self.sequence_mixer = MIXERS.get(self.mixer)(
-            d_model=self.d_model, num_heads=self.num_heads, options=self.mixer_options,
-            seq_len=self.seq_len, rope=self.rope, use_bias=self.use_bias, dtype=self.dtype)
+            d_model=self.d_model,
+            num_heads=self.num_heads,
+            options=self.mixer_options,
+            seq_len=self.seq_len,
+            rope=self.rope,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+        )
         self.has_channel_mixer = self.channel_mixer != "none"
         if self.has_channel_mixer:
             self.channel_norm = blocks.NORMS[self.norm](self.dtype)
             self.channel = CHANNEL_MIXERS.get(self.channel_mixer)(
-                self.d_model, self.d_ff, self.use_bias, self.channel_options, self.dtype)
+                self.d_model, self.d_ff, self.use_bias, self.channel_options, self.dtype
+            )
         self.dropout = nn.Dropout(self.dropout_rate)
 
     def _channel_half(self, x: jax.Array, train: bool) -> jax.Array:
@@ -126,18 +133,30 @@ class SequenceModel(nn.Module):
             self.pos_embedding = self.param(
                 "pos_embedding",
                 nn.with_logical_partitioning(
-                    nn.initializers.normal(blocks.EMBED_INIT_STDDEV), ("length", "embed")),
-                (self.seq_len, self.d_model), jnp.float32)
+                    nn.initializers.normal(blocks.EMBED_INIT_STDDEV), ("length", "embed")
+                ),
+                (self.seq_len, self.d_model),
+                jnp.float32,
+            )
         block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
         self.layers = [
             block_cls(
-                d_model=self.d_model, num_heads=self.num_heads, seq_len=self.seq_len,
-                mixer=mixer, mixer_options=self.options.get(mixer, FrozenDict()),
+                d_model=self.d_model,
+                num_heads=self.num_heads,
+                seq_len=self.seq_len,
+                mixer=mixer,
+                mixer_options=self.options.get(mixer, FrozenDict()),
                 channel_mixer=self.channel_mixer,
                 channel_options=self.options.get(self.channel_mixer, FrozenDict()),
-                d_ff=self.d_ff, norm=self.norm, rope=self.positional == "rope",
-                use_bias=self.use_bias, short_conv=self.short_conv,
-                dropout_rate=self.dropout_rate, dtype=self.dtype, name=f"block_{i}")
+                d_ff=self.d_ff,
+                norm=self.norm,
+                rope=self.positional == "rope",
+                use_bias=self.use_bias,
+                short_conv=self.short_conv,
+                dropout_rate=self.dropout_rate,
+                dtype=self.dtype,
+                name=f"block_{i}",
+            )
             for i, mixer in enumerate(self.layer_mixers)
         ]
         self.final_norm = blocks.NORMS[self.norm](self.dtype)
@@ -195,8 +214,9 @@ class SequenceModel(nn.Module):
     def init_cache(self, batch_size: int, max_len: int) -> list[dict]:
         return [layer.init_state(batch_size, max_len) for layer in self.layers]
 
-    def decode_step(self, tokens: jax.Array, cache: list[dict],
-                    position: jax.Array) -> tuple[jax.Array, list[dict]]:
+    def decode_step(
+        self, tokens: jax.Array, cache: list[dict], position: jax.Array
+    ) -> tuple[jax.Array, list[dict]]:
         """tokens [B] at `position` -> logits [B, vocab] for the next position, new cache."""
         x = self._embed(tokens, position)
         new_cache = []
@@ -227,14 +247,17 @@ def layer_mixers(config: Any) -> tuple[str, ...]:
         unknown = sorted(set(pattern) - letters.keys())
         if unknown:
             valid = ", ".join(f"{k}={v}" for k, v in sorted(letters.items()))
-            raise ValueError(f"model.layer_pattern {pattern!r}: unknown letters {unknown}; "
-                             f"valid: {valid}")
+            raise ValueError(
+                f"model.layer_pattern {pattern!r}: unknown letters {unknown}; valid: {valid}"
+            )
         names = [letters[c] for c in pattern]
     for name in names:
         MIXERS.get(name)
     if config.num_layers % len(names):
-        raise ValueError(f"model.layer_pattern has {len(names)} layers, which does not divide "
-                         f"model.num_layers={config.num_layers}")
+        raise ValueError(
+            f"model.layer_pattern has {len(names)} layers, which does not divide "
+            f"model.num_layers={config.num_layers}"
+        )
     return tuple(names * (config.num_layers // len(names)))
 
 
@@ -249,20 +272,31 @@ def build_lm(config: Any, spec: Any, dtype: Any) -> SequenceModel:
     check_choice("channel_mixer", config.channel_mixer, CHANNEL_MIXERS.names())
     check_choice("mixer", config.mixer, MIXERS.names())
     if config.d_model % config.num_heads:
-        raise ValueError(f"model.d_model={config.d_model} is not divisible by "
-                         f"num_heads={config.num_heads}")
+        raise ValueError(
+            f"model.d_model={config.d_model} is not divisible by num_heads={config.num_heads}"
+        )
     if config.positional == "rope" and (config.d_model // config.num_heads) % 2:
         raise ValueError("positional='rope' needs an even head dimension (d_model / num_heads)")
     if config.short_conv < 0:
         raise ValueError(f"model.short_conv must be >= 0, got {config.short_conv}")
     sections = {name: _frozen(config[name]) for name in CONFIG_SECTIONS.names() if name in config}
     model = SequenceModel(
-        vocab_size=require(spec, "vocab_size", "lm"), seq_len=require(spec, "seq_len", "lm"),
-        d_model=config.d_model, num_heads=config.num_heads, d_ff=config.d_ff,
+        vocab_size=require(spec, "vocab_size", "lm"),
+        seq_len=require(spec, "seq_len", "lm"),
+        d_model=config.d_model,
+        num_heads=config.num_heads,
+        d_ff=config.d_ff,
         layer_mixers=layer_mixers(config),
-        options=FrozenDict(sections), channel_mixer=config.channel_mixer, norm=config.norm,
-        positional=config.positional, use_bias=config.use_bias, short_conv=config.short_conv,
-        tie_embeddings=config.tie_embeddings, dropout_rate=config.dropout_rate,
-        remat=config.remat, dtype=dtype)
+        options=FrozenDict(sections),
+        channel_mixer=config.channel_mixer,
+        norm=config.norm,
+        positional=config.positional,
+        use_bias=config.use_bias,
+        short_conv=config.short_conv,
+        tie_embeddings=config.tie_embeddings,
+        dropout_rate=config.dropout_rate,
+        remat=config.remat,
+        dtype=dtype,
+    )
     model.describe()  # checks every mixer's options (e.g. num_kv_heads dividing num_heads)
     return model

@@ -61,8 +61,9 @@ class SequenceMixer(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def param_count(cls, d_model: int, num_heads: int, options: Any, seq_len: int,
-                    use_bias: bool) -> int:
+    def param_count(
+        cls, d_model: int, num_heads: int, options: Any, seq_len: int, use_bias: bool
+    ) -> int:
         raise NotImplementedError
 
 
@@ -111,4 +112,3 @@ class CausalConv1D(nn.Module):
         """Output over the prompt and the state after it (its last K-1 inputs, zero-padded)."""
         padded = jnp.pad(x.astype(self.dtype), ((0, 0), (self.kernel_size - 1, 0), (0, 0)))
         return self(x), padded[:, x.shape[1] :]
-

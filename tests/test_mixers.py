@@ -67,8 +67,9 @@ def test_parallel_prefill_and_token_by_token_decoding_agree(mixer, variant):
     cache = model.apply(variables, 2, T, method="init_cache")
     stepped = []
     for t in range(T):
-        logits, cache = model.apply(variables, tokens[:, t], cache, jnp.int32(t),
-                                    method="decode_step")
+        logits, cache = model.apply(
+            variables, tokens[:, t], cache, jnp.int32(t), method="decode_step"
+        )
         stepped.append(logits)
     assert_close(jnp.stack(stepped, axis=1), full)
     # A prompt through the parallel form, then cached decoding of the rest.
@@ -76,15 +77,21 @@ def test_parallel_prefill_and_token_by_token_decoding_agree(mixer, variant):
     logits, cache = model.apply(variables, tokens[:, :prompt], T, method="prefill")
     assert_close(logits, full[:, :prompt])
     for t in range(prompt, T):
-        logits, cache = model.apply(variables, tokens[:, t], cache, jnp.int32(t),
-                                    method="decode_step")
+        logits, cache = model.apply(
+            variables, tokens[:, t], cache, jnp.int32(t), method="decode_step"
+        )
         assert_close(logits, full[:, t])
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"short_conv": 3}, {"use_bias": True, "norm": "layer", "channel_mixer": "gelu_mlp"},
-     {"tie_embeddings": True, "positional": "learned"}, {"channel_mixer": "none"}],
+    [
+        {},
+        {"short_conv": 3},
+        {"use_bias": True, "norm": "layer", "channel_mixer": "gelu_mlp"},
+        {"tie_embeddings": True, "positional": "learned"},
+        {"channel_mixer": "none"},
+    ],
     ids=["default", "short_conv", "gpt2-blocks", "tied-learned", "no-channel-mixer"],
 )
 @pytest.mark.parametrize("mixer", models.MIXERS.names())
@@ -109,8 +116,9 @@ def test_hybrid_pattern_places_mixers_per_layer():
     with pytest.raises(ValueError, match="unknown letters"):
         models.build_model(lm_config("attention", layer_pattern="AZ"), SPEC, jnp.float32)
     with pytest.raises(ValueError, match="does not divide"):
-        models.build_model(lm_config("attention", num_layers=3, layer_pattern="AA"), SPEC,
-                           jnp.float32)
+        models.build_model(
+            lm_config("attention", num_layers=3, layer_pattern="AA"), SPEC, jnp.float32
+        )
 
 
 @pytest.mark.parametrize("mixer", models.MIXERS.names())

@@ -217,9 +217,7 @@ def test_rope_scores_depend_only_on_offset():
 def test_remat_matches_plain(train):
     rate = 0.1 if train else 0.0
     plain = models.build_model(tiny_config("lm", dropout_rate=rate), SPEC, jnp.float32)
-    remat = models.build_model(
-        tiny_config("lm", dropout_rate=rate, remat=True), SPEC, jnp.float32
-    )
+    remat = models.build_model(tiny_config("lm", dropout_rate=rate, remat=True), SPEC, jnp.float32)
     tokens = random_inputs(plain)
     variables = init(plain, tokens)
     assert jax.tree.structure(variables) == jax.tree.structure(init(remat, tokens))

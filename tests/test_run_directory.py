@@ -29,8 +29,15 @@ def test_manifest_records_config_code_environment_and_data(finished_run):
     assert record["seed"] == 0
     assert record["config"] == json.loads(Path(finished_run, "config.json").read_text())
     assert len(record["git"]["commit"]) == 40 and isinstance(record["git"]["dirty"], bool)
-    for package in ("python", "jax", "flax", "optax", "orbax-checkpoint", "grain",
-                    "tensorflow-datasets"):
+    for package in (
+        "python",
+        "jax",
+        "flax",
+        "optax",
+        "orbax-checkpoint",
+        "grain",
+        "tensorflow-datasets",
+    ):
         assert record["versions"][package], package
     assert record["environment"]["backend"] == "cpu"
     assert record["environment"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
@@ -55,10 +62,15 @@ def test_metrics_jsonl_and_tensorboard_agree(finished_run):
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     workdir = tmp_path / "diverges"
-    result = run_train(data_dir, workdir, "--config.optimizer.name=sgd",
-                       "--config.optimizer.learning_rate=1e12",
-                       "--config.optimizer.grad_clip_norm=0", "--config.checkpoint.every=1",
-                       "--config.train.log_every=1")
+    result = run_train(
+        data_dir,
+        workdir,
+        "--config.optimizer.name=sgd",
+        "--config.optimizer.learning_rate=1e12",
+        "--config.optimizer.grad_clip_norm=0",
+        "--config.checkpoint.every=1",
+        "--config.train.log_every=1",
+    )
     assert result.returncode == 1
     assert "loss is nan at step" in result.stdout or "loss is inf at step" in result.stdout
     bad_step = int(result.stdout.split(" at step ")[1].split(";")[0])
@@ -71,17 +83,30 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_d
     ("config", "overrides"),
     [
         ("experiments/digits_mlp.py", []),
-        ("experiments/pydoc_lm.py", ["--config.model.num_layers=1", "--config.model.d_model=32",
-                                     "--config.data.pydoc_text.seq_len=32"]),
-        ("experiments/mqar_mixers.py", ["--config.train.compute_dtype=bfloat16",
-                                        "--config.model.remat=True"]),
+        (
+            "experiments/pydoc_lm.py",
+            [
+                "--config.model.num_layers=1",
+                "--config.model.d_model=32",
+                "--config.data.pydoc_text.seq_len=32",
+            ],
+        ),
+        (
+            "experiments/mqar_mixers.py",
+            ["--config.train.compute_dtype=bfloat16", "--config.model.remat=True"],
+        ),
     ],
     ids=["digits-mlp", "pydoc-transformer", "mqar-bf16-remat"],
 )
 def test_each_dataset_trains_end_to_end(data_dir, tmp_path, config, overrides):
-    short = ["--config.train.steps=30", "--config.train.log_every=10", "--config.eval.every=30",
-             "--config.checkpoint.every=30", "--config.eval.num_batches=2",
-             "--config.optimizer.warmup_steps=5"]
+    short = [
+        "--config.train.steps=30",
+        "--config.train.log_every=10",
+        "--config.eval.every=30",
+        "--config.checkpoint.every=30",
+        "--config.eval.num_batches=2",
+        "--config.optimizer.warmup_steps=5",
+    ]
     result = run_train(data_dir, tmp_path / "run", *short, *overrides, base=[f"--config={config}"])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = metrics(tmp_path / "run")
@@ -97,8 +122,13 @@ def test_tensorflow_is_neither_installed_nor_imported(data_dir):
         "assert importlib.util.find_spec('tensorflow') is None, 'tensorflow is installed'\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, env=train_env(data_dir))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=train_env(data_dir),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -107,8 +137,9 @@ def test_evaluation_covers_the_whole_split_whatever_the_batch_size(data_dir, tmp
     evals = []
     for size in (32, 48):
         workdir = tmp_path / f"eval{size}"
-        result = run_train(data_dir, workdir, "--config.train.steps=5",
-                           f"--config.eval.batch_size={size}")
+        result = run_train(
+            data_dir, workdir, "--config.train.steps=5", f"--config.eval.batch_size={size}"
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         evals.append(metrics(workdir)[-1])
     for key in ("eval/loss", "eval/accuracy"):

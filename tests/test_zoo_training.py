@@ -12,8 +12,13 @@ import pytest
 from experiments import mqar_mixers
 from tests.conftest import TINY, metrics, run_train
 
-SHORT = ["--config.train.steps=4", "--config.train.log_every=2", "--config.eval.every=4",
-         "--config.checkpoint.every=4", "--config.eval.num_batches=1"]
+SHORT = [
+    "--config.train.steps=4",
+    "--config.train.log_every=2",
+    "--config.eval.every=4",
+    "--config.checkpoint.every=4",
+    "--config.eval.num_batches=1",
+]
 MESH = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
 
 
