@@ -110,7 +110,7 @@ def make_train_step(
             params=optax.apply_updates(state.params, updates),
             opt_state=opt_state,
         )
-        metrics = {**metrics, "total_loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {**metrics, "total_loss": loss, "grad_norm": optax.tree.norm(grads)}
         return new_state, metrics
 
     return step
