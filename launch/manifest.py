@@ -44,12 +44,19 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict[str, Any]:
-    """Commit, dirty flag and a hash of the uncommitted diff (untracked files listed by name)."""
+    """Commit, dirty flag and a hash of the uncommitted diff, untracked files' contents included."""
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None, "diff_sha256": None}
     status = _git("status", "--porcelain") or ""
     diff = (_git("diff", "HEAD") or "") + status
+    # Untracked files are code too: their contents enter the hash, not just their names.
+    for name in (_git("ls-files", "--others", "--exclude-standard") or "").splitlines():
+        try:
+            with open(os.path.join(REPO_ROOT, name), "rb") as f:
+                diff += name + hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            continue
     return {
         "commit": commit.strip(),
         "dirty": bool(status.strip()),
