@@ -8,7 +8,7 @@ An arm is `<mixer>-<task>`, e.g. `--config=experiments/mad_tasks.py:mamba-fuzzy_
 
 import ml_collections
 
-from experiments.base import base_config
+from experiments.mqar_mixers import small_recall_config
 
 TASKS = (
     "in_context_recall",
@@ -37,15 +37,7 @@ def get_config(arm: str | None = None) -> ml_collections.ConfigDict:
     arm = arm or BASELINE
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
-    c = base_config()
-    c.model.d_model = 64
-    c.model.num_heads = 1
-    c.model.short_conv = 4
-    c.train.steps = 600
-    c.train.batch_size = 64
-    c.train.log_every = 50
-    c.optimizer.learning_rate = 3e-3
+    c = small_recall_config()
     c.eval.every = 200
-    c.checkpoint.every = 200
     c.update_from_flattened_dict(ARMS[arm])
     return c

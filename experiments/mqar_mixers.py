@@ -41,12 +41,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
-    c = base_config()
+    c = small_recall_config()
     c.data.name = "mqar"
-    # Measured on this CPU (attention, lr 3e-3, batch 64): 4 heads of width 16 and no short conv
-    # sat at ~0.31 accuracy (choosing among the in-context values) for 3000 steps; 1 head of 64
-    # jumped to > 0.99 at ~1500 steps; 1 head with a short conv (kernel 4) in front of the mixer
-    # passed 0.98 by step 300.
+    c.eval.every = 100
+    c.update_from_flattened_dict({**ARMS[arm], **SETTINGS[setting]})
+    return c
+
+
+def small_recall_config() -> ml_collections.ConfigDict:
+    """The block and budget shared by the synthetic recall studies (this one and MAD).
+
+    Measured on this CPU (attention, lr 3e-3, batch 64): 4 heads of width 16 and no short conv
+    sat at ~0.31 accuracy (choosing among the in-context values) for 3000 steps; 1 head of 64
+    jumped to > 0.99 at ~1500 steps; 1 head with a short conv (kernel 4) in front of the mixer
+    passed 0.98 by step 300.
+    """
+    c = base_config()
     c.model.num_heads = 1
     c.model.short_conv = 4
     c.train.steps = 600
@@ -54,7 +64,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.optimizer.learning_rate = 3e-3
     c.optimizer.warmup_steps = 50
-    c.eval.every = 100
     c.checkpoint.every = 200
-    c.update_from_flattened_dict({**ARMS[arm], **SETTINGS[setting]})
     return c

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from models import blocks
 from models.registry import CONFIG_SECTIONS, MODELS, require
-from models.vit import PatchEmbed, family_config, layer_norm, num_patches
+from models.vit import GeluMLP, PatchEmbed, family_config, layer_norm, num_patches
 
 DEFAULTS = {"patch_size": 2, "tokens_mlp_dim": 32}
 CONFIG_SECTIONS.register("mlp_mixer")(DEFAULTS)
@@ -46,18 +46,8 @@ class TokenMixing(nn.Module):
         return jnp.swapaxes(y, -1, -2)
 
 
-class ChannelMixing(nn.Module):
-    """MLP across channels: [B, N, D] -> [B, N, D], weights shared over patches."""
-
-    d_ff: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d_model = x.shape[-1]
-        h = blocks.dense(self.d_ff, ("embed", "mlp"), self.dtype, use_bias=True, name="fc1")(x)
-        h = blocks.constrain(nn.gelu(h), ("batch", "length", "mlp"))
-        return blocks.dense(d_model, ("mlp", "embed"), self.dtype, use_bias=True, name="fc2")(h)
+# Channel mixing is ViT's GELU MLP: one MLP across channels, shared over patches.
+ChannelMixing = GeluMLP
 
 
 class MixerBlock(nn.Module):
