@@ -64,3 +64,6 @@ class Compression(SyntheticSequenceBuilder):
         del split  # both splits come from the same distribution
         c = self.config
         return lm_example(*mad.compression(rng, vocab_size=c.vocab_size, seq_len=c.seq_len))
+
+    def scored_positions(self) -> int:
+        return self.config.seq_len // 2  # the reproduction

@@ -50,7 +50,11 @@ class Dataset:
         shard_count: int = 1,
         drop_remainder: bool = True,
     ) -> grain.DataLoader:
-        """A Grain DataLoader; `batch_size` is per process (this shard's share of the batch)."""
+        """A Grain DataLoader; `batch_size` is per process (this shard's share of the batch).
+
+        Batches hold the stored features, plus `score_positions` when the spec declares
+        `scored_positions` (see `pipeline.make_loader`).
+        """
         return pipeline.make_loader(
             self.source(split),
             dtypes=declared_dtypes(self.builder),
@@ -61,6 +65,8 @@ class Dataset:
             shard_index=shard_index,
             shard_count=shard_count,
             drop_remainder=drop_remainder,
+            scored_positions=self.spec.scored_positions,
+            dataset_name=self.spec.name,
         )
 
 

@@ -66,3 +66,6 @@ class InductionHead(SyntheticSequenceBuilder):
     def make_example(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         del split  # both splits come from the same distribution
         return make_example(rng, self.config)
+
+    def scored_positions(self) -> int:
+        return 1  # the answer after the second trigger

@@ -82,3 +82,6 @@ class Memorization(SyntheticSequenceBuilder):
             rng, vocab_size=c.vocab_size, seq_len=c.seq_len, value_of=value_of
         )
         return lm_example(tokens, scored)
+
+    def scored_positions(self) -> int:
+        return (self.config.seq_len + 1) // 2  # one value per pair

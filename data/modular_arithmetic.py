@@ -120,6 +120,7 @@ class ModularArithmetic(ArchlabBuilder):
             eval_split="test",
             vocab_size=self.config.prime + 2,
             seq_len=SEQ_LEN,
+            scored_positions=1,  # c
         )
 
     def data_sheet(self) -> dict[str, Any]:

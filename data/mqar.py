@@ -116,3 +116,6 @@ class Mqar(SyntheticSequenceBuilder):
     def make_example(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         del split  # both splits come from the same distribution
         return make_example(rng, self.config)
+
+    def scored_positions(self) -> int:
+        return self.config.num_queries

@@ -28,6 +28,25 @@ class _CastToDeclared(grain.MapTransform):
         return cast_example(element, self._dtypes)
 
 
+class _ScorePositions(grain.MapTransform):
+    """Adds `score_positions` int32 [S], the indices where `loss_mask` is nonzero, checking
+    that every example scores the `count` positions its dataset declares."""
+
+    def __init__(self, count: int, dataset_name: str):
+        self._count = count
+        self._dataset_name = dataset_name
+
+    def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        positions = np.flatnonzero(element["loss_mask"]).astype(np.int32)
+        if len(positions) != self._count:
+            raise ValueError(
+                f"dataset {self._dataset_name!r} declares {self._count} scored positions per "
+                f"example (DatasetSpec.scored_positions), but an example's loss_mask scores "
+                f"{len(positions)}"
+            )
+        return {**element, "score_positions": positions}
+
+
 def make_loader(
     source: Sequence[dict[str, Any]],
     *,
@@ -39,10 +58,14 @@ def make_loader(
     shard_index: int = 0,
     shard_count: int = 1,
     drop_remainder: bool = True,
+    scored_positions: int | None = None,
+    dataset_name: str = "",
 ) -> grain.DataLoader:
     """A DataLoader yielding dicts of numpy arrays with a leading per-process batch axis.
 
-    `dtypes` are the features' declared dtypes, which every batch is given.
+    `dtypes` are the features' declared dtypes, which every batch is given. With
+    `scored_positions` (the dataset's `DatasetSpec.scored_positions`), batches also hold
+    `score_positions` int32 [batch, scored_positions]: where each example's loss_mask is nonzero.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -55,13 +78,14 @@ def make_loader(
         num_epochs=num_epochs,
         seed=seed,
     )
+    operations: list[Any] = [_CastToDeclared(dtypes)]
+    if scored_positions is not None:
+        operations.append(_ScorePositions(scored_positions, dataset_name))
+    operations.append(grain.Batch(batch_size=batch_size, drop_remainder=drop_remainder))
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[
-            _CastToDeclared(dtypes),
-            grain.Batch(batch_size=batch_size, drop_remainder=drop_remainder),
-        ],
+        operations=operations,
         worker_count=0,
         shard_options=grain.ShardOptions(
             shard_index=shard_index, shard_count=shard_count, drop_remainder=True

@@ -67,3 +67,6 @@ class SelectiveCopying(SyntheticSequenceBuilder):
             rng, vocab_size=c.vocab_size, seq_len=c.seq_len, num_tokens_to_copy=c.num_tokens_to_copy
         )
         return lm_example(tokens, scored)
+
+    def scored_positions(self) -> int:
+        return self.config.num_tokens_to_copy

@@ -12,6 +12,10 @@ class DatasetSpec:
 
     Sequence datasets set `vocab_size` and `seq_len`; image datasets set `num_classes` and
     `image_shape` (H, W, C); the fields that do not apply are None.
+
+    `scored_positions`: every example scores exactly this many positions (its loss_mask sums to
+    it); None when the count varies. When set, the loaders add `score_positions` [S], the
+    indices where loss_mask is 1, and logits are computed only there.
     """
 
     name: str
@@ -23,3 +27,4 @@ class DatasetSpec:
     seq_len: int | None = None
     num_classes: int | None = None
     image_shape: tuple[int, ...] | None = None
+    scored_positions: int | None = None

@@ -56,6 +56,10 @@ class SyntheticSequenceBuilder(ArchlabBuilder, skip_registration=True):
     def make_example(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         """One example of `split`, drawing only from `rng`."""
 
+    def scored_positions(self) -> int | None:
+        """How many positions every example scores; None when it varies (see DatasetSpec)."""
+        return None
+
     def _features(self) -> tfds.features.FeaturesDict:
         return sequence_features(self.config.seq_len)
 
@@ -77,6 +81,7 @@ class SyntheticSequenceBuilder(ArchlabBuilder, skip_registration=True):
             eval_split="test",
             vocab_size=self.config.vocab_size,
             seq_len=self.config.seq_len,
+            scored_positions=self.scored_positions(),
         )
 
     def data_sheet(self) -> dict[str, Any]:

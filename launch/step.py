@@ -43,12 +43,19 @@ def init_state(
 
 
 def _apply(
-    model: nn.Module, params: Any, inputs: jax.Array, train: bool, rng: jax.Array | None
+    model: nn.Module,
+    params: Any,
+    inputs: jax.Array,
+    train: bool,
+    rng: jax.Array | None,
+    positions: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Logits plus the auxiliary losses the model sowed, summed per name."""
+    """Logits plus the auxiliary losses the model sowed, summed per name. With `positions`
+    [B, S] (a batch's `score_positions`), the logits are those positions' only: [B, S, V]."""
     rngs = {"dropout": rng} if rng is not None else {}
+    at = {} if positions is None else {"positions": positions}
     logits, collections = model.apply(
-        {"params": params}, inputs, train=train, rngs=rngs, mutable=["aux_loss"]
+        {"params": params}, inputs, train=train, rngs=rngs, mutable=["aux_loss"], **at
     )
     flat = flax.traverse_util.flatten_dict(collections.get("aux_loss", {}), sep="/")
     aux = {
@@ -70,7 +77,9 @@ def make_train_step(
 
     def loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
         def loss_fn(p: Any) -> tuple:
-            logits, aux = _apply(model, p, batch[input_key], True, rng)
+            logits, aux = _apply(
+                model, p, batch[input_key], True, rng, batch.get("score_positions")
+            )
             loss, metrics = objective(logits, batch, aux)
             # Each auxiliary loss (MoE load balance, router z-loss, per layer) is in the total;
             # logging it shows how much.
@@ -120,7 +129,9 @@ def make_eval_step(
     model: nn.Module, objective: Objective, input_key: str
 ) -> Callable[[Any, Batch], dict[str, jax.Array]]:
     def eval_step(params: Any, batch: Batch) -> dict[str, jax.Array]:
-        logits, aux = _apply(model, params, batch[input_key], False, None)
+        logits, aux = _apply(
+            model, params, batch[input_key], False, None, batch.get("score_positions")
+        )
         _, metrics = objective(logits, batch, aux)
         return metrics
 

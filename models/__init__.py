@@ -1,6 +1,7 @@
 """Model families by name.
 
-A model is a `flax.linen.Module` whose `__call__(inputs, *, train)` returns float32 logits and
+A model is a `flax.linen.Module` whose `__call__(inputs, *, train)` returns float32 logits (the
+sequence model also takes `positions` [B, S] and then returns only those positions' logits) and
 whose `example_inputs(batch_size)` gives a zero batch of the right shape and dtype for `init`.
 Parameters are float32 and boxed with logical axis names.
 """

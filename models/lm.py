@@ -108,7 +108,12 @@ class Block(nn.Module):
 
 
 class SequenceModel(nn.Module):
-    """int32 tokens [B, T] -> float32 next-token logits [B, T, vocab_size]."""
+    """int32 tokens [B, T] -> float32 next-token logits [B, T, vocab_size].
+
+    With `positions` int [B, S], only those positions are normed and unembedded: logits
+    [B, S, vocab_size], for losses that score a few positions (the unembedding dominates the
+    step at a large vocabulary).
+    """
 
     vocab_size: int
     seq_len: int
@@ -204,11 +209,15 @@ class SequenceModel(nn.Module):
         logits = self.embed.attend(x) if self.tie_embeddings else self.unembed(x)
         return logits.astype(jnp.float32)
 
-    def __call__(self, inputs: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(
+        self, inputs: jax.Array, *, train: bool, positions: jax.Array | None = None
+    ) -> jax.Array:
         x = self._embed(inputs, jnp.arange(inputs.shape[1]))
         x = blocks.constrain(self.dropout(x, deterministic=not train))
         for layer in self.layers:
             x = layer(x, train)
+        if positions is not None:
+            x = jnp.take_along_axis(x, positions[..., None], axis=1)  # [B, S, D]
         return self._logits(x)
 
     def init_cache(self, batch_size: int, max_len: int) -> list[dict]:

@@ -5,7 +5,8 @@
 
 The KL is averaged over the scored positions (loss_mask, with padding rows zeroed by
 example_mask); T^2 keeps its gradient on the scale of the hard-label term whatever T is. The
-teacher's logits arrive in batch['teacher_logits'] [B, T, V] and are never differentiated.
+teacher's logits arrive in batch['teacher_logits'] [B, T, V] and are never differentiated; with
+batch['score_positions'] the student's logits are [B, S, V] and the teacher's are read there.
 
 Metrics keep the cross-entropy family's meaning, so runs stay comparable: `loss` (and `nll`,
 `accuracy`, `z_loss`) score the student against the hard targets; `kl` is the unscaled KL at
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from objectives.registry import OBJECTIVES, Metrics
-from objectives.xent import example_weights, total_aux_loss, weighted_xent
+from objectives.xent import at_scored_positions, example_weights, total_aux_loss, weighted_xent
 
 
 def softened_kl(teacher_logits: jax.Array, student_logits: jax.Array, temperature: float):
@@ -43,15 +44,19 @@ def distillation(
     temperature: float = 2.0,
     alpha: float = 0.5,
 ) -> tuple[jax.Array, Metrics]:
-    """logits [B, T, V]; batch: 'teacher_logits' [B, T, V], 'targets' [B, T], 'loss_mask' [B, T]."""
-    weights = example_weights(batch, batch["loss_mask"]).astype(jnp.float32)
+    """logits [B, T, V] (or [B, S, V] at batch['score_positions']); batch: 'teacher_logits'
+    [B, T, V], 'targets' [B, T], 'loss_mask' [B, T]."""
+    targets, mask, teacher = (
+        at_scored_positions(batch, batch[k]) for k in ("targets", "loss_mask", "teacher_logits")
+    )
+    weights = example_weights(batch, mask).astype(jnp.float32)
     _, metrics = weighted_xent(
-        logits, batch["targets"], weights, {}, z_loss=z_loss, label_smoothing=label_smoothing
+        logits, targets, weights, {}, z_loss=z_loss, label_smoothing=label_smoothing
     )
     # Unscored positions may hold anything, even non-finite teacher logits: zero them first, so
     # that neither the loss nor its gradient sees a NaN.
     scored = (weights > 0)[..., None]
-    teacher = jnp.where(scored, jax.lax.stop_gradient(batch["teacher_logits"]), 0.0)
+    teacher = jnp.where(scored, jax.lax.stop_gradient(teacher), 0.0)
     kl = softened_kl(teacher, logits, temperature)
     denom = jnp.where(metrics["weight"] > 0, metrics["weight"], 1.0)
     kl = jnp.sum(kl * weights) / denom

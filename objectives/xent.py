@@ -3,6 +3,8 @@
 Metrics are means over this batch's scored items plus `weight` (the number of scored items), so
 the loop aggregates batches as sum(metric * weight) / sum(weight). A batch may carry
 `example_mask` [B] (0 for padding rows, as in the last evaluation batch); those rows score nothing.
+A sequence batch may carry `score_positions` [B, S]: the logits are then those positions' only
+([B, S, V]), and the per-position features are read there too (`at_scored_positions`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ def example_weights(batch: dict[str, jax.Array], item_weights: jax.Array) -> jax
     return item_weights * mask.reshape(mask.shape + (1,) * (item_weights.ndim - 1))
 
 
+def at_scored_positions(batch: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    """A per-position feature x [B, T, ...] at batch['score_positions'] [B, S] -> [B, S, ...],
+    lined up with logits computed only there; x itself when the batch has no score_positions."""
+    if "score_positions" not in batch:
+        return x
+    positions = batch["score_positions"]
+    return jnp.take_along_axis(x, positions.reshape(positions.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
 def weighted_xent(
     logits: jax.Array,
     targets: jax.Array,
@@ -40,6 +51,11 @@ def weighted_xent(
     label_smoothing: float,
 ) -> tuple[jax.Array, Metrics]:
     """Cross-entropy over items with weight > 0. logits [..., V], targets/weights [...]."""
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"logits {logits.shape} do not line up with targets {targets.shape} (a batch with "
+            "score_positions needs the logits at those positions only)"
+        )
     logits = logits.astype(jnp.float32)
     weights = weights.astype(jnp.float32)
     weight = jnp.sum(weights)
@@ -81,11 +97,12 @@ def next_token_xent(
     z_loss: float = 0.0,
     label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, Metrics]:
-    """logits [B, T, V]; batch['targets'] int32 [B, T], batch['loss_mask'] float32 [B, T]."""
+    """logits [B, T, V] (or [B, S, V] at batch['score_positions']); batch['targets'] int32
+    [B, T], batch['loss_mask'] float32 [B, T]."""
     return weighted_xent(
         logits,
-        batch["targets"],
-        example_weights(batch, batch["loss_mask"]),
+        at_scored_positions(batch, batch["targets"]),
+        example_weights(batch, at_scored_positions(batch, batch["loss_mask"])),
         aux,
         z_loss=z_loss,
         label_smoothing=label_smoothing,

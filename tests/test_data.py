@@ -63,6 +63,14 @@ def test_every_dataset_prepares_and_yields_documented_batches(name: str, data_di
     for split in (spec.train_split, spec.eval_split):
         batch = next(iter(ds.loader(split, batch_size=4, seed=0, shuffle=True, num_epochs=1)))
         if spec.kind == "sequence":
+            if spec.scored_positions is not None:
+                # A fixed count: the loader says where each example's loss_mask is 1.
+                positions = batch.pop("score_positions")
+                assert positions.dtype == np.int32
+                assert positions.shape == (4, spec.scored_positions)
+                assert (batch["loss_mask"].sum(axis=1) == spec.scored_positions).all()
+                scored = np.take_along_axis(batch["loss_mask"], positions, axis=1)
+                assert (scored == 1.0).all()
             assert set(batch) == {"inputs", "targets", "loss_mask"}
             for key, dtype in [("inputs", np.int32), ("targets", np.int32)]:
                 assert batch[key].dtype == dtype and batch[key].shape == (4, spec.seq_len)
