@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 RUN_DIR ?= runs/mqar_mixers-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run test lint install clean-venv
+.PHONY: run test test-slow lint install clean-venv
 
 install: $(INSTALLED)
 
@@ -22,6 +22,10 @@ run: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Also trains every MQAR arm to its full budget (tests/test_mqar_learning.py): about an hour.
+test-slow: $(INSTALLED)
+	ARCHLAB_SLOW_TESTS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,7 @@ An arm is `<mixer>-<task>`, e.g. `--config=experiments/mad_tasks.py:mamba-fuzzy_
 
 import ml_collections
 
+from experiments import mqar_mixers
 from experiments.mqar_mixers import small_recall_config
 
 TASKS = (
@@ -18,12 +19,10 @@ TASKS = (
     "compression",
     "memorization",
 )
+# The MQAR study's arms for these mixers: the same blocks and per-mixer choices in both studies.
 MIXERS: dict[str, dict] = {
-    "attention": {"model.mixer": "attention"},
-    "gla": {"model.mixer": "gla"},
-    "deltanet": {"model.mixer": "deltanet"},
-    "mamba": {"model.mixer": "mamba", "model.channel_mixer": "none", "model.num_layers": 4},
-    "hyena": {"model.mixer": "hyena"},
+    name: mqar_mixers.ARMS[name]
+    for name in ("attention", "linear", "gla", "deltanet", "mamba", "hyena")
 }
 ARMS: dict[str, dict] = {
     f"{mixer}-{task}": {**overrides, "data.name": task}

@@ -17,14 +17,20 @@ from experiments.base import base_config
 # the comparison is of sequence mixers.
 ARMS: dict[str, dict] = {
     "attention": {"model.mixer": "attention"},
-    "linear": {"model.mixer": "linear"},
+    # Based's Taylor feature map (1 + q.k + (q.k)^2 / 2 over 16-dim projections). Measured on
+    # this CPU: 0.82 accuracy at step 200 with it; with elu + 1 (Katharopoulos) 0.20 at step
+    # 200 and 0.86 after 2000 steps.
+    "linear": {"model.mixer": "linear", "model.linear.feature_map": "taylor"},
     "retnet": {"model.mixer": "retnet"},
     "gla": {"model.mixer": "gla"},
     "mamba2": {"model.mixer": "mamba2"},
     "deltanet": {"model.mixer": "deltanet"},
     "mamba": {"model.mixer": "mamba", "model.channel_mixer": "none", "model.num_layers": 4},
     "hyena": {"model.mixer": "hyena"},
-    "hybrid": {"model.layer_pattern": "mamba,attention"},
+    # Attention first: measured on this CPU, "attention,mamba" passed 0.9 accuracy at step 200,
+    # while "mamba,attention" sat at 0.14 after 600 steps (the attention layer then has to find
+    # the keys in a residual stream the Mamba layer has already rewritten).
+    "hybrid": {"model.layer_pattern": "attention,mamba"},
     "moe": {"model.mixer": "attention", "model.channel_mixer": "moe"},
 }
 BASELINE = "attention"

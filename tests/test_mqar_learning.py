@@ -1,0 +1,58 @@
+"""Each arm of the MQAR study learns the small setting: >= 0.9 eval accuracy within its own step
+budget (the arm's `train.steps`), trained exactly as `launch.train --config=...:<arm>` would.
+
+Registry-wide through the study file: an arm added to experiments/mqar_mixers.py is covered
+without editing this file. A full run costs 1-15 minutes on 2 cores, so the default suite trains
+only the arms in `IN_DEFAULT_SUITE`; `ARCHLAB_SLOW_TESTS=1` (`make test-slow`) trains them all.
+Arms that do not reach the bar yet are strict xfails carrying the accuracy last measured, so the
+day one starts to learn, this file says so.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from experiments import mqar_mixers
+from tests.conftest import metrics, run_train
+
+PASS_ACCURACY = 0.9
+IN_DEFAULT_SUITE = ("attention", "linear")
+SLOW = os.environ.get("ARCHLAB_SLOW_TESTS") == "1"
+# Arm -> what the last full run measured (eval/accuracy after the arm's budget, small setting).
+NOT_YET_LEARNING = {
+    "retnet": "0.06 at 600 steps",
+    "gla": "0.11 at 600 steps; 0.25 at 600 with lr 1e-2",
+    "mamba2": "0.07 at 600 steps",
+    "deltanet": "0.19 at 600 steps",
+    "mamba": "0.19 at 600 steps",
+    "hyena": "0.02 at 600 steps",
+}
+
+
+def arm_params() -> list:
+    params = []
+    for arm in mqar_mixers.ARMS:
+        marks = []
+        if arm not in IN_DEFAULT_SUITE and not SLOW:
+            marks.append(pytest.mark.skip(reason="slow: run with ARCHLAB_SLOW_TESTS=1"))
+        if arm in NOT_YET_LEARNING:
+            marks.append(pytest.mark.xfail(strict=True, reason=NOT_YET_LEARNING[arm]))
+        params.append(pytest.param(arm, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("arm", arm_params())
+def test_arm_learns_small_mqar_within_its_budget(data_dir, tmp_path, arm):
+    config = mqar_mixers.get_config(arm)
+    result = run_train(
+        data_dir,
+        tmp_path / "run",
+        base=[f"--config=experiments/mqar_mixers.py:{arm}"],
+        timeout=3600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = [r for r in metrics(tmp_path / "run") if "eval/accuracy" in r][-1]
+    assert final["step"] == config.train.steps
+    assert final["eval/accuracy"] >= PASS_ACCURACY, final
