@@ -18,7 +18,7 @@ from experiments import mqar_mixers
 from tests.conftest import metrics, run_train
 
 PASS_ACCURACY = 0.9
-IN_DEFAULT_SUITE = ("attention", "linear")
+IN_DEFAULT_SUITE = ("attention",)
 SLOW = os.environ.get("ARCHLAB_SLOW_TESTS") == "1"
 # Arm -> what the last full run measured (eval/accuracy after the arm's budget, small setting).
 NOT_YET_LEARNING = {
