@@ -12,9 +12,12 @@ Initialisation follows the reference: dt_proj's bias is the inverse softplus of 
 log-uniformly in [dt_min, dt_max] (floored at 1e-4), its kernel uniform in +-dt_rank^-0.5;
 A_log = log(1..N) for every channel (S4D-real); D = 1.
 
-The parallel form runs the recurrence as `jax.lax.associative_scan` in float32 over
-[B, T, E, N] (memory O(T E N) per sequence: no hardware-aware kernel here); `step` runs it one
-token at a time over the state (conv window of the last d_conv - 1 inputs, SSM state [B, E, N]).
+The training form runs the recurrence in float32 over [B, T, E, N] (memory O(T E N) per sequence:
+no hardware-aware kernel here), either as `jax.lax.associative_scan` (`scan='associative'`,
+log T depth, for accelerators) or as a `lax.scan` of the recurrent step (`scan='sequential'`,
+T steps; on CPU 2.5x faster than the associative scan for forward and backward at B 64, T 64,
+E 128, N 16). `step` runs one token at a time over the state (conv window of the last
+d_conv - 1 inputs, SSM state [B, E, N]).
 
 Mamba has a fixed parameterisation: `num_heads`, `rope` and `use_bias` are ignored (its
 projections never have biases, its conv and dt_proj always do, as in the reference).
@@ -40,7 +43,9 @@ DEFAULTS = {
     "dt_rank": 0,  # rank of the step-size projection; 0: ceil(d_model / 16)
     "dt_min": 0.001,  # range of the initial step sizes (log-uniform)
     "dt_max": 0.1,
+    "scan": "associative",  # training form: associative (log T depth) | sequential (T steps)
 }
+SCANS = ("associative", "sequential")
 CONFIG_SECTIONS.register("mamba")(DEFAULTS)
 
 DT_INIT_FLOOR = 1e-4
@@ -59,6 +64,8 @@ def dims(d_model: int, options: Any) -> tuple[int, int, int, int]:
         raise ValueError(
             f"mamba: need 0 < dt_min <= dt_max, got {options['dt_min']}, {options['dt_max']}"
         )
+    if options["scan"] not in SCANS:
+        raise ValueError(f"mamba.scan {options['scan']!r}; valid: {', '.join(SCANS)}")
     return int(expand * d_model), d_state, d_conv, dt_rank
 
 
@@ -70,14 +77,18 @@ def selective_scan(
     C: jax.Array,
     D: jax.Array,
     initial_state: jax.Array | None = None,
+    method: str = "associative",
 ) -> tuple[jax.Array, jax.Array]:
-    """The selective scan, in parallel over time, all in float32.
+    """The selective scan over a whole sequence, all in float32.
 
     x, delta [b, T, E] (delta already positive: softplus applied); A [E, N]; B, C [b, T, N];
     D [E]; initial_state [b, E, N] or None (zeros). Returns y [b, T, E] and the state after the
     last step [b, E, N], where h_t = exp(delta_t A) h_{t-1} + delta_t B_t x_t and
-    y_t = C_t . h_t + D x_t.
+    y_t = C_t . h_t + D x_t. `method`: 'associative' (parallel over time) or 'sequential' (a
+    `lax.scan` of `selective_step`).
     """
+    if method == "sequential":
+        return _sequential_scan(x, delta, A, B, C, D, initial_state)
     x, delta, A, B, C, D = (a.astype(jnp.float32) for a in (x, delta, A, B, C, D))
     decay = jnp.exp(delta[..., None] * A)  # [b, T, E, N]
     inputs = (delta * x)[..., None] * B[:, :, None, :]  # [b, T, E, N]
@@ -92,6 +103,20 @@ def selective_scan(
     _, states = jax.lax.associative_scan(combine, (decay, inputs), axis=1)
     y = jnp.einsum("bten,btn->bte", states, C, precision=jax.lax.Precision.HIGHEST)
     return y + D * x, states[:, -1]
+
+
+def _sequential_scan(x, delta, A, B, C, D, initial_state):
+    if initial_state is None:
+        initial_state = jnp.zeros((x.shape[0], x.shape[2], A.shape[1]), jnp.float32)
+
+    def body(state, xs):
+        x_t, delta_t, B_t, C_t = xs
+        y, state = selective_step(x_t, delta_t, A, B_t, C_t, D, state)
+        return state, y
+
+    time_major = tuple(jnp.moveaxis(a, 1, 0) for a in (x, delta, B, C))
+    state, y = jax.lax.scan(body, initial_state.astype(jnp.float32), time_major)
+    return jnp.moveaxis(y, 0, 1), state
 
 
 def selective_step(
@@ -210,7 +235,9 @@ class Mamba(SequenceMixer):
         x, z = xz[..., 0, :], xz[..., 1, :]
         x_conv = nn.silu(self.conv(x))
         delta, B, C, A = self._ssm_inputs(x_conv)
-        y, state = selective_scan(x_conv, delta, A, B, C, self.D, initial_state)
+        y, state = selective_scan(
+            x_conv, delta, A, B, C, self.D, initial_state, self.options["scan"]
+        )
         return self._gate_out(y, z), x, state
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

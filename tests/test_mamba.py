@@ -39,11 +39,12 @@ def reference_scan(x, delta, A, B, C, D, h0=None):
     return np.stack(ys, axis=1), h
 
 
+@pytest.mark.parametrize("method", ["associative", "sequential"])
 @pytest.mark.parametrize("with_initial_state", [False, True])
-def test_associative_scan_matches_a_sequential_loop(with_initial_state):
+def test_both_scans_match_a_float64_loop(with_initial_state, method):
     x, delta, A, B, C, D, h0 = scan_inputs()
     h0 = h0 if with_initial_state else None
-    y, final = selective_scan(x, delta, A, B, C, D, h0)
+    y, final = selective_scan(x, delta, A, B, C, D, h0, method)
     y_ref, final_ref = reference_scan(x, delta, A, B, C, D, h0)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(final, final_ref, rtol=1e-5, atol=1e-5)
@@ -118,8 +119,9 @@ def stepped(model: Mamba, params, x: jax.Array) -> jax.Array:
     return jnp.stack(outputs, axis=1)
 
 
-def test_parallel_and_recurrent_forms_agree_in_outputs_and_gradients():
-    model = mixer(d_state=8, dt_rank=3)
+@pytest.mark.parametrize("scan", ["associative", "sequential"])
+def test_parallel_and_recurrent_forms_agree_in_outputs_and_gradients(scan):
+    model = mixer(d_state=8, dt_rank=3, scan=scan)
     x = jax.random.normal(jax.random.key(1), (2, T, 32))
     weights = jax.random.normal(jax.random.key(2), (2, T, 32))
     params = nn.unbox(init(model, x))
@@ -161,3 +163,5 @@ def test_analytic_counts():
     assert Mamba.state_size(32, 4, options, T) == 64 * 16 + 3 * 64
     with pytest.raises(ValueError, match="dt_min"):
         Mamba.param_count(32, 4, FrozenDict({**DEFAULTS, "dt_min": 0.5}), T, False)
+    with pytest.raises(ValueError, match="mamba.scan 'parallel'; valid: associative, sequential"):
+        Mamba.param_count(32, 4, FrozenDict({**DEFAULTS, "scan": "parallel"}), T, False)
