@@ -6,8 +6,11 @@ towards each new association instead of only accumulating it:
     S_t = a_t (I - b_t k_t k_t^T) S_{t-1} + b_t k_t v_t^T,      o_t = S_t^T q_t
 
 equivalently S' = a_t S_{t-1}; S_t = S' + b_t k_t (v_t - S'^T k_t)^T. q and k are L2-normalised
-per head (q then scaled by key_dim^-1/2), b_t = sigmoid(x_t W_b) per head. DeltaNet has a_t = 1;
-Gated DeltaNet adds Mamba-2's data-dependent scalar decay log a_t = -softplus(x W + b) exp(A_log).
+per head (q then scaled by key_dim^-1/2), after a SiLU (`qk_activation`, FLA's default),
+b_t = sigmoid(x_t W_b) per head. The SiLU matters for learning: on `mqar` (width 64, 2 layers,
+1 head) DeltaNet reached 0.94 accuracy at step 300 with it and 0.19 at step 600 without.
+DeltaNet has a_t = 1; Gated DeltaNet adds Mamba-2's data-dependent scalar decay
+log a_t = -softplus(x W + b) exp(A_log).
 
 Training and prefill use a sequential `lax.scan` over time (not the chunked WY form): exact,
 O(T) sequential steps. Decoding uses the same step. The output head (per-head RMSNorm, SiLU gate,
@@ -68,7 +71,9 @@ def delta_rule(
     return jnp.moveaxis(out, 0, 1), state
 
 
+QK_ACTIVATIONS = {"silu": jax.nn.silu, "identity": lambda x: x}
 DEFAULTS = {
+    "qk_activation": "silu",  # on q and k before the L2 norm: silu | identity
     "expand_v": 1.0,  # value dim per head = head_dim * expand_v (Gated DeltaNet uses 2)
     "output_norm": True,  # per-head RMSNorm of the read-out (DeltaNet's and FLA's default)
     "output_gate": False,  # times silu(x W_g) before the output projection
@@ -80,14 +85,24 @@ CONFIG_SECTIONS.register("gated_deltanet")({**DEFAULTS, "output_gate": True})
 class DeltaRule(ProjectedRecurrentMixer):
     GATED = False
 
+    @classmethod
+    def dims(cls, d_model: int, num_heads: int, options: Any) -> tuple[int, int]:
+        if options["qk_activation"] not in QK_ACTIVATIONS:
+            raise ValueError(
+                f"{cls.__name__}: qk_activation {options['qk_activation']!r}; valid: "
+                f"{', '.join(QK_ACTIVATIONS)}"
+            )
+        return super().dims(d_model, num_heads, options)
+
     def _extra_setup(self) -> None:
         self.beta = blocks.dense(self.num_heads, ("embed", "heads"), self.dtype)
         if self.GATED:
             self.decay = ScalarDecay(self.num_heads, self.dtype)
 
     def _inputs(self, x: jax.Array) -> tuple[jax.Array, ...]:
-        q = l2_normalize(self.query(x)) * self.key_dim**-0.5
-        k = l2_normalize(self.key(x))
+        act = QK_ACTIVATIONS[self.options["qk_activation"]]
+        q = l2_normalize(act(self.query(x).astype(jnp.float32))) * self.key_dim**-0.5
+        k = l2_normalize(act(self.key(x).astype(jnp.float32)))
         v = self.value(x).astype(jnp.float32)
         beta = jax.nn.sigmoid(self.beta(x).astype(jnp.float32))
         if self.GATED:

@@ -357,7 +357,15 @@ GATED_DEFAULTS = {
     "output_norm": False,  # per-head RMSNorm of the read-out (the papers'; off: see docstring)
     "output_gate": True,  # times silu(x W_g) before the output projection
 }
-GLA_DEFAULTS = {**GATED_DEFAULTS, "gate_low_rank_dim": 16, "gate_logit_normalizer": 16.0}
+# Chunks of 8 for GLA: its per-channel decays make the intra-chunk work T·C·K per head, and on
+# CPU the forward+backward core at B 64, T 64, K 64 took 190 ms at C 8 against 266 ms at C 16
+# (211 ms at C 4).
+GLA_DEFAULTS = {
+    **GATED_DEFAULTS,
+    "chunk_size": 8,
+    "gate_low_rank_dim": 16,
+    "gate_logit_normalizer": 16.0,
+}
 for _name, _defaults in (
     ("retnet", GATED_DEFAULTS),
     ("mamba2", GATED_DEFAULTS),

@@ -193,6 +193,7 @@ def build(name: str, **options):
         ("retnet", {"output_gate": False, "chunk_size": 64}),
         ("mamba2", {"output_norm": True}),
         ("gated_deltanet", {"expand_v": 2.0, "output_gate": False}),
+        ("deltanet", {"qk_activation": "identity"}),
     ],
     ids=[
         "taylor",
@@ -201,6 +202,7 @@ def build(name: str, **options):
         "retnet-nogate",
         "mamba2-norm",
         "gdn-expand",
+        "deltanet-no-qk-activation",
     ],
 )
 def test_options_keep_forms_agreeing_and_counts_exact(name, options):
@@ -239,3 +241,9 @@ def test_letters_are_unique():
 def test_unknown_feature_map_is_rejected():
     with pytest.raises(ValueError, match="feature_map"):
         LinearAttention.param_count(24, 3, {**DEFAULTS, "feature_map": "softmax"}, T, False)
+
+
+def test_unknown_qk_activation_is_rejected_with_the_valid_ones():
+    options = {**models.CONFIG_SECTIONS.get("deltanet"), "qk_activation": "gelu"}
+    with pytest.raises(ValueError, match="qk_activation 'gelu'; valid: silu, identity"):
+        models.MIXERS.get("deltanet").param_count(24, 3, options, T, False)
