@@ -25,7 +25,6 @@ NOT_YET_LEARNING = {
     "retnet": "0.06 at 600 steps",
     "gla": "0.11 at 600 steps; 0.25 at 600 with lr 1e-2",
     "mamba2": "0.07 at 600 steps",
-    "deltanet": "0.19 at 600 steps",
     "mamba": "0.19 at 600 steps",
     "hyena": "0.02 at 600 steps",
 }
