@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from models import blocks
 from models.linear_attention import ProjectedRecurrentMixer, ScalarDecay
-from models.registry import CONFIG_SECTIONS, MIXERS
+from models.registry import CONFIG_SECTIONS, MIXERS, check_choice
 
 L2_EPS = 1e-6
 
@@ -87,11 +87,8 @@ class DeltaRule(ProjectedRecurrentMixer):
 
     @classmethod
     def dims(cls, d_model: int, num_heads: int, options: Any) -> tuple[int, int]:
-        if options["qk_activation"] not in QK_ACTIVATIONS:
-            raise ValueError(
-                f"{cls.__name__}: qk_activation {options['qk_activation']!r}; valid: "
-                f"{', '.join(QK_ACTIVATIONS)}"
-            )
+        section = "gated_deltanet" if cls.GATED else "deltanet"
+        check_choice(f"{section}.qk_activation", options["qk_activation"], tuple(QK_ACTIVATIONS))
         return super().dims(d_model, num_heads, options)
 
     def _extra_setup(self) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 
 from models import blocks
 from models.mixer import SequenceMixer
-from models.registry import CONFIG_SECTIONS, MIXERS
+from models.registry import CONFIG_SECTIONS, MIXERS, check_choice
 
 FEATURE_MAPS = ("elu", "relu", "identity", "taylor")
 NORMALIZER_EPS = 1e-6  # Katharopoulos et al.
@@ -514,11 +514,7 @@ class LinearAttention(ProjectedRecurrentMixer):
     @classmethod
     def dims(cls, d_model: int, num_heads: int, options: Any) -> tuple[int, int]:
         """(projected q/k dim, value dim) per head."""
-        if options["feature_map"] not in FEATURE_MAPS:
-            raise ValueError(
-                f"unknown linear.feature_map {options['feature_map']!r}; valid: "
-                f"{', '.join(FEATURE_MAPS)}"
-            )
+        check_choice("linear.feature_map", options["feature_map"], FEATURE_MAPS)
         default = TAYLOR_FEATURE_DIM if options["feature_map"] == "taylor" else 0
         return options["feature_dim"] or default or d_model // num_heads, d_model // num_heads
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from models import blocks
 from models.mixer import CausalConv1D, SequenceMixer
-from models.registry import CONFIG_SECTIONS, MIXERS
+from models.registry import CONFIG_SECTIONS, MIXERS, check_choice
 
 DEFAULTS = {
     "expand": 2,  # E = expand * d_model, the width of the SSM
@@ -64,8 +64,7 @@ def dims(d_model: int, options: Any) -> tuple[int, int, int, int]:
         raise ValueError(
             f"mamba: need 0 < dt_min <= dt_max, got {options['dt_min']}, {options['dt_max']}"
         )
-    if options["scan"] not in SCANS:
-        raise ValueError(f"mamba.scan {options['scan']!r}; valid: {', '.join(SCANS)}")
+    check_choice("mamba.scan", options["scan"], SCANS)
     return int(expand * d_model), d_state, d_conv, dt_rank
 
 
