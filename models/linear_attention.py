@@ -8,8 +8,8 @@ The gate G_t is what the family varies, as an ablation knob:
 - `linear`:  G_t = 1, with a kernel feature map on q and k (`feature_map`) and optionally the
   Katharopoulos et al. normaliser o_t / (phi(q_t) . sum_{s<=t} phi(k_s) + eps);
 - `retnet`:  a constant per-head scalar gamma_h = 1 - 2^(-5-h) (RetNet);
-- `mamba2`:  a data-dependent per-head scalar, log G_t = -softplus(x_t W + b) * exp(A_log)
-  (Mamba-2);
+- `mamba2`:  a data-dependent per-head scalar, log G_t = -dt_t * exp(A_log) with the step
+  dt_t = softplus(x_t W + b), which also scales the write: dt_t k_t v_t^T (Mamba-2);
 - `gla`:     a data-dependent vector over the key dim, log G_t = logsigmoid(x_t W1 W2 + b) / 16
   with a low-rank W1 W2 (GLA), broadcast over the value dim.
 The ungated, unnormalised form is `linear` with `feature_map='identity', normalize=False`.
@@ -184,26 +184,32 @@ def _dt_bias_init(key, shape, dtype=jnp.float32):
 
 
 class ScalarDecay(nn.Module):
-    """Mamba-2's data-dependent scalar per head: log g = -softplus(x W + dt_bias) * exp(A_log),
-    A_log = log(A) with A ~ U[1, 16]. Params: d*H + 2H."""
+    """Mamba-2's data-dependent scalar per head: log g = -dt * A with the step size
+    dt = softplus(x W + dt_bias) and A = exp(A_log) ~ U[1, 16]. Params: d*H + 2H."""
 
     num_heads: int
     dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def setup(self) -> None:
         heads = (self.num_heads,)
-        dt = blocks.dense(self.num_heads, ("embed", "heads"), self.dtype, name="dt")(x)
-        dt_bias = self.param(
+        self.dt = blocks.dense(self.num_heads, ("embed", "heads"), self.dtype)
+        self.dt_bias = self.param(
             "dt_bias", nn.with_logical_partitioning(_dt_bias_init, ("heads",)), heads, jnp.float32
         )
-        a_log = self.param(
+        self.A_log = self.param(
             "A_log",
             nn.with_logical_partitioning(_uniform_log(1.0, 16.0), ("heads",)),
             heads,
             jnp.float32,
         )
-        return -jax.nn.softplus(dt.astype(jnp.float32) + dt_bias) * jnp.exp(a_log)
+
+    def step_and_log_gate(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(dt, log g), each [..., H]."""
+        dt = jax.nn.softplus(self.dt(x).astype(jnp.float32) + self.dt_bias)
+        return dt, -dt * jnp.exp(self.A_log)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.step_and_log_gate(x)[1]
 
     @staticmethod
     def param_count(d_model: int, num_heads: int) -> int:
@@ -247,10 +253,17 @@ def retnet_log_decay(num_heads: int) -> jax.Array:
 # ---------------------------------------------------------------------------------------------
 
 
+ACTIVATIONS = {"silu": jax.nn.silu, "identity": lambda x: x}
+
+
 class ProjectedRecurrentMixer(SequenceMixer):
     """Shared by the gated family and the delta rule (models/delta_rule.py). Subclasses give
-    `dims`, `_extra_setup`, `_inputs` (projected q, k, v and the gate inputs), `_parallel` and
-    `_step` (the recurrence) and `_extra_param_count`."""
+    `SECTION` (their config section), `dims`, `_extra_setup`, `_inputs` (q, k, v, usually from
+    `_projections`, and the gate inputs), `_parallel` and `_step` (the recurrence) and
+    `_extra_param_count`. Options `qk_activation` and `v_activation` (silu | identity), where a
+    section has them, act on the projections."""
+
+    SECTION = ""
 
     def setup(self) -> None:
         key_dim, value_dim = self.dims(self.d_model, self.num_heads, self.options)
@@ -273,6 +286,13 @@ class ProjectedRecurrentMixer(SequenceMixer):
 
     def _extra_setup(self) -> None:
         pass
+
+    def _projections(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """q, k [..., H, K] and v [..., H, V] in float32, after their activations."""
+        qk_act = ACTIVATIONS[self.options.get("qk_activation", "identity")]
+        v_act = ACTIVATIONS[self.options.get("v_activation", "identity")]
+        q, k = (qk_act(p(x).astype(jnp.float32)) for p in (self.query, self.key))
+        return q, k, v_act(self.value(x).astype(jnp.float32))
 
     def _output(self, x: jax.Array, o: jax.Array) -> jax.Array:
         """o [B, T, H, V] (float32) -> [B, T, D]: norm, gate, project."""
@@ -303,6 +323,9 @@ class ProjectedRecurrentMixer(SequenceMixer):
     @classmethod
     def dims(cls, d_model: int, num_heads: int, options: Any) -> tuple[int, int]:
         """(key_dim, value_dim) per head: head_dim * expand_k, head_dim * expand_v."""
+        for option in ("qk_activation", "v_activation"):
+            if option in options:
+                check_choice(f"{cls.SECTION}.{option}", options[option], tuple(ACTIVATIONS))
         head_dim = d_model // num_heads
         key_dim = int(head_dim * options.get("expand_k", 1.0))
         value_dim = int(head_dim * options.get("expand_v", 1.0))
@@ -356,6 +379,8 @@ GATED_DEFAULTS = {
     "expand_v": 1.0,  # value dim per head = head_dim * expand_v (RetNet uses 2)
     "output_norm": False,  # per-head RMSNorm of the read-out (the papers'; off: see docstring)
     "output_gate": True,  # times silu(x W_g) before the output projection
+    "qk_activation": "identity",  # on the q and k projections: silu | identity
+    "v_activation": "identity",  # on the v projection: silu | identity
 }
 # Chunks of 8 for GLA: its per-channel decays make the intra-chunk work T·C·K per head, and on
 # CPU the forward+backward core at B 64, T 64, K 64 took 190 ms at C 8 against 266 ms at C 16
@@ -366,9 +391,20 @@ GLA_DEFAULTS = {
     "gate_low_rank_dim": 16,
     "gate_logit_normalizer": 16.0,
 }
+# Mamba-2 discretizes its input with the same step as the decay: S_t = e^{-dt A} S_{t-1} +
+# dt k_t v_t^T, so a position it does not attend to (dt -> 0) is neither written nor forgets;
+# and its x, B, C (our v, k, q) pass through a SiLU. On `mqar` (width 64, 2 layers, 600 steps)
+# the gate-only form reached 0.07 accuracy, with the dt-scaled write 0.19, and with the SiLUs too
+# 0.22 (0.17 already at step 200).
+MAMBA2_DEFAULTS = {
+    **GATED_DEFAULTS,
+    "dt_scales_input": True,
+    "qk_activation": "silu",
+    "v_activation": "silu",
+}
 for _name, _defaults in (
     ("retnet", GATED_DEFAULTS),
-    ("mamba2", GATED_DEFAULTS),
+    ("mamba2", MAMBA2_DEFAULTS),
     ("gla", GLA_DEFAULTS),
 ):
     CONFIG_SECTIONS.register(_name)(dict(_defaults))
@@ -394,12 +430,16 @@ class GatedLinearAttention(ProjectedRecurrentMixer):
             )
 
     def _inputs(self, x: jax.Array) -> tuple[jax.Array, ...]:
-        q = self.query(x).astype(jnp.float32) * self.key_dim**-0.5
-        k, v = self.key(x).astype(jnp.float32), self.value(x).astype(jnp.float32)
+        q, k, v = self._projections(x)
+        q = q * self.key_dim**-0.5
         if self.GATE == "retnet":
             log_gates = jnp.broadcast_to(
                 retnet_log_decay(self.num_heads), x.shape[:-1] + (self.num_heads,)
             )
+        elif self.GATE == "mamba2":
+            dt, log_gates = self.decay.step_and_log_gate(x)
+            if self.options["dt_scales_input"]:
+                v = v * dt[..., None]
         else:
             log_gates = self.decay(x)
         return q, k, v, log_gates
@@ -443,16 +483,17 @@ class RetNet(GatedLinearAttention):
     """Retention: a fixed per-head decay gamma_h = 1 - 2^(-5-h)."""
 
     LETTER = "R"
-    GATE = "retnet"
+    SECTION = GATE = "retnet"
 
 
 @MIXERS.register("mamba2")
 class Mamba2(GatedLinearAttention):
-    """Mamba-2 as gated linear attention (SSD): a data-dependent scalar decay per head. k_t v_t^T
-    enters without Mamba-2's dt scaling (the gate-only form of the family)."""
+    """Mamba-2 as gated linear attention (SSD): a data-dependent scalar decay per head, and (with
+    `dt_scales_input`, Mamba-2's discretization) writes dt_t k_t v_t^T; without it, the gate-only
+    form of the family."""
 
     LETTER = "S"
-    GATE = "mamba2"
+    SECTION = GATE = "mamba2"
 
 
 @MIXERS.register("gla")
@@ -460,7 +501,7 @@ class GLA(GatedLinearAttention):
     """Gated linear attention: a data-dependent decay per key channel (low-rank gate)."""
 
     LETTER = "G"
-    GATE = "gla"
+    SECTION = GATE = "gla"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,6 +551,7 @@ class LinearAttention(ProjectedRecurrentMixer):
     """
 
     LETTER = "L"
+    SECTION = "linear"
 
     @classmethod
     def dims(cls, d_model: int, num_heads: int, options: Any) -> tuple[int, int]:

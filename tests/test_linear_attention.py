@@ -1,6 +1,7 @@
 """Linear attention, the gated linear attention family and the delta rule: the chunked form
 against the recurrent one (outputs, final state, gradients) from a random initial state, under
-weak and strong decay; the delta-rule scan against a numpy loop; the mixers' own options."""
+weak and strong decay; the delta-rule scan against a numpy loop, and its chunked (WY) form against
+the scan; the mixers' own options."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from flax.core import FrozenDict
 
 import models
-from models.delta_rule import delta_rule, l2_normalize
+from models.delta_rule import chunked_delta_rule, delta_rule, l2_normalize
 from models.linear_attention import (
     DEFAULTS,
     LinearAttention,
@@ -25,11 +26,12 @@ from models.linear_attention import (
 B, T, H, K, V = 2, 63, 3, 5, 4  # T=63: a ragged last chunk for every chunk size tested
 
 
-def assert_rel(actual, expected, rtol=1e-5):
+def assert_rel(actual, expected, rtol=1e-5, what=""):
     actual, expected = np.asarray(actual), np.asarray(expected)
-    assert np.all(np.isfinite(actual)), "non-finite values"
+    assert np.all(np.isfinite(actual)), f"{what} non-finite values"
     scale = max(float(np.max(np.abs(expected))), 1e-30)
-    assert float(np.max(np.abs(actual - expected))) <= rtol * scale
+    error = float(np.max(np.abs(actual - expected))) / scale
+    assert error <= rtol, f"{what} relative error {error:.1e} > {rtol:.0e}"
 
 
 def inputs(log_gate: float, vector: bool, seed: int = 0):
@@ -172,6 +174,58 @@ def test_delta_rule_with_beta_one_stores_the_latest_value_for_a_repeated_key():
     np.testing.assert_allclose(out[0, :, 0], v[0, :, 0], rtol=1e-5, atol=1e-5)
 
 
+def delta_inputs(length: int, log_alpha_range: tuple[float, float], seed: int = 1):
+    """Unit q and k, beta in (0, 1), log_alpha uniform in the range per position and head, and a
+    random nonzero initial state: (q, k, v, beta, log_alpha, state)."""
+    keys = jax.random.split(jax.random.key(seed), 6)
+    q = l2_normalize(jax.random.normal(keys[0], (B, length, H, K)))
+    k = l2_normalize(jax.random.normal(keys[1], (B, length, H, K)))
+    v = jax.random.normal(keys[2], (B, length, H, V))
+    beta = jax.nn.sigmoid(jax.random.normal(keys[3], (B, length, H)))
+    low, high = log_alpha_range
+    log_alpha = jax.random.uniform(keys[4], (B, length, H), minval=low, maxval=high)
+    state = jax.random.normal(keys[5], (B, H, K, V))
+    return q, k, v, beta, log_alpha, state
+
+
+DECAYS = {"deltanet": (0.0, 0.0), "gated-weak": (-0.015, -0.005), "gated-strong": (-20.0, -5.0)}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 16, 64])  # 64: one chunk longer than T
+@pytest.mark.parametrize("length", [13, 63])  # ragged last chunks
+@pytest.mark.parametrize("decay", list(DECAYS))
+def test_chunked_delta_rule_equals_the_scan_with_gradients(decay, length, chunk_size):
+    args = delta_inputs(length, DECAYS[decay])
+
+    def grads_and_outputs(fn):
+        """Gradients w.r.t. every input of a loss that weighs all outputs and the final state,
+        with (out, state) alongside; jitted, one compile per form instead of one per op."""
+
+        def loss(*a):
+            out, state = fn(*a)
+            weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
+            return jnp.sum(out * weights) + jnp.sum(jnp.sin(state)), (out, state)
+
+        return jax.jit(jax.grad(loss, tuple(range(len(args))), has_aux=True))(*args)
+
+    grads_c, (out_c, state_c) = grads_and_outputs(lambda *a: chunked_delta_rule(*a, chunk_size))
+    grads_s, (out_s, state_s) = grads_and_outputs(delta_rule)
+    assert_rel(out_c, out_s, what="out")
+    assert_rel(state_c, state_s, what="final state")
+    names = ["q", "k", "v", "beta", "log_alpha", "state"]
+    for name, gc, gs in zip(names, grads_c, grads_s, strict=True):
+        assert_rel(gc, gs, what=f"d/d{name}")  # also finite
+
+
+def test_chunked_delta_rule_under_strong_decay_keeps_only_the_latest_association():
+    # with a_t ~ e^-20 the state entering each step is gone: S_t = b_t k_t v_t^T, so
+    # o_t = b_t (q_t.k_t) v_t, within and across chunks
+    q, k, v, beta, log_alpha, state = delta_inputs(63, (-20.0, -20.0))
+    out, _ = chunked_delta_rule(q, k, v, beta, log_alpha, state, 16)
+    expected = (beta * jnp.einsum("bthk,bthk->bth", q, k))[..., None] * v
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 MIXER_NAMES = ["linear", "retnet", "mamba2", "gla", "deltanet", "gated_deltanet"]
 
 
@@ -192,7 +246,12 @@ def build(name: str, **options):
         ("gla", {"expand_k": 0.5, "expand_v": 2.0, "output_norm": True, "chunk_size": 7}),
         ("retnet", {"output_gate": False, "chunk_size": 64}),
         ("mamba2", {"output_norm": True}),
-        ("gated_deltanet", {"expand_v": 2.0, "output_gate": False}),
+        (
+            "mamba2",
+            {"dt_scales_input": False, "qk_activation": "identity", "v_activation": "identity"},
+        ),
+        ("gla", {"qk_activation": "silu", "v_activation": "silu"}),
+        ("gated_deltanet", {"expand_v": 2.0, "output_gate": False, "chunk_size": 8}),
         ("deltanet", {"qk_activation": "identity"}),
     ],
     ids=[
@@ -201,6 +260,8 @@ def build(name: str, **options):
         "gla-expand",
         "retnet-nogate",
         "mamba2-norm",
+        "mamba2-gate-only",
+        "gla-silu",
         "gdn-expand",
         "deltanet-no-qk-activation",
     ],
@@ -247,3 +308,28 @@ def test_unknown_qk_activation_is_rejected_with_the_valid_ones():
     options = {**models.CONFIG_SECTIONS.get("deltanet"), "qk_activation": "gelu"}
     with pytest.raises(ValueError, match="qk_activation 'gelu'; valid: silu, identity"):
         models.MIXERS.get("deltanet").param_count(24, 3, options, T, False)
+
+
+def test_mamba2_writes_dt_k_v_with_its_silus():
+    """Mamba-2's discretization: the step dt that sets the decay also scales the write, and
+    x, B, C (v, k, q) pass through a SiLU."""
+    x = jax.random.normal(jax.random.key(2), (B, T, 24))
+    mamba2 = build("mamba2")
+    gate_only = build(
+        "mamba2", dt_scales_input=False, qk_activation="identity", v_activation="identity"
+    )
+    params = nn.unbox(mamba2.init(jax.random.key(0), x))
+    q, k, v, log_gate = mamba2.apply(params, x, method="_inputs")
+    q0, k0, v0, log_gate0 = gate_only.apply(params, x, method="_inputs")
+    dt, _ = mamba2.apply(params, x, method=lambda m, x: m.decay.step_and_log_gate(x))
+    np.testing.assert_allclose(v, jax.nn.silu(v0) * dt[..., None], rtol=1e-6)
+    np.testing.assert_allclose(q, jax.nn.silu(q0 * 8**0.5) * 8**-0.5, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(k, jax.nn.silu(k0), rtol=1e-6)
+    np.testing.assert_allclose(log_gate, log_gate0)
+    np.testing.assert_allclose(log_gate, -dt * jnp.exp(params["params"]["decay"]["A_log"]))
+
+
+def test_unknown_v_activation_is_rejected_with_the_valid_ones():
+    options = {**models.CONFIG_SECTIONS.get("mamba2"), "v_activation": "gelu"}
+    with pytest.raises(ValueError, match="mamba2.v_activation 'gelu'; valid: silu, identity"):
+        models.MIXERS.get("mamba2").param_count(24, 3, options, T, False)
