@@ -49,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.layer_pattern = ""  # hybrids: "AMAM" (mixer letters) or "attention,mamba"
     c.model.channel_mixer = "swiglu"  # swiglu | gelu_mlp | none (| moe)
     c.model.short_conv = 0  # kernel of a causal depthwise conv in front of every mixer; 0: none
+    c.model.short_conv_gate = False  # Zoology's BaseConv: conv(h) * (h W + b) + h
     c.model.norm = "rms"  # rms | layer
     c.model.use_bias = False
     c.model.positional = "rope"  # rope | learned | none

@@ -8,6 +8,10 @@ Which mixer sits in each layer is config: `model.mixer` for all layers, or `mode
 for hybrids ("AMAM": one letter per mixer's LETTER, or "attention,mamba,..."), repeated to fill
 `model.num_layers`. Each mixer reads its options from `model.<mixer name>`.
 
+The short conv (`model.short_conv`, a kernel size) is a depthwise causal convolution of the
+normed input; with `model.short_conv_gate` it is Zoology's BaseConv instead,
+h -> conv(h) * (h W + b) + h: the product of each position with its recent past, in every channel.
+
 Decoding: `prefill(tokens, max_len)` runs the prompt and returns the cache; `decode_step(token,
 cache, position)` advances one token; `init_cache(batch_size, max_len)` is the empty cache.
 """
@@ -43,6 +47,7 @@ class Block(nn.Module):
     rope: bool
     use_bias: bool
     short_conv: int
+    short_conv_gate: bool
     dropout_rate: float
     dtype: Any
 
@@ -50,6 +55,8 @@ class Block(nn.Module):
         self.mixer_norm = blocks.NORMS[self.norm](self.dtype)
         if self.short_conv:
             self.conv = CausalConv1D(self.d_model, self.short_conv, self.dtype)
+        if self.short_conv and self.short_conv_gate:
+            self.conv_gate = blocks.dense(self.d_model, ("embed", "mlp"), self.dtype, use_bias=True)
         self.sequence_mixer = MIXERS.get(self.mixer)(
             d_model=self.d_model,
             num_heads=self.num_heads,
@@ -73,11 +80,17 @@ class Block(nn.Module):
         h = self.channel(self.channel_norm(x), train=train)
         return blocks.constrain(x + self.dropout(h, deterministic=not train))
 
+    def _gate(self, h: jax.Array, conv: jax.Array) -> jax.Array:
+        """h: the conv's input, conv: its output -> the mixer's input."""
+        if not self.short_conv_gate:
+            return conv
+        return conv * self.conv_gate(h) + h
+
     # `train` is positional because nn.remat can only mark positional arguments static.
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         h = self.mixer_norm(x)
         if self.short_conv:
-            h = self.conv(h)
+            h = self._gate(h, self.conv(h))
         h = self.sequence_mixer(h, train=train)
         x = blocks.constrain(x + self.dropout(h, deterministic=not train))
         return self._channel_half(x, train)
@@ -93,7 +106,8 @@ class Block(nn.Module):
         h = self.mixer_norm(x)
         new_state = {}
         if self.short_conv:
-            h, new_state["conv"] = self.conv.step(h, state["conv"])
+            conv, new_state["conv"] = self.conv.step(h, state["conv"])
+            h = self._gate(h, conv)
         h, new_state["mixer"] = self.sequence_mixer.step(h, state["mixer"], position)
         x = x + h
         return self._channel_half(x[:, None], False)[:, 0], new_state
@@ -102,7 +116,8 @@ class Block(nn.Module):
         h = self.mixer_norm(x)
         state = {}
         if self.short_conv:
-            h, state["conv"] = self.conv.prefill(h)
+            conv, state["conv"] = self.conv.prefill(h)
+            h = self._gate(h, conv)
         h, state["mixer"] = self.sequence_mixer.prefill(h, max_len)
         return self._channel_half(x + h, False), state
 
@@ -127,6 +142,7 @@ class SequenceModel(nn.Module):
     positional: str = "rope"
     use_bias: bool = False
     short_conv: int = 0
+    short_conv_gate: bool = False
     tie_embeddings: bool = False
     dropout_rate: float = 0.0
     remat: bool = False
@@ -158,6 +174,7 @@ class SequenceModel(nn.Module):
                 rope=self.positional == "rope",
                 use_bias=self.use_bias,
                 short_conv=self.short_conv,
+                short_conv_gate=self.short_conv_gate,
                 dropout_rate=self.dropout_rate,
                 dtype=self.dtype,
                 name=f"block_{i}",
@@ -196,6 +213,9 @@ class SequenceModel(nn.Module):
                 params += (self.short_conv + 1) * d
                 flops += 2 * self.short_conv * d
                 state += (self.short_conv - 1) * d
+            if self.short_conv and self.short_conv_gate:
+                params += d * d + d
+                flops += 2 * d * d + 2 * d
         return {"params": int(params), "flops_per_token": int(flops), "state_size": int(state)}
 
     def _embed(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
@@ -288,6 +308,8 @@ def build_lm(config: Any, spec: Any, dtype: Any) -> SequenceModel:
         raise ValueError("positional='rope' needs an even head dimension (d_model / num_heads)")
     if config.short_conv < 0:
         raise ValueError(f"model.short_conv must be >= 0, got {config.short_conv}")
+    if config.short_conv_gate and not config.short_conv:
+        raise ValueError("model.short_conv_gate needs a short conv: set model.short_conv (e.g. 3)")
     sections = {name: _frozen(config[name]) for name in CONFIG_SECTIONS.names() if name in config}
     model = SequenceModel(
         vocab_size=require(spec, "vocab_size", "lm"),
@@ -302,6 +324,7 @@ def build_lm(config: Any, spec: Any, dtype: Any) -> SequenceModel:
         positional=config.positional,
         use_bias=config.use_bias,
         short_conv=config.short_conv,
+        short_conv_gate=config.short_conv_gate,
         tie_embeddings=config.tie_embeddings,
         dropout_rate=config.dropout_rate,
         remat=config.remat,

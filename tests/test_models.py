@@ -143,6 +143,11 @@ def test_unknown_positional_lists_valid_options():
         models.build_model(tiny_config("lm", positional="alibi"), SPEC, jnp.float32)
 
 
+def test_gated_short_conv_without_a_short_conv_is_rejected():
+    with pytest.raises(ValueError, match="short_conv_gate needs a short conv"):
+        models.build_model(tiny_config("lm", short_conv_gate=True), SPEC, jnp.float32)
+
+
 def test_count_params_counts_scalars():
     params = {"a": jnp.zeros((3, 4)), "b": {"c": jnp.zeros((5,))}}
     assert models.count_params(params) == 17
