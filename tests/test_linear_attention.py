@@ -191,8 +191,8 @@ def delta_inputs(length: int, log_alpha_range: tuple[float, float], seed: int = 
 DECAYS = {"deltanet": (0.0, 0.0), "gated-weak": (-0.015, -0.005), "gated-strong": (-20.0, -5.0)}
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 16, 64])  # 64: one chunk longer than T
-@pytest.mark.parametrize("length", [13, 63])  # ragged last chunks
+# Ragged last chunks at T 63 and 13; chunk 1 is the step itself, 64 one chunk longer than T.
+@pytest.mark.parametrize(("length", "chunk_size"), [(63, 1), (63, 16), (63, 64), (13, 4)])
 @pytest.mark.parametrize("decay", list(DECAYS))
 def test_chunked_delta_rule_equals_the_scan_with_gradients(decay, length, chunk_size):
     args = delta_inputs(length, DECAYS[decay])
