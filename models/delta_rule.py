@@ -31,15 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import blocks
-from models.linear_attention import ProjectedRecurrentMixer, ScalarDecay, segment_sums
+from models.linear_attention import (
+    ProjectedRecurrentMixer,
+    ScalarDecay,
+    l2_normalize,
+    segment_sums,
+)
 from models.registry import CONFIG_SECTIONS, MIXERS
-
-L2_EPS = 1e-6
-
-
-def l2_normalize(x: jax.Array) -> jax.Array:
-    x = x.astype(jnp.float32)
-    return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + L2_EPS)
 
 
 def delta_step(

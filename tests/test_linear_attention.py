@@ -13,11 +13,12 @@ import pytest
 from flax.core import FrozenDict
 
 import models
-from models.delta_rule import chunked_delta_rule, delta_rule, l2_normalize
+from models.delta_rule import chunked_delta_rule, delta_rule
 from models.linear_attention import (
     DEFAULTS,
     LinearAttention,
     chunked,
+    l2_normalize,
     recurrent,
     retnet_log_decay,
     taylor_feature_map,
@@ -251,6 +252,7 @@ def build(name: str, **options):
             {"dt_scales_input": False, "qk_activation": "identity", "v_activation": "identity"},
         ),
         ("gla", {"qk_activation": "silu", "v_activation": "silu"}),
+        ("retnet", {"qk_norm": "l2"}),
         ("gated_deltanet", {"expand_v": 2.0, "output_gate": False, "chunk_size": 8}),
         ("deltanet", {"qk_activation": "identity"}),
     ],
@@ -262,6 +264,7 @@ def build(name: str, **options):
         "mamba2-norm",
         "mamba2-gate-only",
         "gla-silu",
+        "retnet-l2-qk",
         "gdn-expand",
         "deltanet-no-qk-activation",
     ],
@@ -308,6 +311,17 @@ def test_unknown_qk_activation_is_rejected_with_the_valid_ones():
     options = {**models.CONFIG_SECTIONS.get("deltanet"), "qk_activation": "gelu"}
     with pytest.raises(ValueError, match="qk_activation 'gelu'; valid: silu, identity"):
         models.MIXERS.get("deltanet").param_count(24, 3, options, T, False)
+
+
+def test_qk_norm_l2_gives_unit_keys_and_queries_scaled_by_key_dim():
+    x = jax.random.normal(jax.random.key(2), (B, T, 24))
+    gla = build("gla", qk_norm="l2")
+    params = nn.unbox(gla.init(jax.random.key(0), x))
+    q, k, _, _ = gla.apply(params, x, method="_inputs")
+    np.testing.assert_allclose(jnp.linalg.norm(k, axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(jnp.linalg.norm(q, axis=-1), 8**-0.5, rtol=1e-5)
+    with pytest.raises(ValueError, match="gla.qk_norm 'l1'; valid: none, l2"):
+        models.MIXERS.get("gla").param_count(24, 3, {**gla.options, "qk_norm": "l1"}, T, False)
 
 
 def test_mamba2_writes_dt_k_v_with_its_silus():
