@@ -12,6 +12,8 @@ often "these seeds cannot tell", and these functions are written to say so rathe
 - `holm`: Holm-Bonferroni adjustment of a study's p-values, one per claim tested.
 - `verdict`: "supported", "refuted" or "inconclusive" for a claimed direction, with the numbers.
 - `minimum_detectable_difference`: what difference n seeds per arm can detect (for planning).
+- `one_sided_worse_test`: is a candidate worse than a baseline by more than a margin (the
+  regression gate, launch/compare.py).
 
 Everything here is pure: sequences of floats in, frozen dataclasses out. Non-finite values are
 rejected: a diverged seed is a finding the report has to state, not a number to average.
@@ -450,3 +452,94 @@ def _describe_resolution(
     else:
         more = f"about {needed} seeds per arm would resolve it, if this SD and difference hold"
     return f"too few seeds to resolve a difference this size: {sizes}; {more}"
+
+
+# --- the regression gate's test (launch/compare.py) -------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WorseTest:
+    """Is the candidate worse than the baseline by more than `margin`? (`one_sided_worse_test`)
+
+    `worsening` is how much worse the candidate's mean is, in the metric's own units whatever
+    its direction (negative when the candidate is better). `worsening_lower_bound` reads "with
+    `confidence`, the candidate is worse by at least this much"; `significant` is exactly
+    `worsening_lower_bound > margin`, i.e. `p < 1 - confidence`.
+    """
+
+    n_baseline: int
+    n_candidate: int
+    higher_is_better: bool
+    margin: float
+    confidence: float
+    difference: float  # candidate mean - baseline mean
+    worsening: float  # baseline - candidate if higher is better, else candidate - baseline
+    t: float  # (worsening - margin) / Welch standard error
+    df: float  # Welch-Satterthwaite degrees of freedom; NaN when neither arm has spread
+    p: float  # one-sided, unadjusted; NaN when untestable (no spread, worsening == margin)
+    worsening_lower_bound: float  # one-sided lower confidence bound on the true worsening
+    significant: bool  # p < 1 - confidence: worse by more than the margin
+
+
+def one_sided_worse_test(
+    baseline: Sequence[float] | np.ndarray,
+    candidate: Sequence[float] | np.ndarray,
+    higher_is_better: bool,
+    margin: float = 0.0,
+    confidence: float = 0.95,
+) -> WorseTest:
+    """One-sided Welch t-test of "the candidate is worse than the baseline by more than `margin`".
+
+    With w = the true worsening (baseline mean - candidate mean when higher is better,
+    candidate mean - baseline mean when lower is better), it tests H0: w <= margin ("at most
+    `margin` worse") against H1: w > margin at alpha = 1 - confidence, using
+    t = (observed worsening - margin) / sqrt(var_b / n_b + var_c / n_c) with Welch's df, and
+    p = P(T_df >= t). This is scipy's `ttest_ind(equal_var=False)` on the candidate shifted by
+    the margin toward "better" (`alternative="less"` when higher is better, "greater" when
+    lower is better). `margin` is in the metric's units and must be >= 0; each arm needs at
+    least 2 values.
+
+    When neither arm has any spread the test is taken at its limit, as `compare` does: p is 0
+    when the worsening exceeds the margin, 1 when it falls short, and NaN (not significant)
+    when it equals it, e.g. identical deterministic runs compared at margin 0.
+    """
+    _check_confidence(confidence)
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0; got {margin}")
+    base = _as_sample(baseline, "baseline")
+    cand = _as_sample(candidate, "candidate")
+    if base.size < 2 or cand.size < 2:
+        raise ValueError(
+            f"a t-test needs at least 2 values per arm; got {base.size} baseline and "
+            f"{cand.size} candidate value(s)"
+        )
+    mean_b, var_b = _mean_and_variance(base)
+    mean_c, var_c = _mean_and_variance(cand)
+    difference = mean_c - mean_b
+    worsening = -difference if higher_is_better else difference
+    excess = worsening - margin
+    se_b, se_c = var_b / base.size, var_c / cand.size
+    se = math.sqrt(se_b + se_c)
+    if se == 0:
+        t = math.copysign(math.inf, excess) if excess != 0 else math.nan
+        p = 0.0 if excess > 0 else 1.0 if excess < 0 else math.nan
+        df, lower = math.nan, worsening
+    else:
+        df = (se_b + se_c) ** 2 / (se_b**2 / (base.size - 1) + se_c**2 / (cand.size - 1))
+        t = excess / se
+        p = float(st.t.sf(t, df))
+        lower = worsening - float(st.t.ppf(confidence, df)) * se
+    return WorseTest(
+        n_baseline=int(base.size),
+        n_candidate=int(cand.size),
+        higher_is_better=higher_is_better,
+        margin=float(margin),
+        confidence=confidence,
+        difference=difference,
+        worsening=worsening,
+        t=t,
+        df=df,
+        p=p,
+        worsening_lower_bound=lower,
+        significant=bool(p < 1 - confidence),  # NaN compares False: untestable is not flagged
+    )

@@ -30,6 +30,18 @@ ARMS: dict[str, dict] = {
     for task in TASKS
 }
 BASELINE = "attention-in_context_recall"
+SEEDS = 3
+METRIC = "eval/accuracy"
+HIGHER_IS_BETTER = True
+HYPOTHESIS = """No single fixed-state mixer matches attention on every MAD task, and recall
+separates them most: attention beats Mamba on noisy recall and on fuzzy recall, while on
+memorization (no context needed) the two do not differ. Supported when both recall claims hold
+(Welch t-test over seeds, Holm-adjusted p < 0.05); the memorization arms are read from the
+arms table."""
+CLAIMS = [
+    ("attention-noisy_recall", "beats", "mamba-noisy_recall"),
+    ("attention-fuzzy_recall", "beats", "mamba-fuzzy_recall"),
+]
 
 
 def get_config(arm: str | None = None) -> ml_collections.ConfigDict:

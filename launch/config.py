@@ -10,6 +10,7 @@ import difflib
 import importlib.util
 import json
 import os
+from types import ModuleType
 from typing import Any
 
 import ml_collections
@@ -28,15 +29,24 @@ def flatten(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return out
 
 
+def load_python_file(path: str, what: str = "config file") -> ModuleType:
+    """Executes an experiments/ file as a module; a file that fails to load is a UsageError."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{what} {path!r} does not exist")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_archlab_experiment", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # any failure here is the file's, not ours
+        raise UsageError(f"{what} {path!r} does not load: {type(e).__name__}: {e}") from e
+    return module
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
     """Loads `path.py[:arg]` the way config_flags does, but reports failures in one line."""
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise UsageError(f"config file {path!r} does not exist")
+    module = load_python_file(path)
     try:
-        module_spec = importlib.util.spec_from_file_location("_archlab_config", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
         config = module.get_config(arg) if arg else module.get_config()
     except Exception as e:  # any failure here is the config file's, not ours
         raise UsageError(f"config file {spec!r} does not load: {type(e).__name__}: {e}") from e

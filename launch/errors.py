@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -13,6 +14,13 @@ USAGE_EXIT_CODE = 2
 
 class UsageError(Exception):
     """Bad input from the user (config, command line, workdir): not a bug in archlab."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as a UsageError (one line, exit 2), not usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
 
 
 def fail(message: str) -> NoReturn:

@@ -14,7 +14,8 @@ from typing import Any
 
 import jax
 
-MANIFEST_FILE = "manifest.json"
+from analysis.runs import MANIFEST_FILE, read_json
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = (
     "jax",
@@ -87,11 +88,7 @@ def environment(mesh: jax.sharding.Mesh) -> dict[str, Any]:
 
 
 def read(workdir: str) -> dict[str, Any] | None:
-    path = os.path.join(workdir, MANIFEST_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(os.path.join(workdir, MANIFEST_FILE))
 
 
 def write(workdir: str, manifest: dict[str, Any]) -> None:

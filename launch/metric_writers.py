@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import jax
 from tensorboardX import SummaryWriter
 
-METRICS_FILE = "metrics.jsonl"
-
-
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    """Every complete line of `metrics.jsonl`; a line torn by a kill is dropped."""
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
-        return []
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
+from analysis.runs import METRICS_FILE, read_metrics
 
 
 def truncate_metrics(workdir: str, last_step: int) -> None:

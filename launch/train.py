@@ -238,12 +238,14 @@ def main(argv: list[str]) -> int:
         else:
             start_step, state = restored
     num_params = models.count_params(state.params)
+    tokens_per_step = config.train.batch_size * (spec.seq_len or 1)
     record = manifest.read(workdir) or {
         "config": json.loads(to_json(config)),
         "seed": config.seed,
         "attempts": [],
         "start_time": manifest.now(),
         "num_params": num_params,
+        "tokens_per_step": tokens_per_step,  # examples per step for non-sequence data
         # Analytic costs where the family states them: FLOPs per token, decoding state size.
         "model": model.describe() if hasattr(model, "describe") else {},
     }
@@ -305,7 +307,6 @@ def main(argv: list[str]) -> int:
         f"run directory: {os.path.abspath(workdir)}  ({num_params:,} parameters, "
         f"mesh {dict(mesh.shape)}{resumed})"
     )
-    tokens_per_step = config.train.batch_size * (spec.seq_len or 1)
     pending_losses: list[tuple[int, jax.Array]] = []  # checked lazily: no host sync per step
 
     def check_finite() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from analysis.runs import deterministic_rows, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,5 @@ def run_train(
 
 
 def metrics(workdir: Path | str, *, drop_perf: bool = True) -> list[dict]:
-    rows = [json.loads(line) for line in Path(workdir, "metrics.jsonl").read_text().splitlines()]
-    if drop_perf:
-        rows = [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
-    return rows
+    rows = read_metrics(str(workdir))
+    return deterministic_rows(rows) if drop_perf else rows

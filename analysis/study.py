@@ -1,0 +1,305 @@
+"""A study's declaration, and what its runs add up to: `summary.json`.
+
+`StudySpec` is what a study file declares (launch/study_spec.py reads and checks it);
+`summarize_study` reads every run directory of a study and returns the summary the reports are
+rendered from: per arm the primary metric (final and best) and every eval metric over seeds,
+each arm against the baseline, the claims' verdicts, learning curves, compute and provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from analysis import stats
+from analysis.runs import Run, is_run, load_run
+
+RELATIONS = ("beats", "loses to")
+RUNS_DIR = "runs"
+# Training FLOPs per token: the backward pass costs about twice the forward (Kaplan et al.).
+TRAINING_FLOPS_PER_FORWARD_FLOP = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    candidate: str
+    relation: str  # "beats" | "loses to"
+    other: str
+
+    @property
+    def text(self) -> str:
+        return f"arm `{self.candidate}` {self.relation} arm `{self.other}`"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    name: str  # the file's stem: "mqar_mixers"
+    path: str
+    arms: dict[str, dict[str, Any]]  # arm -> config overrides
+    baseline: str
+    seeds: int
+    metric: str
+    higher_is_better: bool
+    hypothesis: str
+    claims: tuple[Claim, ...]
+    settings: tuple[str, ...]  # () when the study has no named settings
+
+    def config_arg(self, arm: str, setting: str | None) -> str:
+        """The `--config=` value that builds one arm, as launch.train takes it."""
+        return f"{self.path}:{arm}" + (f",{setting}" if setting else "")
+
+
+def run_dir(study_dir: str, arm: str, seed: int) -> str:
+    return os.path.join(study_dir, RUNS_DIR, arm, f"seed_{seed}")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Hash of a run's config without its seed: equal for every seed of one arm."""
+    without_seed = {k: v for k, v in config.items() if k != "seed"}
+    return hashlib.sha256(json.dumps(without_seed, sort_keys=True).encode()).hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses to dicts, tuples to lists, NaN and infinities to None: strict JSON."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    return value
+
+
+# --------------------------------------------------------------------------------- one arm
+def _wall_seconds(run: Run) -> float:
+    """Time spent in launch.train over all attempts of the run."""
+    total = 0.0
+    for attempt in (run.manifest or {}).get("attempts", []):
+        if attempt.get("start_time") and attempt.get("end_time"):
+            start = datetime.datetime.fromisoformat(attempt["start_time"])
+            total += (datetime.datetime.fromisoformat(attempt["end_time"]) - start).total_seconds()
+    return total
+
+
+def _compute(runs: Sequence[Run]) -> dict[str, float]:
+    steps = tokens = flops = wall = 0.0
+    for run in runs:
+        manifest = run.manifest or {}
+        run_tokens = run.last_step * manifest.get("tokens_per_step", 0)
+        steps += run.last_step
+        tokens += run_tokens
+        flops += (
+            TRAINING_FLOPS_PER_FORWARD_FLOP
+            * manifest.get("model", {}).get("flops_per_token", 0)
+            * run_tokens
+        )
+        wall += _wall_seconds(run)
+    return {"steps": int(steps), "tokens": int(tokens), "wall_seconds": wall, "flops": flops}
+
+
+def _curve(runs: Sequence[Run], metric: str) -> dict[str, list]:
+    """Mean over seeds with a min-max band, at the steps every seed logged."""
+    by_run = [dict(zip(*run.curve(metric), strict=True)) for run in runs]
+    steps = sorted(set.intersection(*(set(c) for c in by_run))) if by_run else []
+    values = np.array([[c[s] for s in steps] for c in by_run]).reshape(len(by_run), len(steps))
+    return {
+        "steps": steps,
+        "mean": values.mean(axis=0).tolist() if len(by_run) else [],
+        "lo": values.min(axis=0).tolist() if len(by_run) else [],
+        "hi": values.max(axis=0).tolist() if len(by_run) else [],
+        "n": [len(by_run)] * len(steps),
+        "band": "min-max over seeds",
+    }
+
+
+def _arm_summary(
+    spec: StudySpec, study_dir: str, arm: str, seeds: Sequence[int]
+) -> tuple[dict[str, Any], list[Run]]:
+    found = {
+        s: load_run(run_dir(study_dir, arm, s)) for s in seeds if is_run(run_dir(study_dir, arm, s))
+    }
+    completed = [r for r in found.values() if r.status == "completed"]
+    names = sorted({m for r in completed for m in r.metric_names() if m.startswith("eval/")})
+    metrics = {}
+    for name in [spec.metric, *(n for n in names if n != spec.metric)]:
+        finals = [v for r in completed if (v := r.final(name)) is not None]
+        if not finals:
+            continue
+        entry = {"final": stats.summarize(finals), "final_values": finals}
+        if name == spec.metric:
+            best = [r.best(name, spec.higher_is_better) for r in completed]
+            entry.update(best=stats.summarize(best), best_values=best)
+        metrics[name] = entry
+    hashes = sorted({config_hash(r.config) for r in found.values() if r.config})
+    summary = {
+        "overrides": spec.arms[arm],
+        "config_hash": hashes[0] if len(hashes) == 1 else None,
+        "config_hashes": hashes,
+        "seeds_planned": len(seeds),
+        "seeds_completed": len(completed),
+        "runs": [
+            {
+                "seed": s,
+                "workdir": run_dir(study_dir, arm, s),
+                "status": found[s].status if s in found else "not started",
+                "last_step": found[s].last_step if s in found else 0,
+                "wall_seconds": _wall_seconds(found[s]) if s in found else 0.0,
+            }
+            for s in seeds
+        ],
+        "metrics": metrics,
+        "curves": {spec.metric: _curve(completed, spec.metric)} if completed else {},
+        "compute": _compute(list(found.values())),
+    }
+    return summary, list(found.values())
+
+
+# ------------------------------------------------------------------------- across arms
+def _final_values(arm_summary: dict[str, Any], metric: str) -> list[float]:
+    return arm_summary["metrics"].get(metric, {}).get("final_values", [])
+
+
+def _compare(
+    spec: StudySpec, arms: dict[str, Any], baseline: str, candidate: str, confidence: float
+) -> tuple[stats.Comparison | None, str | None]:
+    base, cand = (
+        _final_values(arms[baseline], spec.metric),
+        _final_values(arms[candidate], spec.metric),
+    )
+    if len(base) < 2 or len(cand) < 2:
+        return None, (
+            f"not tested: {candidate} has {len(cand)} and {baseline} {len(base)} completed seeds "
+            "with the metric; a test needs at least 2 each"
+        )
+    return stats.compare(base, cand, spec.higher_is_better, confidence), None
+
+
+def _comparisons(spec: StudySpec, arms: dict[str, Any], confidence: float) -> dict[str, Any]:
+    """Every arm against the baseline, Holm-adjusted together."""
+    out = {}
+    for arm in arms:
+        if arm != spec.baseline:
+            comparison, note = _compare(spec, arms, spec.baseline, arm, confidence)
+            out[arm] = {"comparison": comparison, "holm_p": None, "note": note}
+    tested = [a for a in out if out[a]["comparison"] is not None]
+    adjusted = stats.holm([out[a]["comparison"].welch_p for a in tested]) if tested else []
+    for arm, p in zip(tested, adjusted, strict=True):
+        out[arm]["holm_p"] = float(p)
+    return out
+
+
+def _claims(
+    spec: StudySpec, arms: dict[str, Any], confidence: float, alpha: float
+) -> list[dict[str, Any]]:
+    """The hypothesis' claims: each candidate against its other arm, Holm-adjusted together."""
+    out = []
+    for claim in spec.claims:
+        entry = {
+            "candidate": claim.candidate,
+            "relation": claim.relation,
+            "other": claim.other,
+            "metric": spec.metric,
+            "text": f"{claim.text} on {spec.metric}",
+            "comparison": None,
+            "adjusted_p": None,
+        }
+        if claim.candidate not in arms or claim.other not in arms:
+            entry["verdict"] = stats.Verdict(
+                "inconclusive", "not run: an arm of the claim was left out (--arms)"
+            )
+        else:
+            comparison, note = _compare(spec, arms, claim.other, claim.candidate, confidence)
+            entry["comparison"] = comparison
+            if comparison is None:
+                entry["verdict"] = stats.Verdict("inconclusive", note)
+        out.append(entry)
+    tested = [c for c in out if c["comparison"] is not None]
+    adjusted = stats.holm([c["comparison"].welch_p for c in tested]) if tested else []
+    for entry, p in zip(tested, adjusted, strict=True):
+        entry["adjusted_p"] = float(p)
+        direction = "better" if entry["relation"] == "beats" else "worse"
+        entry["verdict"] = stats.verdict(entry["comparison"], float(p), direction, alpha)
+    return out
+
+
+def overall_verdict(claims: Sequence[dict[str, Any]]) -> str:
+    """Supported when every claim is, refuted when any is, inconclusive otherwise."""
+    outcomes = [c["verdict"].outcome for c in claims]
+    if outcomes and all(o == "supported" for o in outcomes):
+        return "supported"
+    if "refuted" in outcomes:
+        return "refuted"
+    return "inconclusive"
+
+
+def _provenance(runs: Sequence[Run], arms: dict[str, Any]) -> dict[str, Any]:
+    manifests = [r.manifest for r in runs if r.manifest]
+    gits = [m.get("git", {}) for m in manifests]
+    datasets = {}
+    for m in manifests:
+        for name, fingerprint in m.get("datasets", {}).items():
+            datasets.setdefault(name, fingerprint)
+    return {
+        "commits": sorted({g.get("commit") or "unknown" for g in gits}),
+        "dirty": any(g.get("dirty") for g in gits),
+        "datasets": datasets,
+        "config_hashes": {a: s["config_hash"] for a, s in arms.items()},
+        "versions": manifests[0].get("versions", {}) if manifests else {},
+    }
+
+
+def summarize_study(
+    spec: StudySpec,
+    study_dir: str,
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    setting: str | None,
+    overrides: Sequence[str],
+    failed_runs: Sequence[dict[str, Any]],
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """The study's summary as strict JSON (NaN as null); `failed_runs` carries each failed
+    run's arm, seed, workdir, status and log tail, as the runner saw them."""
+    arm_summaries, runs = {}, []
+    for arm in arms:
+        arm_summaries[arm], arm_runs = _arm_summary(spec, study_dir, arm, seeds)
+        runs += arm_runs
+    claims = _claims(spec, arm_summaries, confidence, alpha)
+    totals = [s["compute"] for s in arm_summaries.values()]
+    summary = {
+        "study": spec.name,
+        "study_file": spec.path,
+        "setting": setting,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "hypothesis": spec.hypothesis,
+        "metric": spec.metric,
+        "higher_is_better": spec.higher_is_better,
+        "baseline": spec.baseline,
+        "confidence": confidence,
+        "alpha": alpha,
+        "seeds": list(seeds),
+        "overrides": list(overrides),
+        "verdict": overall_verdict(claims),
+        "claims": claims,
+        "arms": arm_summaries,
+        "comparisons": _comparisons(spec, arm_summaries, confidence),
+        "compute": {
+            k: sum(t[k] for t in totals) for k in ("steps", "tokens", "wall_seconds", "flops")
+        },
+        "provenance": _provenance(runs, arm_summaries),
+        "failed_runs": list(failed_runs),
+    }
+    return jsonable(summary)

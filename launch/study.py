@@ -1,0 +1,327 @@
+"""Runs a whole study: every arm x seed as its own `launch.train` process, then the report.
+
+    python -m launch.study experiments/mqar_mixers.py --workdir=studies/mqar \
+        [--seeds=N] [--arms=a,b] [--workers=K] [--setting=hard] [--config.<key>=<value> ...]
+
+Each run lives in `<workdir>/runs/<arm>/seed_<s>/` with its log in `train.log`. Rerunning the
+same command skips completed runs and resumes the others from their checkpoints (launch.train
+does the resuming); adding arms or seeds to a finished study runs only what is new. A failed
+run is reported with the tail of its log and does not stop the others. At the end the study
+writes `summary.json`, `report.md` and `report.html`, appends one line to `experiments.jsonl`
+beside the study directory, and prints the verdict.
+
+Exit status: 0 when every run completed, 1 when some failed or the study was interrupted
+(the reports then cover what finished), 2 for bad input (before anything runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from analysis import study as study_lib
+from analysis.runs import is_run, load_run
+from launch import manifest
+from launch.config import check_override_keys, load_config_file
+from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
+from launch.study_spec import load_study
+
+STUDY_FILE = "study.json"  # what the workdir's study was launched with
+COMPILATION_CACHE = "jax_cache"
+LOG_FILE = "train.log"
+EXPERIMENT_LOG = "experiments.jsonl"
+LOG_TAIL_LINES = 30
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    arm: str
+    seed: int
+    workdir: str
+    command: list[str]
+
+
+# ------------------------------------------------------------------------------ command line
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = ArgumentParser(prog="python -m launch.study", description=__doc__)
+    parser.add_argument("study_file")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--seeds", type=int, help="seeds per arm (default: the study's SEEDS)")
+    parser.add_argument("--arms", help="comma-separated arms to run (default: all)")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--setting", help="a named setting of the study (its SETTINGS)")
+    args, rest = parser.parse_known_args(argv[1:])
+    unknown = [a for a in rest if not a.startswith("--config.")]
+    if unknown:
+        raise UsageError(
+            f"unknown argument {unknown[0]!r} (config overrides are --config.<key>=...)"
+        )
+    return args, rest
+
+
+def default_workers() -> int:
+    """One training process per core: each uses several threads, but much of a short run is
+    single-threaded (start-up, compilation, evaluation)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[Any, list[str], list[int]]:
+    """The study, its arms and seeds, with every argument checked before anything runs."""
+    spec = load_study(args.study_file)
+    arms = list(spec.arms)
+    if args.arms:
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        unknown = [a for a in arms if a not in spec.arms]
+        if unknown:
+            raise UsageError(f"unknown arm {unknown[0]!r}; valid: {', '.join(spec.arms)}")
+        if spec.baseline not in arms:  # every comparison is against it
+            arms.insert(0, spec.baseline)
+    seeds = args.seeds if args.seeds is not None else spec.seeds
+    if seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {seeds}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.setting is not None and args.setting not in spec.settings:
+        valid = ", ".join(spec.settings) or "none (the study declares no SETTINGS)"
+        raise UsageError(f"unknown setting {args.setting!r}; valid: {valid}")
+    for arm in arms:  # each arm's config builds, and every override names a real key
+        check_override_keys(load_config_file(spec.config_arg(arm, args.setting)), overrides)
+    return spec, arms, list(range(seeds))
+
+
+def claim_study_dir(workdir: str, launch: dict[str, Any]) -> None:
+    """A study directory belongs to one study file, setting and set of overrides; arms and
+    seeds may grow between launches."""
+    path = os.path.join(workdir, STUDY_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        for key in ("study_file", "setting", "overrides"):
+            if previous.get(key) != launch[key]:
+                raise UsageError(
+                    f"workdir {workdir!r} holds a study launched with {key} "
+                    f"{previous.get(key)!r}, not {launch[key]!r}; use a new --workdir"
+                )
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(launch, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def lock_study_dir(workdir: str) -> Any:
+    """Held for the whole study: two launches on one directory would train the same runs."""
+    handle = open(os.path.join(workdir, ".lock"), "w")  # noqa: SIM115 (held until exit)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"another launch.study is running on {workdir!r}") from None
+    return handle
+
+
+# ------------------------------------------------------------------------------------ runner
+def _die_with_parent() -> None:
+    """In the child: SIGTERM it (launch.train then checkpoints and exits) if the study dies,
+    even by SIGKILL, so no orphan keeps training into a directory a rerun will use."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Runner:
+    """Runs tasks K at a time from one thread (child processes, polled), so a signal handler
+    can stop new starts and pass SIGTERM on: running runs checkpoint and exit."""
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, workers: int, env: dict[str, str]):
+        self.workers = workers
+        self.env = env
+        self.stopping = False
+        self._running: dict[subprocess.Popen, tuple[Task, float, Any]] = {}
+
+    def stop(self, *_: Any) -> None:
+        if not self.stopping:
+            print("stopping: running runs checkpoint and exit; rerun to resume", flush=True)
+        self.stopping = True
+        for proc in self._running:
+            proc.send_signal(signal.SIGTERM)
+
+    def run_all(self, tasks: list[Task]) -> list[dict[str, Any]]:
+        """Runs every task; returns the failed ones (arm, seed, workdir, status, log tail)."""
+        pending, failed, done = list(tasks), [], 0
+        while (pending and not self.stopping) or self._running:
+            while pending and not self.stopping and len(self._running) < self.workers:
+                self._start(pending.pop(0))
+            time.sleep(self.POLL_SECONDS)
+            for proc in [p for p in self._running if p.poll() is not None]:
+                task, start, log = self._running.pop(proc)
+                log.close()
+                done += 1
+                failure = self._finish(task, proc.returncode)
+                status = failure["status"] if failure else load_run(task.workdir).status
+                print(
+                    f"[{done}/{len(tasks)}] {task.arm} seed {task.seed}: {status} "
+                    f"({time.monotonic() - start:.0f} s)",
+                    flush=True,
+                )
+                if failure:
+                    failed.append(failure)
+        return failed
+
+    def _start(self, task: Task) -> None:
+        os.makedirs(task.workdir, exist_ok=True)
+        log = open(os.path.join(task.workdir, LOG_FILE), "a")  # noqa: SIM115 (closed on exit)
+        proc = subprocess.Popen(
+            task.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=manifest.REPO_ROOT,
+            env=self.env,
+            preexec_fn=_die_with_parent,
+        )
+        self._running[proc] = (task, time.monotonic(), log)
+
+    @staticmethod
+    def _finish(task: Task, code: int) -> dict[str, Any] | None:
+        """None when the run completed (or checkpointed on request); else what failed."""
+        status = load_run(task.workdir).status if is_run(task.workdir) else "failed"
+        if code == 0 and status in ("completed", "preempted"):
+            return None
+        return {
+            "arm": task.arm,
+            "seed": task.seed,
+            "workdir": task.workdir,
+            "status": status if status not in ("running", "completed") else f"exit {code}",
+            "exit_code": code,
+            "log_tail": log_tail(os.path.join(task.workdir, LOG_FILE)),
+        }
+
+
+def run_environment(workdir: str) -> dict[str, str]:
+    """The runs share a persistent compilation cache in the study directory: every seed of an
+    arm compiles the same programs, and on CPU compilation is most of a short run (a TINY run:
+    28 s cold, 8 s with the cache). A cache the user configured is left alone."""
+    env = dict(os.environ)
+    if "JAX_COMPILATION_CACHE_DIR" not in env:
+        env["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(os.path.join(workdir, COMPILATION_CACHE))
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
+
+
+def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+def make_tasks(
+    spec: Any, workdir: str, arms: list[str], seeds: list[int], setting: str | None, overrides
+) -> tuple[list[Task], int]:
+    """The runs still to do (unfinished or never started), and how many are already done."""
+    tasks, done = [], 0
+    for arm in arms:
+        for seed in seeds:
+            run = study_lib.run_dir(workdir, arm, seed)
+            if is_run(run) and load_run(run).status == "completed":
+                done += 1
+                continue
+            command = [
+                sys.executable,
+                "-m",
+                "launch.train",
+                f"--config={spec.config_arg(arm, setting)}",
+                f"--workdir={os.path.abspath(run)}",
+                f"--config.seed={seed}",
+                *overrides,
+            ]
+            tasks.append(Task(arm, seed, run, command))
+    return tasks, done
+
+
+# ---------------------------------------------------------------------------------- results
+def append_experiment_log(workdir: str, summary: dict[str, Any]) -> str:
+    """One line per study run, beside the study directories: what was asked, on what, and the
+    answer."""
+    path = os.path.join(os.path.dirname(os.path.abspath(workdir)), EXPERIMENT_LOG)
+    hashes = summary["provenance"]["config_hashes"]
+    line = {
+        "time": summary["created"],
+        "study": summary["study"],
+        "study_dir": os.path.abspath(workdir),
+        "hypothesis": summary["hypothesis"],
+        "config_hash": study_lib.config_hash(hashes),
+        "datasets": {
+            name: {"version": d.get("version"), "content_hash": d.get("content_hash")}
+            for name, d in summary["provenance"]["datasets"].items()
+        },
+        "commit": summary["provenance"]["commits"],
+        "dirty": summary["provenance"]["dirty"],
+        "verdict": summary["verdict"],
+        "claims": [
+            {"claim": c["text"], "verdict": c["verdict"]["outcome"]} for c in summary["claims"]
+        ],
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    return path
+
+
+def write_summary(workdir: str, summary: dict[str, Any]) -> str:
+    path = os.path.join(workdir, "summary.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(summary, f, indent=2, allow_nan=False)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+@exit_on_usage_error
+def main(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    spec, arms, seeds = plan(args, overrides)
+    workdir = args.workdir
+    launch = {"study_file": spec.path, "setting": args.setting, "overrides": overrides}
+    claim_study_dir(workdir, launch)
+    lock = lock_study_dir(workdir)  # noqa: F841 (released at exit)
+
+    tasks, done = make_tasks(spec, workdir, arms, seeds, args.setting, overrides)
+    print(
+        f"study {spec.name}: {len(arms)} arms x {len(seeds)} seeds; {done} runs done, "
+        f"{len(tasks)} to run, {args.workers} at a time -> {os.path.abspath(workdir)}",
+        flush=True,
+    )
+    runner = Runner(args.workers, run_environment(workdir))
+    signal.signal(signal.SIGINT, runner.stop)
+    signal.signal(signal.SIGTERM, runner.stop)
+    failed = runner.run_all(tasks)
+    if runner.stopping:
+        print(f"interrupted: rerun the same command to resume {workdir}", file=sys.stderr)
+        return 1
+
+    from analysis import report  # matplotlib: only once there is something to plot
+
+    summary = study_lib.summarize_study(spec, workdir, arms, seeds, args.setting, overrides, failed)
+    write_summary(workdir, summary)
+    paths = report.write_reports(workdir, summary)
+    append_experiment_log(workdir, summary)
+    for run in failed:
+        print(f"FAILED {run['arm']} seed {run['seed']} ({run['status']}): {run['workdir']}")
+        print("  " + run["log_tail"].rstrip().replace("\n", "\n  "))
+    print(f"\nhypothesis: {summary['hypothesis']}")
+    for claim in summary["claims"]:
+        print(
+            f"{claim['verdict']['outcome'].upper()}: {claim['text']}: {claim['verdict']['reason']}"
+        )
+    print(f"verdict: {summary['verdict']}\nreport: {os.path.abspath(paths['html'])}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

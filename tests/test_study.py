@@ -1,0 +1,173 @@
+"""launch.study: a study file in, every arm x seed trained as its own process, a report out.
+
+Uses tests/tiny_study.py (arms `attention`, `deltanet` and `broken`, 20 steps at TINY size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.runs import load_run
+from analysis.study import run_dir
+from tests.conftest import REPO, train_env
+
+STUDY = "tests/tiny_study.py"
+
+
+def study_command(workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "launch.study", STUDY, f"--workdir={workdir}", *args]
+
+
+def run_study(data_dir: str, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        study_command(workdir, *args),
+        cwd=REPO,
+        env=train_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def attempts(workdir: str) -> list[dict]:
+    return load_run(workdir).manifest["attempts"]
+
+
+@pytest.fixture(scope="module")
+def finished_study(data_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """attention and deltanet, 2 seeds each, all completed."""
+    workdir = tmp_path_factory.mktemp("study") / "tiny"
+    return workdir, run_study(data_dir, workdir, "--arms=deltanet", "--workers=2")
+
+
+def test_a_study_trains_every_arm_and_seed_and_reports_a_verdict(finished_study):
+    workdir, result = finished_study
+    assert result.returncode == 0, result.stdout + result.stderr
+    for arm in ("attention", "deltanet"):  # the baseline runs even when --arms leaves it out
+        for seed in (0, 1):
+            run = load_run(run_dir(str(workdir), arm, seed))
+            assert run.status == "completed"
+            assert run.config["seed"] == seed
+            assert run.last_step == 20
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert set(summary["arms"]) == {"attention", "deltanet"}
+    assert summary["arms"]["deltanet"]["seeds_completed"] == 2
+    claim = summary["claims"][0]
+    assert claim["verdict"]["outcome"] in ("supported", "refuted", "inconclusive")
+    assert claim["comparison"]["n_candidate"] == 2
+    assert summary["compute"]["steps"] == 80
+    assert (workdir / "report.md").exists() and (workdir / "report.html").exists()
+    assert f"verdict: {summary['verdict']}" in result.stdout
+    assert str((workdir / "report.html").resolve()) in result.stdout
+
+
+def test_the_experiment_log_gets_one_line_per_study(finished_study):
+    workdir, _ = finished_study
+    lines = (workdir.parent / "experiments.jsonl").read_text().splitlines()
+    entry = json.loads(lines[-1])
+    assert entry["study"] == "tiny_study"
+    assert entry["hypothesis"].startswith("At 20 steps")
+    assert entry["verdict"] in ("supported", "refuted", "inconclusive")
+    assert set(entry) >= {"config_hash", "datasets", "commit", "dirty", "claims"}
+
+
+def test_rerunning_a_finished_study_trains_nothing(data_dir, finished_study):
+    workdir, _ = finished_study
+    result = run_study(data_dir, workdir, "--arms=deltanet", "--workers=2")
+    assert result.returncode == 0, result.stderr
+    assert "4 runs done, 0 to run" in result.stdout
+    assert len(attempts(run_dir(str(workdir), "deltanet", 1))) == 1
+
+
+def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(data_dir, finished_study):
+    """Adding an arm to a finished study runs only the new arm; its failure is reported."""
+    workdir, _ = finished_study
+    result = run_study(data_dir, workdir, "--arms=deltanet,broken", "--seeds=1", "--workers=2")
+    assert result.returncode == 1
+    assert "FAILED broken seed 0" in result.stdout
+    assert "no_such_mixer" in result.stdout  # the tail of the run's own log
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert [r["arm"] for r in summary["failed_runs"]] == ["broken"]
+    assert summary["arms"]["deltanet"]["seeds_completed"] == 1  # --seeds=1 this time
+
+
+def test_a_study_killed_midway_resumes_without_redoing_finished_runs(data_dir, tmp_path):
+    """SIGKILL the study while runs are in flight: its runs get SIGTERM (they checkpoint),
+    and the rerun finishes the rest, redoing nothing that had finished."""
+    workdir = tmp_path / "killed"
+    args = ("--arms=attention", "--seeds=3", "--workers=1", "--setting=longer")
+    proc = subprocess.Popen(
+        study_command(workdir, *args),
+        cwd=REPO,
+        env=train_env(data_dir),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    first = run_dir(str(workdir), "attention", 0)
+    second = run_dir(str(workdir), "attention", 1)
+    deadline = time.monotonic() + 600
+    while not os.path.exists(os.path.join(second, "metrics.jsonl")):  # 2nd run is training
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 120  # the orphaned run checkpoints and stops on SIGTERM
+    while load_run(second).status == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+    result = run_study(data_dir, workdir, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 runs done, 2 to run" in result.stdout
+    assert len(attempts(first)) == 1
+    assert [a["status"] for a in attempts(second)] == ["preempted", "completed"]
+    for seed in range(3):
+        assert load_run(run_dir(str(workdir), "attention", seed)).last_step == 30
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arms=attention,lstm"], "unknown arm 'lstm'; valid: attention, deltanet, broken"),
+        (["--config.model.d_modle=8"], "unknown config key 'model.d_modle'"),
+        (["--setting=huge"], "unknown setting 'huge'; valid: default, longer"),
+        (["--seeds=0"], "--seeds must be >= 1"),
+        (["--workers=0"], "--workers must be >= 1"),
+        (["--verbose"], "unknown argument '--verbose'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_anything_runs(data_dir, tmp_path, args, message):
+    result = run_study(data_dir, tmp_path / "s", *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+    assert message in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_study_directory_keeps_its_overrides(data_dir, finished_study):
+    workdir, _ = finished_study
+    result = run_study(data_dir, workdir, "--config.train.steps=5")
+    assert result.returncode == 2
+    assert "holds a study launched with overrides" in result.stderr
+
+
+def test_a_study_file_must_declare_what_a_study_is(data_dir, tmp_path):
+    path = tmp_path / "half.py"
+    path.write_text("ARMS = {'a': {}}\nBASELINE = 'a'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.study", str(path), f"--workdir={tmp_path / 's'}"],
+        cwd=REPO,
+        env=train_env(data_dir),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "does not declare SEEDS, METRIC, HIGHER_IS_BETTER, HYPOTHESIS, CLAIMS" in result.stderr

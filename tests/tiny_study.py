@@ -1,0 +1,32 @@
+"""A study small enough for tests: two arms of the MQAR study at conftest's TINY size.
+
+Hypothesis for the tests' sake only; at 20 steps neither arm learns much.
+"""
+
+import ml_collections
+
+from experiments import mqar_mixers
+from tests.conftest import TINY
+
+ARMS = {
+    "attention": {"model.mixer": "attention"},
+    "deltanet": {"model.mixer": "deltanet"},
+    # Passes the study's checks (real keys) and fails inside launch.train: a failing run.
+    "broken": {"model.mixer": "no_such_mixer"},
+}
+BASELINE = "attention"
+SEEDS = 2
+METRIC = "eval/accuracy"
+HIGHER_IS_BETTER = True
+HYPOTHESIS = "At 20 steps, DeltaNet beats attention on tiny MQAR."
+CLAIMS = [("deltanet", "beats", "attention")]
+SETTINGS = {"default": {}, "longer": {"train.steps": 30}}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arm, _, setting = (arg or BASELINE).partition(",")
+    config = mqar_mixers.get_config(BASELINE)
+    tiny = dict(a[len("--config.") :].split("=") for a in TINY if a.startswith("--config."))
+    config.update_from_flattened_dict({k: int(v) for k, v in tiny.items()})
+    config.update_from_flattened_dict({**ARMS[arm], **SETTINGS[setting or "default"]})
+    return config
