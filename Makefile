@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-RUN_DIR ?= runs/mqar_mixers-$(shell date +%Y%m%d-%H%M%S)
+RUN_DIR ?= studies/mqar_mixers-$(shell date +%Y%m%d-%H%M%S)
+# The main job: every sequence-mixer arm of the MQAR study, 3 seeds each, at its quick setting.
+MAIN_ARMS ?= attention,linear,retnet,gla,mamba2,deltanet,mamba,hyena
 
 .PHONY: run test test-slow lint install clean-venv
 
@@ -18,7 +20,8 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 run: $(INSTALLED)
-	$(PY) -m launch.train --config=experiments/mqar_mixers.py --workdir=$(RUN_DIR)
+	$(PY) -m launch.study experiments/mqar_mixers.py --setting=quick --arms=$(MAIN_ARMS) \
+		--workdir=$(RUN_DIR)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q -n 2 --dist loadfile

@@ -276,6 +276,7 @@ def verdict(
     adjusted_p: float,
     claim: Literal["better", "worse"] = "better",
     alpha: float = 0.05,
+    names: tuple[str, str] = ("candidate", "baseline"),
 ) -> Verdict:
     """Judge the claim "the candidate arm is `claim` than the baseline arm" on this metric.
 
@@ -293,7 +294,7 @@ def verdict(
     direction = "better" if c.better else "worse"
     relative = f" ({c.relative_change:+.1%})" if math.isfinite(c.relative_change) else ""
     numbers = (
-        f"candidate {c.candidate_mean:.4g} vs baseline {c.baseline_mean:.4g}, "
+        f"{names[0]} {c.candidate_mean:.4g} vs {names[1]} {c.baseline_mean:.4g}, "
         f"difference {c.difference:+.3g}{relative}, "
         f"Welch p {c.welch_p:.2g} (Holm-adjusted {adjusted_p:.2g}, alpha {alpha:g})"
     )
@@ -308,9 +309,9 @@ def verdict(
         return Verdict("inconclusive", f"not significant: {numbers}; {why}")
     ci = f"{c.confidence:.0%} CI of difference [{c.welch_ci[0]:+.3g}, {c.welch_ci[1]:+.3g}]"
     if direction == claim:
-        return Verdict("supported", f"candidate significantly {direction}: {numbers}; {ci}")
+        return Verdict("supported", f"{names[0]} significantly {direction}: {numbers}; {ci}")
     return Verdict(
-        "refuted", f"claimed {claim}, but candidate significantly {direction}: {numbers}; {ci}"
+        "refuted", f"claimed {claim}, but {names[0]} significantly {direction}: {numbers}; {ci}"
     )
 
 

@@ -230,7 +230,8 @@ def _claims(
     for entry, p in zip(tested, adjusted, strict=True):
         entry["adjusted_p"] = float(p)
         direction = "better" if entry["relation"] == "beats" else "worse"
-        entry["verdict"] = stats.verdict(entry["comparison"], float(p), direction, alpha)
+        names = (entry["candidate"], entry["other"])
+        entry["verdict"] = stats.verdict(entry["comparison"], float(p), direction, alpha, names)
     return out
 
 

@@ -57,6 +57,10 @@ def train_env(data_dir: str, devices: int = 1) -> dict[str, str]:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO)
+    # Many tests train the same tiny programs: a persistent compilation cache per test worker
+    # (beside the datasets) compiles each once. The executable is the same either way.
+    env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.path.dirname(data_dir), "jax_cache")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
 
 

@@ -333,6 +333,12 @@ def test_verdict_on_a_planted_clear_improvement():
     assert refuted.outcome == "refuted"
 
 
+def test_verdict_names_the_arms_it_compares():
+    c = stats.compare([0.1, 0.12, 0.11], [0.5, 0.52, 0.51], higher_is_better=True)
+    v = stats.verdict(c, c.welch_p, names=("deltanet", "mamba2"))
+    assert v.reason.startswith("deltanet significantly better: deltanet 0.51 vs mamba2 0.11")
+
+
 def test_verdict_on_a_planted_clear_regression_of_a_loss():
     c = stats.compare([2.31, 2.35, 2.29, 2.33], [2.52, 2.49, 2.55, 2.50], higher_is_better=False)
 
