@@ -48,15 +48,15 @@ SETTINGS: dict[str, dict] = {
     "small": {},
     "hard": {"data.mqar.seq_len": 128, "data.mqar.num_kv_pairs": 8, "data.mqar.num_queries": 8},
     # The main job (`make run`): the 8 sequence-mixer arms x 3 seeds in under 10 minutes on 2
-    # cores, so 2,880 training sequences per run instead of 38,400. Nothing reaches 0.9 here: it
-    # compares how fast the mixers start to recall. Measured at 250 steps: 11m47s for the 24
-    # runs, 1,377 process-seconds of which about 12 s per run is start-up and compilation.
+    # cores, so 2,400 training sequences per run instead of 38,400. Nothing reaches 0.9 here: it
+    # compares how fast the mixers start to recall. Measured at 180 steps: 10m28s for the 24
+    # runs (1,222 process-seconds), most of it start-up and compilation rather than steps.
     "quick": {
         "train.batch_size": 16,
-        "train.steps": 180,
-        "optimizer.warmup_steps": 20,
-        "eval.every": 90,
-        "checkpoint.every": 180,
+        "train.steps": 150,
+        "optimizer.warmup_steps": 15,
+        "eval.every": 75,
+        "checkpoint.every": 150,
     },
 }
 

@@ -225,10 +225,13 @@ def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
 def make_tasks(
     spec: Any, workdir: str, arms: list[str], seeds: list[int], setting: str | None, overrides
 ) -> tuple[list[Task], int]:
-    """The runs still to do (unfinished or never started), and how many are already done."""
+    """The runs still to do (unfinished or never started), and how many are already done.
+
+    Seed-major order: the first runs in flight are different arms, so each arm compiles once
+    and its later seeds find its programs in the compilation cache."""
     tasks, done = [], 0
-    for arm in arms:
-        for seed in seeds:
+    for seed in seeds:
+        for arm in arms:
             run = study_lib.run_dir(workdir, arm, seed)
             if is_run(run) and load_run(run).status == "completed":
                 done += 1
