@@ -57,8 +57,12 @@ class StudySpec:
         return f"{self.path}:{arm}" + (f",{setting}" if setting else "")
 
 
+def arm_dir(study_dir: str, arm: str) -> str:
+    return os.path.join(study_dir, RUNS_DIR, arm)
+
+
 def run_dir(study_dir: str, arm: str, seed: int) -> str:
-    return os.path.join(study_dir, RUNS_DIR, arm, f"seed_{seed}")
+    return os.path.join(arm_dir(study_dir, arm), f"seed_{seed}")
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -110,15 +114,15 @@ def _compute(runs: Sequence[Run]) -> dict[str, float]:
 
 
 def _curve(runs: Sequence[Run], metric: str) -> dict[str, list]:
-    """Mean over seeds with a min-max band, at the steps every seed logged."""
+    """Mean over seeds with a min-max band, at the steps every seed logged (`runs` non-empty)."""
     by_run = [dict(zip(*run.curve(metric), strict=True)) for run in runs]
-    steps = sorted(set.intersection(*(set(c) for c in by_run))) if by_run else []
+    steps = sorted(set.intersection(*(set(c) for c in by_run)))
     values = np.array([[c[s] for s in steps] for c in by_run]).reshape(len(by_run), len(steps))
     return {
         "steps": steps,
-        "mean": values.mean(axis=0).tolist() if len(by_run) else [],
-        "lo": values.min(axis=0).tolist() if len(by_run) else [],
-        "hi": values.max(axis=0).tolist() if len(by_run) else [],
+        "mean": values.mean(axis=0).tolist(),
+        "lo": values.min(axis=0).tolist(),
+        "hi": values.max(axis=0).tolist(),
         "n": [len(by_run)] * len(steps),
         "band": "min-max over seeds",
     }
@@ -127,9 +131,8 @@ def _curve(runs: Sequence[Run], metric: str) -> dict[str, list]:
 def _arm_summary(
     spec: StudySpec, study_dir: str, arm: str, seeds: Sequence[int]
 ) -> tuple[dict[str, Any], list[Run]]:
-    found = {
-        s: load_run(run_dir(study_dir, arm, s)) for s in seeds if is_run(run_dir(study_dir, arm, s))
-    }
+    dirs = {s: run_dir(study_dir, arm, s) for s in seeds}
+    found = {s: load_run(d) for s, d in dirs.items() if is_run(d)}
     completed = [r for r in found.values() if r.status == "completed"]
     names = sorted({m for r in completed for m in r.metric_names() if m.startswith("eval/")})
     metrics = {}
@@ -152,7 +155,7 @@ def _arm_summary(
         "runs": [
             {
                 "seed": s,
-                "workdir": run_dir(study_dir, arm, s),
+                "workdir": dirs[s],
                 "status": found[s].status if s in found else "not started",
                 "last_step": found[s].last_step if s in found else 0,
                 "wall_seconds": _wall_seconds(found[s]) if s in found else 0.0,

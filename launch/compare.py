@@ -45,7 +45,7 @@ from typing import Any
 
 from analysis import stats
 from analysis.runs import Run, is_run, load_run
-from analysis.study import RUNS_DIR
+from analysis.study import RUNS_DIR, arm_dir
 from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
 
 COMPLETED = "completed"
@@ -99,7 +99,7 @@ def _study_arm_directory(spec: str, role: str) -> str:
         raise UsageError(f"--{role} {spec!r}: study {study!r} has no arms (no {runs_dir}/*)")
     if arm not in arms:
         raise UsageError(f"--{role} {spec!r}: unknown arm {arm!r}; valid: {', '.join(arms)}")
-    return os.path.join(runs_dir, arm)
+    return arm_dir(study, arm)
 
 
 def _run_directories(path: str, spec: str, role: str) -> list[str]:
