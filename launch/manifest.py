@@ -81,6 +81,7 @@ def environment(mesh: jax.sharding.Mesh) -> dict[str, Any]:
         "devices": [str(d.device_kind) for d in jax.devices()],
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
+        "local_device_count": jax.local_device_count(),  # per process
         "mesh": dict(mesh.shape),
         "host": platform.node(),
         "platform": platform.platform(),

@@ -30,7 +30,7 @@ from ml_collections import config_flags
 import data
 import models
 import objectives
-from launch import checkpoint, manifest
+from launch import checkpoint, distributed, manifest
 from launch import mesh as mesh_lib
 from launch import optimizer as optimizer_lib
 from launch.config import check_override_keys, differing_keys, load_config_file, to_json
@@ -49,6 +49,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file[:arg].", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
+# One of N processes (Kubernetes, or by hand); under `srun` the Slurm step says all this itself.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, from 0.")
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -60,7 +64,9 @@ class NonFiniteLoss(Exception):
 
 
 # ----------------------------------------------------------------------------- config and checks
-def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:
+def parse_command_line(
+    argv: list[str],
+) -> tuple[ml_collections.ConfigDict, str, distributed.Coordinator | None]:
     """absl parses; everything a user can get wrong becomes a one-line UsageError."""
     config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if config_arg is None:
@@ -72,7 +78,10 @@ def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]
         raise UsageError(str(e)) from e
     if not _WORKDIR.value:
         raise UsageError("--workdir=<run directory> is required")
-    return _CONFIG.value, _WORKDIR.value
+    coordinator = distributed.resolve(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, os.environ
+    )
+    return _CONFIG.value, _WORKDIR.value, coordinator
 
 
 def check_names(config: ml_collections.ConfigDict) -> None:
@@ -172,8 +181,9 @@ def evaluate(
 # ------------------------------------------------------------------------------------------ main
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
-    config, workdir = parse_command_line(argv)
+    config, workdir, coordinator = parse_command_line(argv)
     check_names(config)
+    distributed.initialize(coordinator)  # before any device is touched
     mesh = mesh_lib.make_mesh(config)
     mesh_lib.check_batch_size(
         "train.batch_size", config.train.batch_size, mesh, config.train.grad_accum_steps
