@@ -17,7 +17,7 @@ import objectives
 # the same array is skipped, so activations ('batch', 'length', 'embed') keep 'embed' replicated
 # while the 'embed' dimension of a weight is sharded over 'fsdp'.
 DEFAULT_SHARDING_RULES = (
-    ("batch", ("data", "fsdp")),
+    ("batch", ("data", "fsdp", "expert")),
     ("embed", "fsdp"),
     ("vocab", "tensor"),
     ("heads", "tensor"),
@@ -28,7 +28,7 @@ DEFAULT_SHARDING_RULES = (
     ("layers", None),
     ("conv", None),
     ("state", None),
-    ("expert", None),
+    ("expert", "expert"),
 )
 
 
@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.num_heads = 4
     c.model.d_ff = 256
     c.model.dropout_rate = 0.0
-    c.model.remat = False
+    c.model.remat = "none"  # none | full | dots | dots_no_batch (models.blocks.REMAT_POLICIES)
     # Sequence models (model.name='lm'): which mixer, and the block around it.
     c.model.mixer = "attention"
     c.model.layer_pattern = ""  # hybrids: "AMAM" (mixer letters) or "attention,mamba"
@@ -103,6 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # -1: all devices not taken by the other axes
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
+    c.mesh.expert = 1  # MoE experts are split over this axis; elsewhere it is data parallelism
 
     c.sharding = ml_collections.ConfigDict()
     c.sharding.rules = DEFAULT_SHARDING_RULES

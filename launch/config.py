@@ -10,10 +10,13 @@ import difflib
 import importlib.util
 import json
 import os
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 from launch.errors import UsageError
 
@@ -67,6 +70,49 @@ def check_override_keys(config: ml_collections.ConfigDict, argv: list[str]) -> N
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"unknown config key {key!r}{hint}")
+
+
+def parse_flags(argv: list[str]) -> None:
+    """Parses absl flags (a `--config` file flag among them) after checking that the config
+    file loads and every override names a key: each failure is a one-line UsageError."""
+    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if config_arg is None:
+        raise UsageError("--config=<experiments/file.py[:arg]> is required")
+    check_override_keys(load_config_file(config_arg), argv)
+    try:
+        flags.FLAGS(argv)
+    except flags.Error as e:
+        raise UsageError(str(e)) from e
+
+
+def check_config_command(config: str, overrides: Sequence[str]) -> None:
+    """The config file loads, every override names a key and parses as its type: the checks (and
+    one-line errors) `launch.train` makes, for tools that hand a config on to a run elsewhere
+    (a Slurm job, Kubernetes pods) and should fail here rather than after a queue."""
+    check_override_keys(load_config_file(config), list(overrides))
+    argv = ["launch.train", f"--config={config}", *overrides]
+    values = flags.FlagValues()  # our own, so the process-wide absl flags stay untouched
+    config_flags.DEFINE_config_file(
+        "config", None, "", flag_values=values, lock_config=True, sys_argv=argv
+    )
+    try:
+        values(argv)
+    except flags.Error as e:
+        raise UsageError(str(e)) from e
+
+
+def parse_env_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """`--env KEY=VALUE` flags of the tools that start runs elsewhere, as a dict; malformed or
+    repeated keys are UsageErrors."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--env {pair!r} must be KEY=VALUE")
+        if key in env:
+            raise UsageError(f"--env {key} given twice")
+        env[key] = value
+    return env
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

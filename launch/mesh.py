@@ -1,7 +1,8 @@
 """The device mesh and the shardings of parameters, optimizer state and batches.
 
 Parallelism is declared, not coded: parameters name logical axes, `config.sharding.rules` maps
-them to the mesh axes ('data', 'fsdp', 'tensor'), and this module turns that into shardings.
+them to the mesh axes ('data', 'fsdp', 'tensor', 'expert'), and this module turns that into
+shardings.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from jax.sharding import PartitionSpec as P
 
 from launch.errors import UsageError
 
-MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both data-parallel axes
+MESH_AXES = ("data", "fsdp", "tensor", "expert")
+# The batch is split over every axis but 'tensor': experts are spread over the 'expert' axis and
+# tokens travel to them (all-to-all), so outside the MoE layers that axis is data parallelism.
+BATCH_AXES = ("data", "fsdp", "expert")
 
 
 def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
@@ -41,10 +44,12 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
     return tuple(sizes)
 
 
-def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
-    shape = mesh_shape(config, jax.device_count())
+def make_mesh(config: ml_collections.ConfigDict, devices: list | None = None) -> Mesh:
+    """The config's mesh over `devices` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else devices
+    shape = mesh_shape(config, len(devices))
     # Auto axes: explicit sharding types would turn ordinary gathers into ShardingTypeErrors.
-    return Mesh(mesh_utils.create_device_mesh(shape), MESH_AXES)
+    return Mesh(mesh_utils.create_device_mesh(shape, devices), MESH_AXES)
 
 
 def data_parallel_size(mesh: Mesh) -> int:
@@ -57,7 +62,7 @@ def check_batch_size(name: str, batch_size: int, mesh: Mesh, microbatches: int =
         micro = f" x {microbatches} gradient-accumulation steps" if microbatches > 1 else ""
         raise UsageError(
             f"{name}={batch_size} is not divisible by the data-parallel size "
-            f"{dp} (mesh data x fsdp){micro}"
+            f"{dp} (mesh data x fsdp x expert){micro}"
         )
     if batch_size % jax.process_count():
         raise UsageError(f"{name}={batch_size} is not divisible by {jax.process_count()} processes")

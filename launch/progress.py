@@ -10,9 +10,9 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, first_step: int, total_steps: int):
+    def __init__(self, first_step: int, total_steps: int, quiet: bool = False):
         self.total = total_steps
-        self.active = jax.process_index() == 0
+        self.active = jax.process_index() == 0 and not quiet
         self.interactive = self.active and sys.stderr.isatty()
         self._start, self._first = time.monotonic(), first_step
         self._bar = (

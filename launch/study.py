@@ -1,7 +1,8 @@
 """Runs a whole study: every arm x seed as its own `launch.train` process, then the report.
 
     python -m launch.study experiments/mqar_mixers.py --workdir=studies/mqar \
-        [--seeds=N] [--arms=a,b] [--workers=K] [--setting=hard] [--config.<key>=<value> ...]
+        [--seeds=N] [--arms=a,b] [--workers=K] [--setting=hard] [--config.<key>=<value> ...] \
+        [--backend=local|slurm [--partition=P] [--time=HH:MM:SS]]
 
 Each run lives in `<workdir>/runs/<arm>/seed_<s>/` with its log in `train.log`. Rerunning the
 same command skips completed runs and resumes the others from their checkpoints (launch.train
@@ -9,6 +10,12 @@ does the resuming); adding arms or seeds to a finished study runs only what is n
 run is reported with the tail of its log and does not stop the others. At the end the study
 writes `summary.json`, `report.md` and `report.html`, appends one line to `experiments.jsonl`
 beside the study directory, and prints the verdict.
+
+With --backend=slurm the runs still to do go to Slurm as one job array (`launch.slurm`), at most
+--workers at a time if given; the study waits for the array, reads each run's exit status from
+the files the array leaves (no Slurm accounting needed), and aggregates as above. The array's id
+is kept in `<workdir>/slurm/active_job.json`: a study stopped while its array runs waits for
+that array when rerun. Ctrl-C cancels the array (the runs checkpoint on SIGTERM).
 
 Exit status: 0 when every run completed, 1 when some failed or the study was interrupted
 (the reports then cover what finished), 2 for bad input (before anything runs).
@@ -29,12 +36,13 @@ import time
 from typing import Any
 
 from analysis import study as study_lib
-from analysis.runs import is_run, load_run
+from analysis.runs import is_run, load_run, read_json
 from launch import manifest
 from launch.config import check_override_keys, load_config_file
 from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
 from launch.study_spec import load_study
 
+BACKENDS = ("local", "slurm")
 STUDY_FILE = "study.json"  # what the workdir's study was launched with
 COMPILATION_CACHE = "jax_cache"
 LOG_FILE = "train.log"
@@ -58,8 +66,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--seeds", type=int, help="seeds per arm (default: the study's SEEDS)")
     parser.add_argument("--arms", help="comma-separated arms to run (default: all)")
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="runs at a time (default: one per core locally, no limit on Slurm)",
+    )
     parser.add_argument("--setting", help="a named setting of the study (its SETTINGS)")
+    parser.add_argument("--backend", choices=BACKENDS, default="local")
+    parser.add_argument("--partition", help="Slurm partition (--backend=slurm)")
+    parser.add_argument("--time", help="Slurm time limit per run, e.g. 02:00:00")
     args, rest = parser.parse_known_args(argv[1:])
     unknown = [a for a in rest if not a.startswith("--config.")]
     if unknown:
@@ -89,8 +104,10 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[Any, list[str]
     seeds = args.seeds if args.seeds is not None else spec.seeds
     if seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {seeds}")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.backend == "local" and (args.partition or args.time):
+        raise UsageError("--partition and --time are for --backend=slurm")
     if args.setting is not None and args.setting not in spec.settings:
         valid = ", ".join(spec.settings) or "none (the study declares no SETTINGS)"
         raise UsageError(f"unknown setting {args.setting!r}; valid: {valid}")
@@ -166,7 +183,7 @@ class Runner:
                 task, start, log = self._running.pop(proc)
                 log.close()
                 done += 1
-                failure = self._finish(task, proc.returncode)
+                failure = outcome(task, proc.returncode)
                 status = failure["status"] if failure else load_run(task.workdir).status
                 print(
                     f"[{done}/{len(tasks)}] {task.arm} seed {task.seed}: {status} "
@@ -190,36 +207,115 @@ class Runner:
         )
         self._running[proc] = (task, time.monotonic(), log)
 
-    @staticmethod
-    def _finish(task: Task, code: int) -> dict[str, Any] | None:
-        """None when the run completed (or checkpointed on request); else what failed."""
-        status = load_run(task.workdir).status if is_run(task.workdir) else "failed"
-        if code == 0 and status in ("completed", "preempted"):
-            return None
-        return {
-            "arm": task.arm,
-            "seed": task.seed,
-            "workdir": task.workdir,
-            "status": status if status not in ("running", "completed") else f"exit {code}",
-            "exit_code": code,
-            "log_tail": log_tail(os.path.join(task.workdir, LOG_FILE)),
-        }
+
+def outcome(task: Task, code: int | None) -> dict[str, Any] | None:
+    """None when the run completed (or checkpointed on request); else what failed, with the
+    tail of its log. `code` None: the process never reported an exit (cancelled, timed out)."""
+    status = load_run(task.workdir).status if is_run(task.workdir) else "failed"
+    if code == 0 and status in ("completed", "preempted"):
+        return None
+    ended = "no exit status (cancelled or out of time)" if code is None else f"exit {code}"
+    log = os.path.join(task.workdir, LOG_FILE)
+    return {
+        "arm": task.arm,
+        "seed": task.seed,
+        "workdir": task.workdir,
+        "status": status if status not in ("running", "completed") else ended,
+        "exit_code": code,
+        "log_tail": log_tail(log) if os.path.exists(log) else "(no log)",
+    }
 
 
-def run_environment(workdir: str) -> dict[str, str]:
+class SlurmRunner:
+    """Runs the tasks as one Slurm job array (launch.slurm), waits for it, and reads each task's
+    exit status from the files the array leaves. The job id is kept in the study directory, so
+    a study that was stopped while its array still runs waits for that array when rerun instead
+    of training the same runs twice."""
+
+    POLL_SECONDS = 2.0
+
+    def __init__(self, workdir: str, env: dict[str, str], workers: int | None, options: dict):
+        self.workdir = os.path.abspath(workdir)
+        self.slurm_dir = os.path.join(self.workdir, "slurm")
+        self.env = env
+        self.workers = workers
+        self.options = options  # partition, time
+        self.stopping = False
+        self.job_id: str | None = None
+
+    def stop(self, *_: Any) -> None:
+        if not self.stopping and self.job_id:
+            print(f"stopping: scancel {self.job_id}; runs checkpoint; rerun to resume", flush=True)
+            subprocess.run(["scancel", self.job_id], check=False)
+        self.stopping = True
+
+    def run_all(self, tasks: list[Task]) -> list[dict[str, Any]]:
+        from launch import slurm
+
+        os.makedirs(self.slurm_dir, exist_ok=True)
+        active = os.path.join(self.slurm_dir, "active_job.json")
+        previous = read_json(active)
+        if previous and slurm.in_queue(previous["job_id"]):
+            print(f"waiting for the array started earlier: job {previous['job_id']}", flush=True)
+            self.job_id = previous["job_id"]
+            slurm.wait_for_job(self.job_id, self.POLL_SECONDS)
+            tasks = [t for t in tasks if not is_completed(t.workdir)]
+        if not tasks:
+            return []
+        for task in tasks:
+            os.makedirs(task.workdir, exist_ok=True)
+        # Each run's output goes to its own train.log, as with the local backend.
+        commands = [
+            ["sh", "-c", 'exec "$@" >> "$0" 2>&1', os.path.join(t.workdir, LOG_FILE), *t.command]
+            for t in tasks
+        ]
+        script = slurm.render_array_sbatch(
+            commands,
+            job_name=f"archlab-study-{os.path.basename(self.workdir)}",
+            log_dir=self.slurm_dir,
+            max_concurrent=self.workers,
+            env=self.env,
+            **self.options,
+        )
+        path = os.path.join(self.slurm_dir, f"array-{time.strftime('%Y%m%d-%H%M%S')}.sbatch")
+        with open(path, "w") as f:
+            f.write(script)
+        self.job_id = slurm.submit(path)
+        with open(active + ".tmp", "w") as f:
+            json.dump({"job_id": self.job_id, "script": path}, f)
+        os.replace(active + ".tmp", active)
+        print(f"submitted job array {self.job_id}: {len(tasks)} runs ({path})", flush=True)
+        slurm.wait_for_job(self.job_id, self.POLL_SECONDS)
+        codes = slurm.array_exit_codes(self.slurm_dir, self.job_id, len(tasks))
+        failed = []
+        for done, (task, code) in enumerate(zip(tasks, codes, strict=True), start=1):
+            failure = outcome(task, code)
+            status = failure["status"] if failure else load_run(task.workdir).status
+            print(f"[{done}/{len(tasks)}] {task.arm} seed {task.seed}: {status}", flush=True)
+            if failure:
+                failed.append(failure)
+        return failed
+
+
+def compilation_cache_env(workdir: str) -> dict[str, str]:
     """The runs share a persistent compilation cache in the study directory: every seed of an
     arm compiles the same programs, and on CPU compilation is most of a short run (a TINY run:
     28 s cold, 8 s with the cache). A cache the user configured is left alone."""
-    env = dict(os.environ)
-    if "JAX_COMPILATION_CACHE_DIR" not in env:
-        env["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(os.path.join(workdir, COMPILATION_CACHE))
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    return env
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return {}
+    return {
+        "JAX_COMPILATION_CACHE_DIR": os.path.abspath(os.path.join(workdir, COMPILATION_CACHE)),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
 
 
 def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     with open(path, errors="replace") as f:
         return "".join(f.readlines()[-lines:])
+
+
+def is_completed(run: str) -> bool:
+    return is_run(run) and load_run(run).status == "completed"
 
 
 def make_tasks(
@@ -233,7 +329,7 @@ def make_tasks(
     for seed in seeds:
         for arm in arms:
             run = study_lib.run_dir(workdir, arm, seed)
-            if is_run(run) and load_run(run).status == "completed":
+            if is_completed(run):
                 done += 1
                 continue
             command = [
@@ -297,10 +393,17 @@ def main(argv: list[str]) -> int:
     tasks, done = make_tasks(spec, workdir, arms, seeds, args.setting, overrides)
     print(
         f"study {spec.name}: {len(arms)} arms x {len(seeds)} seeds; {done} runs done, "
-        f"{len(tasks)} to run, {args.workers} at a time -> {os.path.abspath(workdir)}",
+        f"{len(tasks)} to run on {args.backend}"
+        + (f", {args.workers} at a time" if args.workers else "")
+        + f" -> {os.path.abspath(workdir)}",
         flush=True,
     )
-    runner = Runner(args.workers, run_environment(workdir))
+    cache_env = compilation_cache_env(workdir)
+    if args.backend == "slurm":
+        options = {"partition": args.partition, "time": args.time}
+        runner = SlurmRunner(workdir, cache_env, args.workers, options)
+    else:
+        runner = Runner(args.workers or default_workers(), {**os.environ, **cache_env})
     signal.signal(signal.SIGINT, runner.stop)
     signal.signal(signal.SIGTERM, runner.stop)
     failed = runner.run_all(tasks)

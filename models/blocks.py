@@ -23,6 +23,26 @@ EMBED_INIT_STDDEV = 0.02
 
 ACTIVATION_NAMES: Names = ("batch", "length", "embed")
 
+# `model.remat`: what a block keeps for the backward pass; the rest is recomputed. Less memory for
+# more FLOPs, the same numbers. jax.checkpoint_policies names the policies.
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,  # no rematerialisation: every activation is kept
+    "full": jax.checkpoint_policies.nothing_saveable,  # only each block's input is kept
+    "dots": jax.checkpoint_policies.dots_saveable,  # matmul outputs kept, elementwise recomputed
+    # ... except batched matmuls (attention scores), usually the largest activations of all
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_block(block_cls: type[nn.Module], policy: str) -> type[nn.Module]:
+    """`block_cls` rematerialised under the named policy (unchanged for 'none'). Blocks take
+    `train` as their second positional argument, which remat must treat as static."""
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {policy!r}; valid: {', '.join(REMAT_POLICIES)}")
+    if policy == "none":
+        return block_cls
+    return nn.remat(block_cls, static_argnums=(2,), policy=REMAT_POLICIES[policy])
+
 
 def constrain(x: jax.Array, names: Names = ACTIVATION_NAMES) -> jax.Array:
     """Logical sharding constraint; a no-op outside `nn.logical_axis_rules`."""

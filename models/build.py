@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.blocks import REMAT_POLICIES
 from models.registry import MODELS
 
 COMPUTE_DTYPES = (jnp.float32, jnp.bfloat16)
@@ -20,6 +21,9 @@ def build_model(model_config: Any, spec: Any, compute_dtype: Any) -> nn.Module:
     """
     if jnp.dtype(compute_dtype) not in [jnp.dtype(d) for d in COMPUTE_DTYPES]:
         raise ValueError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype}")
+    policy = model_config.get("remat", "none")
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {policy!r}; valid: {', '.join(REMAT_POLICIES)}")
     factory = MODELS.get(model_config.name)
     return factory(model_config, spec, compute_dtype)
 

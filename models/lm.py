@@ -145,7 +145,7 @@ class SequenceModel(nn.Module):
     short_conv_gate: bool = False
     tie_embeddings: bool = False
     dropout_rate: float = 0.0
-    remat: bool = False
+    remat: str = "none"  # a policy of blocks.REMAT_POLICIES
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
@@ -159,7 +159,7 @@ class SequenceModel(nn.Module):
                 (self.seq_len, self.d_model),
                 jnp.float32,
             )
-        block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+        block_cls = blocks.remat_block(Block, self.remat)
         self.layers = [
             block_cls(
                 d_model=self.d_model,

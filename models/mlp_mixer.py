@@ -81,7 +81,7 @@ class MLPMixer(nn.Module):
     patch_size: int = 2
     tokens_mlp_dim: int = 32
     dropout_rate: float = 0.0
-    remat: bool = False
+    remat: str = "none"  # a policy of blocks.REMAT_POLICIES
     dtype: Any = jnp.float32
 
     def example_inputs(self, batch_size: int) -> jax.Array:
@@ -90,7 +90,7 @@ class MLPMixer(nn.Module):
     @nn.compact
     def __call__(self, inputs: jax.Array, *, train: bool) -> jax.Array:
         x = PatchEmbed(self.patch_size, self.d_model, self.dtype, name="patch_embed")(inputs)
-        block_cls = nn.remat(MixerBlock, static_argnums=(2,)) if self.remat else MixerBlock
+        block_cls = blocks.remat_block(MixerBlock, self.remat)
         for i in range(self.num_layers):
             x = block_cls(
                 tokens_mlp_dim=self.tokens_mlp_dim,

@@ -138,7 +138,7 @@ class ViT(nn.Module):
     patch_size: int = 2
     pool: str = "cls"
     dropout_rate: float = 0.0
-    remat: bool = False
+    remat: str = "none"  # a policy of blocks.REMAT_POLICIES
     dtype: Any = jnp.float32
 
     def example_inputs(self, batch_size: int) -> jax.Array:
@@ -169,7 +169,7 @@ class ViT(nn.Module):
         deterministic = not train or self.dropout_rate == 0
         x = blocks.constrain(nn.Dropout(self.dropout_rate, deterministic=deterministic)(x))
 
-        block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
+        block_cls = blocks.remat_block(EncoderBlock, self.remat)
         for i in range(self.num_layers):
             x = block_cls(
                 num_heads=self.num_heads,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,33 @@ def run_train(
 def metrics(workdir: Path | str, *, drop_perf: bool = True) -> list[dict]:
     rows = read_metrics(str(workdir))
     return deterministic_rows(rows) if drop_perf else rows
+
+
+def slurm_cluster_problem() -> str | None:
+    """Why no Slurm cluster can run jobs here, or None when one can."""
+    if shutil.which("sinfo") is None:
+        return "sinfo not found (no Slurm here; .ci/slurm_cluster.sh starts one)"
+    try:
+        result = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 20 s"
+    if result.returncode != 0:
+        return f"the Slurm cluster does not answer: {' '.join(result.stderr.split())}"
+    states = result.stdout.split()
+    if not any(state in ("idle", "mix", "alloc", "comp") for state in states):
+        return f"no Slurm node is up (node states: {states})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A local Slurm cluster to submit to (.ci/slurm_cluster.sh starts one). Tests that need it
+    skip without one, and fail instead under ARCHLAB_REQUIRE_SLURM=1 (CI sets it)."""
+    problem = slurm_cluster_problem()
+    if problem is None:
+        return
+    if os.environ.get("ARCHLAB_REQUIRE_SLURM") == "1":
+        pytest.fail(f"ARCHLAB_REQUIRE_SLURM=1 but {problem}")
+    pytest.skip(problem)

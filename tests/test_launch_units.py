@@ -33,17 +33,18 @@ def test_flatten_keeps_tuples_as_values():
 
 
 class Mesh:  # the `mesh` section of a config, as attributes
-    def __init__(self, data: int, fsdp: int, tensor: int):
-        self.mesh = {"data": data, "fsdp": fsdp, "tensor": tensor}
+    def __init__(self, data: int, fsdp: int, tensor: int, expert: int = 1):
+        self.mesh = {"data": data, "fsdp": fsdp, "tensor": tensor, "expert": expert}
 
 
 @pytest.mark.parametrize(
     ("sizes", "devices", "shape"),
     [
-        ((-1, 1, 1), 8, (8, 1, 1)),
-        ((2, 2, 2), 8, (2, 2, 2)),
-        ((2, -1, 2), 8, (2, 2, 2)),
-        ((-1, 1, 1), 1, (1, 1, 1)),
+        ((-1, 1, 1), 8, (8, 1, 1, 1)),
+        ((2, 2, 2), 8, (2, 2, 2, 1)),
+        ((2, -1, 2), 8, (2, 2, 2, 1)),
+        ((-1, 1, 1), 1, (1, 1, 1, 1)),
+        ((2, 1, 2, -1), 8, (2, 1, 2, 2)),
     ],
 )
 def test_mesh_shape_resolves_minus_one(sizes, devices, shape):

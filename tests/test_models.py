@@ -218,11 +218,15 @@ def test_rope_scores_depend_only_on_offset():
     assert score(3, 1) != pytest.approx(score(3, 2), rel=1e-3)
 
 
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
 @pytest.mark.parametrize("train", [False, True])
-def test_remat_matches_plain(train):
+def test_remat_matches_plain(train, policy):
+    # Rematerialisation trades memory for recomputation; it never changes a number.
     rate = 0.1 if train else 0.0
     plain = models.build_model(tiny_config("lm", dropout_rate=rate), SPEC, jnp.float32)
-    remat = models.build_model(tiny_config("lm", dropout_rate=rate, remat=True), SPEC, jnp.float32)
+    remat = models.build_model(
+        tiny_config("lm", dropout_rate=rate, remat=policy), SPEC, jnp.float32
+    )
     tokens = random_inputs(plain)
     variables = init(plain, tokens)
     assert jax.tree.structure(variables) == jax.tree.structure(init(remat, tokens))
@@ -244,3 +248,8 @@ def test_remat_matches_plain(train):
         nn.unbox(grads_plain),
         nn.unbox(grads_remat),
     )
+
+
+def test_an_unknown_remat_policy_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: none, full, dots, dots_no_batch"):
+        models.build_model(tiny_config("lm", remat="some"), SPEC, jnp.float32)

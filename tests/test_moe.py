@@ -236,7 +236,7 @@ def test_lm_description_counts_moe_parameters():
     assert model.describe()["params"] == models.count_params(params)
 
 
-@pytest.mark.parametrize("remat", [False, True])
+@pytest.mark.parametrize("remat", ["none", "full"])
 def test_lm_sows_both_aux_losses_and_the_loop_adds_them(remat):
     model, params, tokens = lm(remat=remat)
     _, state = model.apply({"params": params}, tokens, train=True, mutable=["aux_loss"])

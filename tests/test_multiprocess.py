@@ -1,8 +1,9 @@
 """Several processes are one run: 2 processes x 2 devices train exactly as 1 process x 4 devices.
 
-The processes join JAX's runtime from coordinator flags (what Kubernetes passes) and exchange
-collectives through gloo; each reads its own shard of every batch, Orbax writes one checkpoint
-together, and only process 0 writes metrics and the manifest.
+The processes join JAX's runtime from coordinator flags (what Kubernetes passes) or, as tasks of
+an `srun` step, from the Slurm environment, and exchange collectives through gloo; each reads its
+own shard of every batch, Orbax writes one checkpoint together, and only process 0 writes
+metrics and the manifest.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import json
 import re
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from launch import slurm
 from launch.distributed import resolve
 from launch.errors import UsageError
-from tests.conftest import REPO, metrics, run_train, train_command, train_env
+from tests.conftest import REPO, TINY, metrics, run_train, train_command, train_env
 
 MESH = ["--config.mesh.data=2", "--config.mesh.fsdp=2"]
 
@@ -62,10 +65,7 @@ def one_process(data_dir, tmp_path_factory):
     return workdir
 
 
-def test_two_processes_give_the_metrics_of_one(data_dir, tmp_path, one_process):
-    workdir = tmp_path / "run"
-    run_processes(data_dir, workdir, num_processes=2, devices_each=2)
-
+def assert_same_metrics(workdir, one_process) -> list[dict]:
     expected, got = metrics(one_process), metrics(workdir)
     assert [r["step"] for r in got] == [r["step"] for r in expected]
     assert [sorted(r) for r in got] == [sorted(r) for r in expected]
@@ -73,11 +73,18 @@ def test_two_processes_give_the_metrics_of_one(data_dir, tmp_path, one_process):
         for key, value in want.items():
             # Same examples in every global batch; only the order of floating-point sums moves.
             np.testing.assert_allclose(have[key], value, rtol=1e-5, err_msg=key)
+    return got
+
+
+def test_two_processes_give_the_metrics_of_one(data_dir, tmp_path, one_process):
+    workdir = tmp_path / "run"
+    run_processes(data_dir, workdir, num_processes=2, devices_each=2)
+    got = assert_same_metrics(workdir, one_process)
 
     manifest = json.loads((workdir / "manifest.json").read_text())
     assert manifest["environment"]["process_count"] == 2
     assert manifest["environment"]["device_count"] == 4
-    assert manifest["environment"]["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
+    assert manifest["environment"]["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1, "expert": 1}
     assert manifest["status"] == "completed"
     # One checkpoint written together: each process saved its own data-iterator position.
     iterators = sorted(p.name for p in (workdir / "checkpoints" / "20" / "data_iterator").iterdir())
@@ -86,6 +93,42 @@ def test_two_processes_give_the_metrics_of_one(data_dir, tmp_path, one_process):
     # Rerunning restores the collective checkpoint in both processes and has nothing left to do.
     run_processes(data_dir, workdir, num_processes=2, devices_each=2)
     assert metrics(workdir) == got
+
+
+def test_two_slurm_tasks_give_the_metrics_of_one_process(
+    slurm_cluster, data_dir, tmp_path, one_process
+):
+    # launch.slurm renders the job; inside `srun` each task joins the runtime from SLURM_* alone.
+    workdir = tmp_path / "slurm run"
+    submit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launch.slurm",
+            *TINY,
+            *MESH,
+            f"--workdir={workdir}",
+            "--nodes=1",
+            "--tasks-per-node=2",
+            "--devices-per-task=2",
+            f"--env=ARCHLAB_DATA_DIR={data_dir}",
+            "--env=JAX_PLATFORMS=cpu",
+            "--submit",
+        ],
+        cwd=REPO,
+        env=train_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert submit.returncode == 0, submit.stderr[-3000:]
+    job_id = re.search(r"submitted job (\d+)", submit.stdout).group(1)
+    slurm.wait_for_job(job_id, poll_seconds=1, timeout=300)
+    log = (workdir / "slurm" / f"{job_id}.out").read_text()
+    assert (workdir / "metrics.jsonl").exists(), log[-3000:]
+    assert_same_metrics(workdir, one_process)
+    environment = json.loads((workdir / "manifest.json").read_text())["environment"]
+    assert (environment["process_count"], environment["device_count"]) == (2, 4)
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ def test_manifest_records_config_code_environment_and_data(finished_run):
     ):
         assert record["versions"][package], package
     assert record["environment"]["backend"] == "cpu"
-    assert record["environment"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+    assert record["environment"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1, "expert": 1}
     fingerprint = record["datasets"]["mqar"]
     assert fingerprint["content_hash"].startswith("sha256:")
     assert fingerprint["splits"]
@@ -93,7 +93,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_d
         ),
         (
             "experiments/mqar_mixers.py",
-            ["--config.train.compute_dtype=bfloat16", "--config.model.remat=True"],
+            ["--config.train.compute_dtype=bfloat16", "--config.model.remat=full"],
         ),
     ],
     ids=["digits-mlp", "pydoc-transformer", "mqar-bf16-remat"],

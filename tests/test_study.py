@@ -171,3 +171,26 @@ def test_a_study_file_must_declare_what_a_study_is(data_dir, tmp_path):
     )
     assert result.returncode == 2
     assert "does not declare SEEDS, METRIC, HIGHER_IS_BETTER, HYPOTHESIS, CLAIMS" in result.stderr
+
+
+def test_a_study_runs_as_a_slurm_job_array(slurm_cluster, data_dir, tmp_path):
+    # One array task per run on the real local cluster; failures come back through the exit
+    # files the array leaves, with the run's own train.log, as on the local backend.
+    workdir = tmp_path / "on slurm"
+    env = {**train_env(data_dir), "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        study_command(workdir, "--backend=slurm", "--arms=broken", "--seeds=1"),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "submitted job array" in result.stdout
+    assert load_run(run_dir(str(workdir), "attention", 0)).status == "completed"
+    assert "FAILED broken seed 0" in result.stdout and "no_such_mixer" in result.stdout
+    assert (Path(run_dir(str(workdir), "broken", 0)) / "train.log").exists()
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["arms"]["attention"]["seeds_completed"] == 1
+    assert [f["arm"] for f in summary["failed_runs"]] == ["broken"]

@@ -33,7 +33,7 @@ def make_config(name: str, *, vit_overrides=None, mixer_overrides=None, **overri
             num_heads=4,
             d_ff=64,
             dropout_rate=0.0,
-            remat=False,
+            remat="none",
             vit=dict(patch_size=2, pool="cls"),
             mlp_mixer=dict(patch_size=2, tokens_mlp_dim=32),
         )
@@ -216,7 +216,7 @@ def test_mixer_token_mixing_reaches_every_patch():
 @pytest.mark.parametrize("name", FAMILIES)
 def test_remat_matches_plain(name):
     plain = build(make_config(name, dropout_rate=0.1))
-    remat = build(make_config(name, dropout_rate=0.1, remat=True))
+    remat = build(make_config(name, dropout_rate=0.1, remat="full"))
     x = images()
     variables = init(plain, x)
     assert jax.tree.structure(variables) == jax.tree.structure(init(remat, x))

@@ -1,0 +1,316 @@
+"""How fast a config trains, measured beside what it should cost: one JSON per run.
+
+    python -m launch.benchmark --config=experiments/reference_lm.py [--steps=30] [--warmup=5] \
+        [--output=benchmarks/results/x.json] [--config.train.batch_size=16 ...]
+
+What it reports, all from one process:
+- compile time of the jitted train step (the one `launch.train` runs);
+- step time: median over `--steps` calls of the bare compiled step on one device-resident batch,
+  each waited for, after `--warmup` calls (half before the loop below, half after); tokens/s
+  from it;
+- model FLOPs per step, analytic: 3 x forward FLOPs per token x tokens per step (the backward pass
+  costs twice the forward); forward FLOPs per token are the model's own `describe()`: 2 per
+  multiply-accumulate of every projection, attention's scores and mixing over the causal half of
+  the map (T/2 keys on average), and the unembedding at every position. XLA's own count of the
+  compiled step is reported beside it;
+- achieved FLOP/s and MFU against the device's peak: on CPU the median rate of a large float32
+  matmul timed right after each timed step in this same process (so a shared machine's load moves
+  both alike); on GPU the datasheet's dense bf16 peak;
+- peak memory: the process's peak resident set (CPU) or the device allocator's peak (GPU), and
+  XLA's memory analysis of the compiled step;
+- the loop's overhead: end-to-end steps/s of `launch.experiment.train_loop` (real data, logging
+  at `train.log_every`, metric files) over the bare step's rate; eval and checkpoints are kept out
+  of the timed steps.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+import models
+from launch import checkpoint, experiment
+from launch import mesh as mesh_lib
+from launch.config import parse_flags, to_json
+from launch.errors import UsageError, exit_on_usage_error
+from launch.metric_writers import MetricWriter
+from launch.progress import Progress
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file[:arg].", lock_config=True
+)
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps (bare step and loop each).")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps first (compilation, caches).")
+_OUTPUT = flags.DEFINE_string("output", None, "JSON file (default: benchmarks/results/...).")
+
+# Dense bf16 peak FLOP/s from the vendors' datasheets (no sparsity), by device-kind substring.
+# Order matters: the PCIe H100 is slower than the SXM part that "H100" alone means.
+DATASHEET_BF16_PEAK = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+)
+MATMUL_SIZE = 2048  # big enough to run at the BLAS kernel's best rate on a few cores
+
+
+class MatmulProbe:
+    """Times one size x size float32 matmul on the default device: the machine's attainable
+    FLOP/s right now. Sampled between train steps, so both see the same load."""
+
+    def __init__(self, size: int = MATMUL_SIZE):
+        self.size = size
+        self._a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+        self._b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+        self._matmul = jax.jit(jnp.matmul)
+        self._matmul(self._a, self._b).block_until_ready()  # compile outside any timing
+
+    def rate(self) -> float:
+        start = time.perf_counter()
+        self._matmul(self._a, self._b).block_until_ready()
+        return 2 * self.size**3 / (time.perf_counter() - start)
+
+
+def matmul_peak(size: int = MATMUL_SIZE, repeats: int = 10) -> float:
+    """Best float32 FLOP/s of a size x size matmul on the default device, measured now."""
+    probe = MatmulProbe(size)
+    return max(probe.rate() for _ in range(repeats))
+
+
+def datasheet_peak() -> tuple[float, str] | None:
+    """(peak FLOP/s of all devices, source) for a GPU whose datasheet we know, else None."""
+    device = jax.devices()[0]
+    if device.platform != "gpu":
+        return None
+    for name, peak in DATASHEET_BF16_PEAK:
+        if name in device.device_kind:
+            count = jax.device_count()
+            return peak * count, f"datasheet dense bf16 peak of {device.device_kind} x {count}"
+    return None
+
+
+def peak_memory() -> dict[str, int | None]:
+    stats = jax.devices()[0].memory_stats() or {}
+    return {
+        # Linux reports ru_maxrss in KiB.
+        "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "device_peak_bytes": stats.get("peak_bytes_in_use"),
+    }
+
+
+def compiled_memory(compiled: Any) -> dict[str, int] | None:
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return None
+    return {
+        "arguments_bytes": analysis.argument_size_in_bytes,
+        "outputs_bytes": analysis.output_size_in_bytes,
+        "temporaries_bytes": analysis.temp_size_in_bytes,
+        "aliased_bytes": analysis.alias_size_in_bytes,  # donated state, counted once
+    }
+
+
+def xla_flops(compiled: Any) -> float | None:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):  # older JAX: one dict per computation
+        cost = cost[0] if cost else None
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def compile_step(exp: experiment.Experiment) -> tuple[float, Any, Any, Any]:
+    """(compile seconds, compiled step, fresh state, one device-resident batch)."""
+    state = experiment.fresh_state(exp)
+    with exp.context():
+        batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
+        start = time.perf_counter()
+        compiled = exp.train_step.lower(state, batch).compile()
+        return time.perf_counter() - start, compiled, state, batch
+
+
+def time_steps(
+    compiled: Any, state: Any, batch: Any, steps: int, probe: MatmulProbe | None
+) -> tuple[Any, list[float], list[float]]:
+    """(state, seconds per step, matmul FLOP/s sampled after each step when probing)."""
+    times, rates = [], []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - start)
+        if probe is not None:
+            rates.append(probe.rate())
+    return state, times, rates
+
+
+def loop_steps_per_second(exp: experiment.Experiment, warmup: int) -> float:
+    """End-to-end rate of the training loop, from its own `perf/steps_per_sec` records: only
+    logging intervals that start after the warm-up steps (so compilation is out) count."""
+    with tempfile.TemporaryDirectory() as workdir:
+        manager = checkpoint.make_manager(workdir, max_to_keep=1, async_save=False)
+        writer = MetricWriter(workdir, 0)
+        progress = Progress(0, exp.config.train.steps, quiet=True)
+        state = experiment.fresh_state(exp)
+        try:
+            status = experiment.train_loop(exp, state, 0, manager, writer, progress, [])
+        finally:
+            manager.close()
+            writer.close()
+        if status != "completed":
+            raise RuntimeError(f"the benchmark's training loop ended {status}")
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+    every = exp.config.train.log_every
+    intervals = [
+        (every, r["perf/steps_per_sec"])
+        for r in rows
+        if "perf/steps_per_sec" in r and r["step"] % every == 0 and r["step"] - every >= warmup
+    ]
+    if not intervals:
+        raise UsageError(
+            f"no logging interval of train.log_every={every} steps fits after --warmup={warmup} "
+            f"in {exp.config.train.steps} steps; raise --steps or lower train.log_every"
+        )
+    steps = sum(n for n, _ in intervals)
+    return steps / sum(n / rate for n, rate in intervals)
+
+
+def benchmark(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict[str, Any]:
+    experiment.check_names(config)
+    # The loop runs warmup + steps steps; eval and checkpoints only after the last one.
+    config.train.steps = warmup + steps
+    config.eval.every = config.checkpoint.every = config.train.steps
+    exp = experiment.build(config)
+    datasheet = datasheet_peak()
+    probe = None if datasheet else MatmulProbe()
+
+    compile_seconds, compiled, state, batch = compile_step(exp)
+    state, _, _ = time_steps(compiled, state, batch, warmup, None)
+    # Half the bare steps before the loop and half after: a machine whose load changes
+    # meanwhile moves both figures alike.
+    state, times, rates = time_steps(compiled, state, batch, (steps + 1) // 2, probe)
+    loop_rate = loop_steps_per_second(exp, warmup)
+    _, more_times, more_rates = time_steps(compiled, state, batch, steps // 2, probe)
+    times, rates = times + more_times, rates + more_rates
+    step_seconds = statistics.median(times)
+    if datasheet:
+        peak, peak_source = datasheet
+    else:
+        peak = statistics.median(rates)
+        peak_source = (
+            f"median rate of a {MATMUL_SIZE}x{MATMUL_SIZE} float32 matmul timed after each "
+            f"step in this process ({jax.devices()[0].platform}; forced host devices share "
+            "the same cores, so one device's rate is the machine's)"
+        )
+
+    describe = exp.model.describe() if hasattr(exp.model, "describe") else {}
+    forward_per_token = describe.get("flops_per_token")
+    model_flops = 3 * forward_per_token * exp.tokens_per_step if forward_per_token else None
+    achieved = model_flops / step_seconds if model_flops else None
+    return {
+        "config": json.loads(to_json(config)),
+        "devices": {
+            "platform": jax.devices()[0].platform,
+            "kind": jax.devices()[0].device_kind,
+            "count": jax.device_count(),
+            "mesh": dict(exp.mesh.shape),
+        },
+        "num_params": models.count_params(exp.abstract_state.params),
+        "tokens_per_step": exp.tokens_per_step,
+        "compile_seconds": compile_seconds,
+        "step_seconds_median": step_seconds,
+        "step_seconds_min": min(times),
+        "step_seconds_max": max(times),
+        "tokens_per_second": exp.tokens_per_step / step_seconds,
+        "model_flops_per_step": model_flops,
+        "model_flops_formula": "3 x forward FLOPs per token (model.describe) x tokens per step",
+        "xla_flops_per_step": xla_flops(compiled),
+        "achieved_flops_per_second": achieved,
+        "peak_flops_per_second": peak,
+        "peak_flops_per_second_range": [min(rates), max(rates)] if rates else None,
+        "peak_source": peak_source,
+        "mfu": achieved / peak if achieved else None,
+        "memory": {**peak_memory(), "compiled_step": compiled_memory(compiled)},
+        "loop": {
+            "end_to_end_steps_per_second": loop_rate,
+            "bare_steps_per_second": 1 / step_seconds,
+            "ratio": loop_rate * step_seconds,
+            "log_every": config.train.log_every,
+        },
+        "steps": steps,
+        "warmup": warmup,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    def si(x: float | None, unit: str) -> str:
+        if x is None:
+            return "n/a"
+        for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(x) >= scale:
+                return f"{x / scale:.3g} {prefix}{unit}"
+        return f"{x:.3g} {unit}"
+
+    loop = result["loop"]
+    mfu = f"{100 * result['mfu']:.1f}%" if result["mfu"] is not None else "n/a"
+    return [
+        f"devices        {result['devices']['count']} x {result['devices']['kind']}"
+        f"  mesh {result['devices']['mesh']}",
+        f"parameters     {result['num_params']:,}",
+        f"compile        {result['compile_seconds']:.2f} s",
+        f"step           {1e3 * result['step_seconds_median']:.1f} ms median "
+        f"({1e3 * result['step_seconds_min']:.1f}-{1e3 * result['step_seconds_max']:.1f})",
+        f"tokens/s       {result['tokens_per_second']:,.0f}",
+        f"model FLOPs    {si(result['model_flops_per_step'], 'FLOP')} per step "
+        f"(XLA counts {si(result['xla_flops_per_step'], 'FLOP')})",
+        f"achieved       {si(result['achieved_flops_per_second'], 'FLOP/s')}",
+        f"peak           {si(result['peak_flops_per_second'], 'FLOP/s')} ({result['peak_source']})",
+        f"MFU            {mfu}",
+        f"memory         peak RSS {si(result['memory']['process_peak_rss_bytes'], 'B')}, "
+        f"device peak {si(result['memory']['device_peak_bytes'], 'B')}",
+        f"loop overhead  end-to-end {loop['end_to_end_steps_per_second']:.2f} steps/s vs bare "
+        f"{loop['bare_steps_per_second']:.2f}: {100 * loop['ratio']:.1f}% "
+        f"(logging every {loop['log_every']} steps)",
+    ]
+
+
+def default_output(config_arg: str) -> str:
+    stem = os.path.splitext(os.path.basename(config_arg.replace(":", "-")))[0]
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    return os.path.join("benchmarks", "results", f"{stem}-{stamp}.json")
+
+
+@exit_on_usage_error
+def main(argv: list[str]) -> int:
+    parse_flags(argv)
+    if _STEPS.value < 1 or _WARMUP.value < 1:
+        raise UsageError("--steps and --warmup must be >= 1")
+    config_arg = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
+    output = _OUTPUT.value or default_output(config_arg)
+    if os.path.exists(output):
+        raise UsageError(f"{output!r} exists; choose another --output")
+    result = benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value)
+    result["command"] = [sys.executable, "-m", "launch.benchmark", *argv[1:]]
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
+        json.dump(result, f, indent=2)
+    print("\n".join(summary_lines(result)))
+    print(f"written: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,81 @@
+"""The first training losses and gradient norms of one zoo model on 1 device and on a mesh of 8.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.sharded_losses \
+        <case> <mesh>
+
+Run by tests/test_zoo_training.py in a process of its own (the device count is fixed when JAX
+starts). Both runs build the same experiment through `launch.experiment` (the pieces
+`launch.train` uses), start from the same initial parameters and read the same batches, so
+their losses may differ only by the order of floating-point sums. The optimizer is SGD: Adam's
+first updates are about lr * sign(g), so a gradient component near zero whose last bit differs
+between the two sum orders moves by a whole learning rate, and a few steps later the losses
+differ by 1e-5 for reasons that have nothing to do with sharding (seen with Hyena: 2e-5 at the
+third step under AdamW, 1e-7 over six steps under SGD).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import ml_collections
+
+from experiments import digits_mlp, mqar_mixers
+from launch import experiment
+from launch import mesh as mesh_lib
+from tests.conftest import TINY
+
+STEPS = 3
+SEQUENCE_CASES = tuple(mqar_mixers.ARMS)  # every sequence mixer, MoE and the hybrid
+VISION_CASES = ("vit", "mlp_mixer")
+MESHES = {
+    "data=2,fsdp=2,tensor=2": {"data": 2, "fsdp": 2, "tensor": 2, "expert": 1},
+    "data=2,tensor=2,expert=2": {"data": 2, "fsdp": 1, "tensor": 2, "expert": 2},
+}
+SINGLE = {"data": 1, "fsdp": 1, "tensor": 1, "expert": 1}
+
+
+def case_config(case: str) -> ml_collections.ConfigDict:
+    """The arm's own depth and layer pattern at TINY's data and width, or a small vision model."""
+    if case in VISION_CASES:
+        config = digits_mlp.get_config()
+        config.model.name = case
+        config.model.update(num_layers=2, d_model=32, num_heads=2, d_ff=64)
+        config.train.batch_size = 16
+        return config
+    config = mqar_mixers.get_config(case)
+    tiny = dict(a[len("--config.") :].split("=") for a in TINY if a.startswith("--config."))
+    tiny.pop("model.num_layers")
+    config.update_from_flattened_dict({k: int(v) for k, v in tiny.items()})
+    return config
+
+
+def losses(
+    config: ml_collections.ConfigDict, mesh: dict[str, int], devices: list
+) -> list[list[float]]:
+    """[loss, gradient norm] of each of the first steps."""
+    config.mesh.update(mesh)
+    config.optimizer.name = "sgd"
+    exp = experiment.build(config, devices)
+    state = experiment.fresh_state(exp)
+    out = []
+    with exp.context():
+        for _ in range(STEPS):
+            batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
+            state, metrics = exp.train_step(state, batch)
+            out.append([float(metrics["total_loss"]), float(metrics["grad_norm"])])
+    return out
+
+
+def main(case: str, mesh_name: str) -> None:
+    devices = jax.devices()
+    result = {
+        "single": losses(case_config(case), SINGLE, devices[:1]),
+        "sharded": losses(case_config(case), MESHES[mesh_name], devices[:8]),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
