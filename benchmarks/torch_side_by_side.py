@@ -8,9 +8,9 @@ vocab 256, 256 tokens x batch 8, float32, AdamW): archlab's jitted train step (t
 `launch.train` runs) and its PyTorch twin (benchmarks/torch_reference_lm.py, checked to compute
 the same logits by tests/test_torch_twin.py), on the same batch. Steps alternate between the two
 (archlab, torch default AdamW, torch fused AdamW, repeat) so that a shared machine's load falls
-on all alike, and a float32 matmul is timed after each round: the peak that MFU is quoted
-against. Prints median step times, tokens/s, MFU and the tokens/s ratio; writes the figures as
-JSON under benchmarks/results/.
+on all alike, and a float32 matmul is timed after each round: its best rate is the peak that
+MFU is quoted against. Prints median step times, tokens/s, MFU and the tokens/s ratio; writes
+the figures as JSON under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
 
     tokens = exp.tokens_per_step
     flops = 3 * exp.model.describe()["flops_per_token"] * tokens
-    peak = statistics.median(peaks)
+    peak = max(peaks)  # the best rate seen: the conservative peak on a shared machine
     medians = {name: statistics.median(t) for name, t in times.items()}
     base = medians["archlab (JAX/XLA)"]
     print(
@@ -100,8 +100,8 @@ def main() -> None:
         f"{flops / 1e9:.0f} GFLOP/step (3 x forward); archlab compile {compile_seconds:.1f} s"
     )
     print(
-        f"matmul peak (median of {len(peaks)}, one after each round): {peak / 1e9:.0f} GFLOP/s "
-        f"(range {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f}); torch threads {args.threads}"
+        f"matmul peak (best of {len(peaks)}, one after each round): {peak / 1e9:.0f} GFLOP/s "
+        f"(median {statistics.median(peaks) / 1e9:.0f}); torch threads {args.threads}"
     )
     for name, median in medians.items():
         print(

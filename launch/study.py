@@ -29,6 +29,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[Any, list[str]
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.backend == "local" and (args.partition or args.time):
         raise UsageError("--partition and --time are for --backend=slurm")
+    if args.backend == "slurm" and not (shutil.which("sbatch") and shutil.which("squeue")):
+        raise UsageError("--backend=slurm needs sbatch and squeue on PATH (a Slurm login node)")
     if args.setting is not None and args.setting not in spec.settings:
         valid = ", ".join(spec.settings) or "none (the study declares no SETTINGS)"
         raise UsageError(f"unknown setting {args.setting!r}; valid: {valid}")

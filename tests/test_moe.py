@@ -19,7 +19,6 @@ from experiments.base import base_config
 from launch import step as step_lib
 from models import moe
 from models.channel import SwiGLU
-from tests.conftest import metrics, run_train
 
 D, F = 8, 16
 T = 12
@@ -300,28 +299,3 @@ def test_dropless_lm_decodes_like_its_forward_pass():
             variables, tokens[:, t], cache, jnp.int32(t), method="decode_step"
         )
         np.testing.assert_allclose(logits, full[:, t], rtol=1e-4, atol=1e-4)
-
-
-# ---------------------------------------------------------------- sharded, end to end
-
-MOE_RUN = [
-    "--config.model.channel_mixer=moe",
-    "--config.model.num_heads=2",
-    "--config.train.steps=10",
-    "--config.train.log_every=1",
-    "--config.eval.every=10",
-    "--config.checkpoint.every=10",
-]
-
-
-def test_sharded_moe_run_reproduces_one_device(data_dir, tmp_path):
-    one = run_train(data_dir, tmp_path / "one", *MOE_RUN, devices=1)
-    assert one.returncode == 0, one.stderr[-3000:]
-    mesh = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
-    many = run_train(data_dir, tmp_path / "many", *MOE_RUN, *mesh, devices=8)
-    assert many.returncode == 0, many.stderr[-3000:]
-    a = np.array([r["train/loss"] for r in metrics(tmp_path / "one")])
-    b = np.array([r["train/loss"] for r in metrics(tmp_path / "many")])
-    assert len(a) == len(b) == 10
-    np.testing.assert_allclose(b, a, rtol=1e-5)
-    assert a[-1] < a[0]
