@@ -1,12 +1,13 @@
-"""The first training losses and gradient norms of one zoo model on 1 device and on a mesh of 8.
+"""The first training losses and gradient norms of zoo models on 1 device and on a mesh of 8.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.sharded_losses \
-        <case> <mesh>
+        <case>@<mesh> [<case>@<mesh> ...]
 
-Run by tests/test_zoo_training.py in a process of its own (the device count is fixed when JAX
-starts). Both runs build the same experiment through `launch.experiment` (the pieces
-`launch.train` uses), start from the same initial parameters and read the same batches, so
-their losses may differ only by the order of floating-point sums. The optimizer is SGD: Adam's
+Run by tests/test_zoo_training.py, all cases in one process of its own (the device count is
+fixed when JAX starts; one process saves each case the start-up). For each case both runs build
+the same experiment through `launch.experiment` (the pieces `launch.train` uses), start from the
+same initial parameters and read the same batches, so their losses may differ only by the order
+of floating-point sums. The optimizer is SGD: Adam's
 first updates are about lr * sign(g), so a gradient component near zero whose last bit differs
 between the two sum orders moves by a whole learning rate, and a few steps later the losses
 differ by 1e-5 for reasons that have nothing to do with sharding (seen with Hyena: 2e-5 at the
@@ -68,14 +69,21 @@ def losses(
     return out
 
 
-def main(case: str, mesh_name: str) -> None:
+def main(cases: list[str]) -> None:
+    """One JSON line: {"<case>@<mesh>": {"single": ..., "sharded": ...} or {"error": ...}}."""
     devices = jax.devices()
-    result = {
-        "single": losses(case_config(case), SINGLE, devices[:1]),
-        "sharded": losses(case_config(case), MESHES[mesh_name], devices[:8]),
-    }
-    print(json.dumps(result))
+    results = {}
+    for key in cases:
+        case, mesh_name = key.split("@")
+        try:
+            results[key] = {
+                "single": losses(case_config(case), SINGLE, devices[:1]),
+                "sharded": losses(case_config(case), MESHES[mesh_name], devices[:8]),
+            }
+        except Exception as e:  # reported against its own case; the others still run
+            results[key] = {"error": f"{type(e).__name__}: {e}"}
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(sys.argv[1:])
