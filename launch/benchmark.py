@@ -42,6 +42,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import models
+from analysis.runs import read_metrics
 from launch import checkpoint, experiment
 from launch import mesh as mesh_lib
 from launch.config import parse_flags, to_json
@@ -82,12 +83,6 @@ class MatmulProbe:
         start = time.perf_counter()
         self._matmul(self._a, self._b).block_until_ready()
         return 2 * self.size**3 / (time.perf_counter() - start)
-
-
-def matmul_peak(size: int = MATMUL_SIZE, repeats: int = 10) -> float:
-    """Best float32 FLOP/s of a size x size matmul on the default device, measured now."""
-    probe = MatmulProbe(size)
-    return max(probe.rate() for _ in range(repeats))
 
 
 def datasheet_peak() -> tuple[float, str] | None:
@@ -170,8 +165,7 @@ def loop_steps_per_second(exp: experiment.Experiment, warmup: int) -> float:
             writer.close()
         if status != "completed":
             raise RuntimeError(f"the benchmark's training loop ended {status}")
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            rows = [json.loads(line) for line in f]
+        rows = read_metrics(workdir)
     every = exp.config.train.log_every
     intervals = [
         (every, r["perf/steps_per_sec"])
@@ -188,7 +182,6 @@ def loop_steps_per_second(exp: experiment.Experiment, warmup: int) -> float:
 
 
 def benchmark(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict[str, Any]:
-    experiment.check_names(config)
     # The loop runs warmup + steps steps; eval and checkpoints only after the last one.
     config.train.steps = warmup + steps
     config.eval.every = config.checkpoint.every = config.train.steps
