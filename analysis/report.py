@@ -21,7 +21,6 @@ import base64
 import dataclasses
 import datetime
 import html
-import io
 import math
 import os
 import re
@@ -29,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+
+from analysis import figures
 
 DASH = "—"  # what an unknown number (NaN, None, missing) shows as
 PLOTS_DIR = "plots"
@@ -313,6 +314,7 @@ def report_blocks(summary: Mapping[str, Any]) -> list[Block]:
         *_header(summary),
         *_arms_section(summary),
         *_other_metrics_section(summary),
+        *_evaluation_section(summary),
         *_plots_section(summary),
         *_compute_section(summary),
         *_provenance_section(summary),
@@ -409,7 +411,29 @@ def _provenance_warnings(summary: Mapping[str, Any]) -> list[str]:
         warnings.append(
             "At least one run had uncommitted changes: its code is not recorded in any commit."
         )
+    warnings.extend(_leak_warning(leak) for leak in _list(provenance.get("dataset_leaks")))
     return warnings
+
+
+def _leak_warning(leak: Any) -> str:
+    """A dataset whose evaluation examples also occur in its train split (`dataset_leaks`)."""
+    leak = _dict(leak)
+    parts = []
+    for split, counts in _dict(leak.get("eval")).items():
+        counts = _dict(counts)
+        exact, near = counts.get("exact") or 0, counts.get("near") or 0
+        if exact or near:
+            parts.append(
+                f"{exact} of {counts.get('examples')} `{split}` examples are exact copies of "
+                f"training examples and {near} more near-duplicates "
+                f"(Jaccard >= {leak.get('jaccard_threshold')})"
+            )
+    return (
+        f"Dataset `{leak.get('dataset')}` (variant `{leak.get('variant')}`) leaks: "
+        + "; ".join(parts)
+        + ": evaluation on it partly measures memorization (`python -m launch.datacheck "
+        f"--data={leak.get('dataset')}` with the runs' data parameters lists the examples)."
+    )
 
 
 def _arms_section(summary: Mapping[str, Any]) -> list[Block]:
@@ -554,6 +578,48 @@ def _other_metrics_section(summary: Mapping[str, Any]) -> list[Block]:
     return blocks
 
 
+def _evaluation_section(summary: Mapping[str, Any]) -> list[Block]:
+    """The evaluation suites' headline numbers: a row per number, a column per arm."""
+    arms = arm_order(summary)
+    evaluations = {a: _dict(_arm(summary, a).get("evaluation")) for a in arms}
+    names = sorted({n for e in evaluations.values() for n in _dict(e.get("headline"))})
+    blocks: list[Block] = [Heading(2, "Evaluation suites", "evaluation")]
+    if not names:
+        blocks.append(Paragraph("No run was evaluated (see `eval.suites`, `launch.evaluate`)."))
+        return blocks
+    conf = _confidence_label(summary)
+    blocks.append(
+        Paragraph(
+            f"Headline numbers of each run's `eval/` (calibration on the held-out half of the "
+            f"evaluation split, robustness curves, worst slices, group gaps): mean ± half-width "
+            f"of the {conf} t-interval over seeds. Each run's own numbers, plots and hardest "
+            "examples are in its `eval/` and `model_card.md`.",
+            "muted",
+        )
+    )
+    rows = tuple(
+        (
+            name,
+            *(
+                mean_pm(_dict(_dict(_dict(evaluations[a].get("headline")).get(name)).get("final")))
+                for a in arms
+            ),
+        )
+        for name in names
+    )
+    headers = ("Number", *(arm_label(summary, a) for a in arms))
+    numeric = (False, *(True for _ in arms))
+    blocks.append(Table(headers, rows, numeric, tuple(False for _ in names), "evaluation-table"))
+    reasons = {}
+    for arm, evaluation in evaluations.items():
+        for suite, reason in _dict(evaluation.get("not_applicable")).items():
+            reasons.setdefault(f"{suite}: {reason}", []).append(arm)
+    if reasons:
+        notes = [f"Not applicable ({', '.join(a)}): {text}." for text, a in reasons.items()]
+        blocks.append(Bullets(tuple(notes), "notes"))
+    return blocks
+
+
 def _final_pm(arm: Mapping[str, Any], metric: str) -> str:
     return mean_pm(_dict(_metric_stats(arm, metric).get("final")))
 
@@ -694,27 +760,10 @@ def _arm_colors(summary: Mapping[str, Any]) -> dict[str, str]:
     return colors
 
 
-def _new_axes(width: float, height: float) -> tuple[Figure, Any]:
-    # A bare Figure, not pyplot: no global figure registry, no backend switching, nothing leaks.
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(True, color="#d8dee4", linewidth=0.6)
-    ax.set_axisbelow(True)
-    return fig, ax
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    # No "Software"/date metadata: the same summary gives byte-identical plots.
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
 def _placeholder(fig: Figure, ax: Any, text: str) -> bytes:
     ax.set_axis_off()
     ax.text(0.5, 0.5, text, ha="center", va="center", color="#57606a", transform=ax.transAxes)
-    return _png(fig)
+    return figures.png(fig)
 
 
 def _floats(values: Any) -> list[float]:
@@ -724,7 +773,7 @@ def _floats(values: Any) -> list[float]:
 def learning_curves_png(summary: Mapping[str, Any]) -> bytes:
     """The primary metric against step, one line per arm (mean over seeds) with its band."""
     metric = summary.get("metric") or ""
-    fig, ax = _new_axes(9, 4.2)
+    fig, ax = figures.new_axes(9, 4.2)
     colors = _arm_colors(summary)
     drawn = 0
     for arm in arm_order(summary):
@@ -745,14 +794,14 @@ def learning_curves_png(summary: Mapping[str, Any]) -> bytes:
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} during training ({_direction(summary)})", loc="left")
     ax.legend(frameon=False, loc="best", fontsize="small")
-    return _png(fig)
+    return figures.png(fig)
 
 
 def primary_metric_png(summary: Mapping[str, Any]) -> bytes:
     """Final primary metric per arm: mean bars, t-interval whiskers, seeds as dots."""
     metric = summary.get("metric") or ""
     arms = arm_order(summary)
-    fig, ax = _new_axes(max(5.5, 1.3 * len(arms) + 2.5), 4.2)
+    fig, ax = figures.new_axes(max(5.5, 1.3 * len(arms) + 2.5), 4.2)
     if not arms:
         return _placeholder(fig, ax, "no arms")
     colors = _arm_colors(summary)
@@ -773,7 +822,7 @@ def primary_metric_png(summary: Mapping[str, Any]) -> bytes:
     conf = _confidence_label(summary)
     ax.set_title(f"Final {metric} ({_direction(summary)}); whiskers: {conf} t-CI", loc="left")
     ax.grid(False, axis="x")
-    return _png(fig)
+    return figures.png(fig)
 
 
 def _draw_arm_bar(

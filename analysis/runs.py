@@ -17,6 +17,12 @@ MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 TIMING_PREFIX = "perf/"
+EVAL_DIR = "eval"  # launch.evaluate's output: summary.json, one <suite>.json each, plots
+
+
+def eval_file(workdir: str, name: str) -> str:
+    """<workdir>/eval/<name>.json: `summary` or a suite's result."""
+    return os.path.join(workdir, EVAL_DIR, f"{name}.json")
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from analysis import stats
-from analysis.runs import Run, is_run, load_run
+from analysis.runs import Run, eval_file, is_run, load_run, read_json
 
 RELATIONS = ("beats", "loses to")
 RUNS_DIR = "runs"
@@ -97,7 +97,8 @@ def _wall_seconds(run: Run) -> float:
     return total
 
 
-def _compute(runs: Sequence[Run]) -> dict[str, float]:
+def compute_used(runs: Sequence[Run]) -> dict[str, float]:
+    """Steps, tokens, seconds in launch.train and training FLOPs of `runs`, summed."""
     steps = tokens = flops = wall = 0.0
     for run in runs:
         manifest = run.manifest or {}
@@ -163,10 +164,27 @@ def _arm_summary(
             for s in seeds
         ],
         "metrics": metrics,
+        "evaluation": _evaluation_summary(completed),
         "curves": {spec.metric: _curve(completed, spec.metric)} if completed else {},
-        "compute": _compute(list(found.values())),
+        "compute": compute_used(list(found.values())),
     }
     return summary, list(found.values())
+
+
+def _evaluation_summary(completed: Sequence[Run]) -> dict[str, Any]:
+    """The evaluation suites' headline numbers (eval/summary.json) over the seeds that have
+    them, and what the suites could not do."""
+    summaries = [s for r in completed if (s := read_json(eval_file(r.workdir, "summary")))]
+    names = sorted({k for s in summaries for k in s.get("headline", {})})
+    headline = {}
+    for name in names:
+        values = [v for s in summaries if (v := s["headline"].get(name)) is not None]
+        if values:
+            headline[name] = {"final": stats.summarize(values), "final_values": values}
+    not_applicable = {}
+    for s in summaries:
+        not_applicable.update(s.get("not_applicable", {}))
+    return {"runs": len(summaries), "headline": headline, "not_applicable": not_applicable}
 
 
 # ------------------------------------------------------------------------- across arms
@@ -259,9 +277,36 @@ def _provenance(runs: Sequence[Run], arms: dict[str, Any]) -> dict[str, Any]:
         "commits": sorted({g.get("commit") or "unknown" for g in gits}),
         "dirty": any(g.get("dirty") for g in gits),
         "datasets": datasets,
+        "dataset_leaks": dataset_leaks(manifests),
         "config_hashes": {a: s["config_hash"] for a, s in arms.items()},
         "versions": manifests[0].get("versions", {}) if manifests else {},
     }
+
+
+def dataset_leaks(manifests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every dataset variant a run used whose evaluation split overlaps its train split (the
+    fingerprint's `overlap`, see data/overlap.py), from every run: `datasets` keeps only the
+    first fingerprint of each name, and a leak in one arm's variant must still be reported."""
+    leaks: dict[tuple[str, Any], dict[str, Any]] = {}
+    for m in manifests:
+        for name, fingerprint in m.get("datasets", {}).items():
+            overlap = fingerprint.get("overlap") or {}
+            if not overlap.get("leak"):
+                continue
+            leaks.setdefault((name, fingerprint.get("config_name")), {
+                "dataset": name,
+                "variant": fingerprint.get("config_name"),
+                "jaccard_threshold": overlap["method"]["jaccard_threshold"],
+                "eval": {
+                    split: {
+                        "examples": e["examples"],
+                        "exact": e["exact"]["count"],
+                        "near": e["near"]["count"],
+                    }
+                    for split, e in overlap["eval"].items()
+                },
+            })  # fmt: skip
+    return list(leaks.values())
 
 
 def summarize_study(

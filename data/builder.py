@@ -50,6 +50,20 @@ class ArchlabBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def data_sheet(self) -> dict[str, Any]:
         """A short summary for the fingerprint: at least `source` and `size`."""
 
+    def slice_attributes(
+        self, batch: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Per scored item (example `rows[i]` of `batch`, sequence position `positions[i]`): the
+        attributes the slices suite groups by, as strings, {} when the task defines none.
+        Evaluation slices by class and by `group` wherever the batch holds them."""
+        del batch, rows, positions
+        return {}
+
+    def slice_variants(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Slices that need other data: attribute -> {slice label: parameter overrides of an
+        evaluation variant of this dataset}. {} when the task defines none."""
+        return {}
+
     def split_sizes(self) -> dict[str, int]:
         return {name: split.num_examples for name, split in sorted(self.info.splits.items())}
 

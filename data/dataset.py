@@ -69,6 +69,21 @@ class Dataset:
             dataset_name=self.spec.name,
         )
 
+    def eval_loader(
+        self, batch_size: int, shard_index: int = 0, shard_count: int = 1
+    ) -> grain.DataLoader:
+        """The evaluation split once, in order, the last batch short (not dropped)."""
+        return self.loader(
+            self.spec.eval_split,
+            batch_size=batch_size,
+            seed=0,
+            shuffle=False,
+            num_epochs=1,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            drop_remainder=False,
+        )
+
 
 def default_params(name: str) -> dict[str, Any]:
     """The parameters dataset `name` accepts, with their defaults."""

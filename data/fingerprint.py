@@ -2,7 +2,8 @@
 
 The content hash is taken over the decoded examples as read back from the prepared files (not the
 serialized bytes), so it certifies what training will actually see and does not change with the
-TFDS record encoding. It is computed once, at preparation, and cached beside the data.
+TFDS record encoding. It is computed once, at preparation, and cached beside the data, together
+with the train/eval overlap check of `data.overlap`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from data import overlap
 from data.builder import ArchlabBuilder, cast_example, declared_dtypes
 
 FINGERPRINT_FILE = "archlab_fingerprint.json"
@@ -51,4 +53,17 @@ def compute(builder: ArchlabBuilder) -> dict[str, Any]:
         "splits": builder.split_sizes(),
         "content_hash": content_hash(builder),
         "data_sheet": builder.data_sheet(),
+        "overlap": overlap.compute(builder),
     }
+
+
+def is_current(fingerprint: dict[str, Any]) -> bool:
+    """False for a fingerprint written before the overlap check existed or changed method: it
+    must be brought up to date (`with_current_overlap`), not used without one."""
+    recorded = fingerprint.get("overlap", {}).get("method", {}).get("version")
+    return recorded == overlap.VERSION
+
+
+def with_current_overlap(builder: ArchlabBuilder, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint with its overlap entry (re)computed; the rest is kept as it was."""
+    return {**fingerprint, "overlap": overlap.compute(builder)}

@@ -119,3 +119,32 @@ class Mqar(SyntheticSequenceBuilder):
 
     def scored_positions(self) -> int:
         return self.config.num_queries
+
+    def slice_attributes(
+        self, batch: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """`query_key_distance`: how far back the queried key's pair lies (input position of the
+        query minus that of the key), in power-of-two buckets."""
+        k = self.config.num_kv_pairs
+        inputs = batch["inputs"][rows]
+        queried = inputs[np.arange(len(rows)), positions]  # the key read at the scored position
+        pair = np.argmax(inputs[:, 0 : 2 * k : 2] == queried[:, None], axis=1)
+        return {"query_key_distance": distance_buckets(positions - 2 * pair)}
+
+    def slice_variants(self) -> dict[str, dict[str, dict[str, int]]]:
+        """`num_kv_pairs`: the same task with 1, 2, 4, ... pairs (up to 4x the trained number),
+        each variant an evaluation set of its own (Zoology's sweep over K)."""
+        c = self.config
+        variants = {}
+        for k in sorted({2**i for i in range(8)} | {c.num_kv_pairs}):
+            q = min(c.num_queries, k)
+            if k > 4 * c.num_kv_pairs or k > c.vocab_size // 2 - 1 or 2 * (k + q) > c.seq_len + 1:
+                continue
+            variants[str(k)] = {"num_kv_pairs": k, "num_queries": q}
+        return {"num_kv_pairs": variants}
+
+
+def distance_buckets(distance: np.ndarray) -> np.ndarray:
+    """1, 2-3, 4-7, 8-15, ...: labels of the power-of-two bucket each distance (>= 1) is in."""
+    low = 2 ** np.floor(np.log2(np.maximum(distance, 1))).astype(np.int64)
+    return np.array([f"{a}" if a == 1 else f"{a}-{2 * a - 1}" for a in low])

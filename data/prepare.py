@@ -9,6 +9,9 @@ Protocol (per dataset variant = builder/config/version):
    such a temporary folder and renames it to the version folder only on success, so a
    half-written preparation is never at the real path), prepare if TFDS says the variant is not
    prepared, hash the content, write the fingerprint to a temporary file and rename it.
+4. A fingerprint written before the current train/eval overlap check (`data.overlap`) is not
+   current: under the same lock its `overlap` entry is computed and the file rewritten, once;
+   the rest of it (content hash included) is kept as it was.
 flock locks are released by the kernel when a process dies, so a killed preparer never leaves
 the lock held.
 """
@@ -83,7 +86,7 @@ def prepare(
     builder = _builder(builder_cls, config, data_dir)
     fingerprint_path = Path(builder.data_path) / fingerprint.FINGERPRINT_FILE
     cached = _read_fingerprint(fingerprint_path)
-    if cached is not None:
+    if cached is not None and fingerprint.is_current(cached):
         return builder, cached
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,8 +95,12 @@ def prepare(
         # dataset_info (splits, sizes) from disk only at construction.
         builder = _builder(builder_cls, config, data_dir)
         cached = _read_fingerprint(fingerprint_path)
-        if cached is not None:
+        if cached is not None and fingerprint.is_current(cached):
             return builder, cached
+        if cached is not None:  # prepared before the overlap check: add it, keep the rest
+            result = fingerprint.with_current_overlap(builder, cached)
+            _write_atomically(fingerprint_path, _to_json(result))
+            return builder, result
         if not builder.is_prepared():
             _remove_incomplete(Path(builder.data_path).parent)
             builder.download_and_prepare(
@@ -103,8 +110,12 @@ def prepare(
             )
             builder = _builder(builder_cls, config, data_dir)
         result = fingerprint.compute(builder)
-        _write_atomically(fingerprint_path, json.dumps(result, indent=2, sort_keys=True) + "\n")
+        _write_atomically(fingerprint_path, _to_json(result))
     return builder, result
+
+
+def _to_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
 
 
 def _remove_incomplete(config_dir: Path) -> None:

@@ -93,11 +93,32 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.every = 250
     c.eval.batch_size = 128
     c.eval.num_batches = 0  # 0 -> the whole evaluation split
+    # Evaluation beyond accuracy (launch.evaluate; run by launch.train when the run completes).
+    # Each suite says "not applicable" with the reason where the data or model does not allow it.
+    c.eval.suites = "calibration,robustness,slices,groups"  # comma-separated; '' = none
+    c.eval.calibration_bins = 15
+    c.eval.corruption_rates = (0.05, 0.1, 0.2, 0.4)  # sequences: token substitution rates
+    c.eval.length_factors = (2, 4)  # sequences: evaluate at these multiples of the length
+    c.eval.noise_stddevs = (0.1, 0.2, 0.4)  # images: Gaussian pixel noise
+    c.eval.shifts = (1, 2)  # images: translation in pixels (right and down, zero fill)
+    c.eval.hardest_examples = 8  # dumped readably by the slices suite
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 250
     c.checkpoint.max_to_keep = 2
     c.checkpoint.async_save = True
+
+    # Differential privacy: DP-SGD (Abadi et al. 2016) through optax's DP aggregate. Each
+    # example's gradient is clipped to l2_clip_norm, Gaussian noise of std
+    # noise_multiplier * l2_clip_norm is added to their sum, and the run reports the epsilon it
+    # has spent at `delta` (launch/privacy.py). Needs optimizer.grad_clip_norm=0 and
+    # train.grad_accum_steps=1.
+    c.privacy = ml_collections.ConfigDict()
+    c.privacy.dp_sgd = False
+    c.privacy.l2_clip_norm = 1.0
+    c.privacy.noise_multiplier = 1.1
+    c.privacy.delta = 1e-5  # keep it below 1 / (training examples)
+    c.privacy.accountant = "rdp"  # rdp | pld (dp_accounting's two accountants)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not taken by the other axes

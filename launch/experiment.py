@@ -30,6 +30,7 @@ import objectives
 from launch import checkpoint
 from launch import mesh as mesh_lib
 from launch import optimizer as optimizer_lib
+from launch import privacy as privacy_lib
 from launch.errors import UsageError
 from launch.metric_writers import MetricWriter
 from launch.progress import Progress
@@ -72,6 +73,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
         section, name = key.split(".")
         if config[section][name] < 1:
             raise UsageError(f"{key} must be >= 1, got {config[section][name]}")
+    privacy_lib.check_config(config)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Experiment:
     train_step: Callable  # jitted: (state, batch) -> (state, metrics); donates the state
     eval_step: Callable  # jitted: (params, batch) -> metrics
     make_state: Callable[[], TrainState]  # a fresh, boxed state
+    privacy: privacy_lib.DpSgdAccounting | None  # with privacy.dp_sgd: the epsilon spent by a step
 
     @property
     def tokens_per_step(self) -> int:
@@ -123,6 +126,7 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
     except data.DataConfigError as e:
         raise UsageError(str(e)) from e
     spec = dataset.spec
+    accounting = privacy_lib.accounting(config, spec.splits[spec.train_split])
     train_iter = iter(
         dataset.loader(
             spec.train_split,
@@ -168,6 +172,7 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
                 input_key,
                 config.train.grad_accum_steps,
                 NamedSharding(mesh, P(None, mesh_lib.BATCH_AXES)),
+                per_example_grads=config.privacy.dp_sgd,
             ),
             in_shardings=(state_shardings, batch_sharding),
             out_shardings=(state_shardings, replicated),
@@ -193,6 +198,7 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         train_step=train_step,
         eval_step=eval_step,
         make_state=make_state,
+        privacy=accounting,
     )
 
 
@@ -236,16 +242,7 @@ def evaluate(
     """Mean of each metric over the whole evaluation split (or its first eval.num_batches
     batches), weighted by the scored items per batch."""
     per_process = config.eval.batch_size // jax.process_count()
-    loader = dataset.loader(
-        dataset.spec.eval_split,
-        batch_size=per_process,
-        seed=0,
-        shuffle=False,
-        num_epochs=1,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-        drop_remainder=False,
-    )
+    loader = dataset.eval_loader(per_process, jax.process_index(), jax.process_count())
     totals: dict[str, float] = {}
     weight = 0.0
     for i, batch in enumerate(loader):
@@ -306,6 +303,8 @@ def train_loop(
                     scalars["train/learning_rate"] = float(exp.schedule(step - 1))
                     scalars["perf/steps_per_sec"] = rate
                     scalars["perf/tokens_per_sec"] = rate * exp.tokens_per_step
+                    if exp.privacy is not None:
+                        scalars.update(exp.privacy.metrics(step))
                 if step % config.eval.every == 0 or last:
                     scalars.update(
                         evaluate(

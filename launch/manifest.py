@@ -27,6 +27,7 @@ PACKAGES = (
     "tensorflow-datasets",
     "ml-collections",
     "numpy",
+    "dp-accounting",
 )
 
 

@@ -73,7 +73,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def logical_rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
-    return tuple((name, axes) for name, axes in config.sharding.rules)
+    # A config read back from JSON holds lists where the file had tuples; rules must be hashable.
+    return tuple(
+        (name, tuple(axes) if isinstance(axes, list) else axes)
+        for name, axes in config.sharding.rules
+    )
 
 
 def unbox(tree: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax
+import jax
 import ml_collections
 import optax
 
@@ -101,13 +102,36 @@ def _adafactor(
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The full update: optional global-norm clipping, then the named rule under its schedule."""
+    """The full update: optional global-norm clipping, then the named rule under its schedule.
+
+    With privacy.dp_sgd the update takes per-example gradients (a leading batch axis): the DP
+    aggregate turns them into a clipped, noised mean first, and the rule sees an ordinary
+    gradient (launch.privacy refuses global-norm clipping beside it)."""
     c = config.optimizer
     mask = lambda params: decay_mask(params, c.decay_embeddings)  # noqa: E731
     rule = OPTIMIZERS.get(c.name)(c, learning_rate_schedule(config), mask)
+    if config.privacy.dp_sgd:
+        return optax.chain(dp_aggregate(config), rule)
     if c.grad_clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), rule)
     return rule
+
+
+# Folded into the run's seed for the DP noise. Without it the noise key would be the root key
+# that init_state also splits for initialisation and dropout, and under JAX's partitionable
+# threefry split(k, 2)[0] and split(k, n)[0] coincide: the first noise draw would reuse the
+# initialisation key.
+_DP_NOISE_STREAM = 0x44505347  # "DPSG"
+
+
+def dp_aggregate(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """optax's DP-SGD aggregate: clips each example's gradient to privacy.l2_clip_norm, sums,
+    adds N(0, (noise_multiplier * l2_clip_norm)^2) per coordinate and divides by the batch size.
+    Its noise key is part of the optimizer state, so it is checkpointed and a resumed run draws
+    the same noise as one that never stopped."""
+    p = config.privacy
+    key = jax.random.fold_in(jax.random.key(config.seed), _DP_NOISE_STREAM)
+    return optax.contrib.differentially_private_aggregate(p.l2_clip_norm, p.noise_multiplier, key)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:

@@ -262,6 +262,15 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
     return tree
 
 
+def content_fingerprints(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's dataset fingerprints without `overlap`: a leakage check derived from the
+    content (which content_hash already certifies) that runs recorded before it lack."""
+    return {
+        name: {k: v for k, v in fingerprint.items() if k != "overlap"}
+        for name, fingerprint in (manifest.get("datasets") or {}).items()
+    }
+
+
 def tree_differences(what: str, old: dict[str, Any], new: dict[str, Any]) -> list[Difference]:
     """Flattened keys of two JSON documents whose values differ (config.json, fingerprints)."""
     return [
@@ -316,8 +325,8 @@ def main(argv: list[str]) -> int:
         + tree_differences(CONFIG_FILE, original.config or {}, rerun.config or {})
         + tree_differences(
             "datasets",
-            original.manifest.get("datasets") or {},
-            rerun.manifest.get("datasets") or {},
+            content_fingerprints(original.manifest),
+            content_fingerprints(rerun.manifest),
         )
     )
     if differences:

@@ -72,8 +72,13 @@ def make_train_step(
     input_key: str,
     microbatches: int,
     microbatch_sharding: Any,
+    per_example_grads: bool = False,
 ) -> Callable[[TrainState, Batch], tuple]:
-    """One optimizer update; with `microbatches` > 1 the gradient is averaged over a lax.scan."""
+    """One optimizer update; with `microbatches` > 1 the gradient is averaged over a lax.scan.
+
+    With `per_example_grads` (DP-SGD) `tx` receives every example's own gradient on a leading
+    batch axis, and its first transform clips, noises and averages them; `microbatches` is
+    then 1 (launch.privacy checks)."""
 
     def loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
         def loss_fn(p: Any) -> tuple:
@@ -87,9 +92,22 @@ def make_train_step(
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
+    def per_example_loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
+        """The batch's loss and metrics, and each example's gradient taken alone (a batch of
+        one with its own dropout key), stacked on a leading batch axis."""
+        batch_size = batch[input_key].shape[0]
+
+        def one_example(example: Batch, example_rng: jax.Array) -> tuple:
+            return loss_and_grad(params, jax.tree.map(lambda x: x[None], example), example_rng)
+
+        (losses, metrics), grads = jax.vmap(one_example)(batch, jax.random.split(rng, batch_size))
+        return batch_means(losses, metrics), grads
+
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
-        if microbatches == 1:
+        if per_example_grads:
+            (loss, metrics), grads = per_example_loss_and_grad(state.params, batch, rng)
+        elif microbatches == 1:
             (loss, metrics), grads = loss_and_grad(state.params, batch, rng)
         else:
             # Microbatch i takes every `microbatches`-th example, so each one stays spread over
@@ -119,10 +137,32 @@ def make_train_step(
             params=optax.apply_updates(state.params, updates),
             opt_state=opt_state,
         )
-        metrics = {**metrics, "total_loss": loss, "grad_norm": optax.tree.norm(grads)}
+        # With per-example gradients the norm logged is still the batch gradient's (their mean,
+        # before clipping and noise), so the metric means the same in DP and non-DP runs.
+        batch_grads = jax.tree.map(lambda g: jnp.mean(g, 0), grads) if per_example_grads else grads
+        metrics = {**metrics, "total_loss": loss, "grad_norm": optax.tree.norm(batch_grads)}
         return new_state, metrics
 
     return step
+
+
+def batch_means(losses: jax.Array, metrics: dict[str, jax.Array]) -> tuple:
+    """Per-example losses [B] and metrics -> what the batched step reports for the batch.
+
+    Objectives report means over scored items plus `weight` (how many); weighting each
+    example's values by its `weight` gives back the batch's means (a sequence batch's token
+    mean, with padding rows at weight 0), and `weight` itself adds up. Plain means otherwise.
+    """
+    weights = metrics.get("weight")
+    if weights is None:
+        return jnp.mean(losses), {k: jnp.mean(v, 0) for k, v in metrics.items()}
+    total = jnp.sum(weights)
+    denom = jnp.where(total > 0, total, 1.0)
+
+    def mean(x: jax.Array) -> jax.Array:
+        return jnp.sum(x * weights) / denom
+
+    return mean(losses), {k: total if k == "weight" else mean(v) for k, v in metrics.items()}
 
 
 def make_eval_step(

@@ -414,11 +414,12 @@ def main(argv: list[str]) -> int:
         print(f"interrupted: rerun the same command to resume {workdir}", file=sys.stderr)
         return 1
 
-    from analysis import report  # matplotlib: only once there is something to plot
+    from analysis import model_card, report  # matplotlib: only once there is something to plot
 
     summary = study_lib.summarize_study(spec, workdir, arms, seeds, args.setting, overrides, failed)
     write_summary(workdir, summary)
     paths = report.write_reports(workdir, summary)
+    model_card.write_study_cards(summary)
     append_experiment_log(workdir, summary)
     for run in failed:
         print(f"FAILED {run['arm']} seed {run['seed']} ({run['status']}): {run['workdir']}")

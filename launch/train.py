@@ -25,7 +25,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import models
-from launch import checkpoint, distributed, experiment, manifest
+from launch import checkpoint, distributed, evaluate, experiment, manifest
 from launch.config import differing_keys, parse_flags, to_json
 from launch.errors import UsageError, exit_on_usage_error
 from launch.metric_writers import MetricWriter
@@ -80,6 +80,7 @@ def claim_workdir(workdir: str, config_json: str) -> None:
 def main(argv: list[str]) -> int:
     config, workdir, coordinator = parse_command_line(argv)
     experiment.check_names(config)
+    evaluate.suite_names(config.eval.suites)  # an unknown suite fails now, not after training
     distributed.initialize(coordinator)  # before any device is touched
     exp = experiment.build(config)
     claim_workdir(workdir, to_json(config))  # the config is good: from here on the run is real
@@ -118,6 +119,9 @@ def main(argv: list[str]) -> int:
         datasets={exp.dataset.spec.name: exp.dataset.fingerprint},
         status="running",
     )
+    if exp.privacy is not None:
+        # The (epsilon, delta) of the whole run: it also bounds every checkpoint before the end.
+        record["privacy"] = exp.privacy.guarantee(config.train.steps)
     resumed_from = start_step if restored else None
     record["attempts"].append(manifest.new_attempt("launch.train", argv, resumed_from, git))
     manifest.write(workdir, record)
@@ -144,9 +148,17 @@ def main(argv: list[str]) -> int:
         record.update(status=status, end_time=manifest.now())
         record["attempts"][-1].update(end_time=manifest.now(), status=status)
         manifest.write(workdir, record)
-    if status == "completed":
-        progress.message(f"done: {os.path.abspath(workdir)}")
-    return 1 if status == "diverged" else 0
+    if status != "completed":
+        return 1 if status == "diverged" else 0
+    suites = evaluate.suite_names(config.eval.suites)
+    if suites and jax.process_count() > 1:
+        progress.message("evaluation suites skipped (several processes): run launch.evaluate")
+    elif suites:
+        summary = evaluate.evaluate_checkpoint(exp, workdir, suites)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary["headline"].items() if v is not None)
+        progress.message(f"evaluation suites ({', '.join(suites)}): {shown}")
+    progress.message(f"done: {os.path.abspath(workdir)}")
+    return 0
 
 
 if __name__ == "__main__":

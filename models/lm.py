@@ -189,6 +189,17 @@ class SequenceModel(nn.Module):
     def example_inputs(self, batch_size: int) -> jax.Array:
         return jnp.zeros((batch_size, self.seq_len), jnp.int32)
 
+    def fixed_length_reason(self) -> str | None:
+        """Why the trained parameters define this model only up to `seq_len`, or None when a
+        clone with a larger `seq_len` computes the same function on the first positions (so
+        evaluation at longer lengths means something)."""
+        if self.positional == "learned":
+            return "learned positional embeddings exist only for the training positions"
+        fixed = sorted({name for name in self.layer_mixers if MIXERS.get(name).FIXED_LENGTH})
+        if fixed:
+            return f"{', '.join(fixed)} is laid out over the training length"
+        return None
+
     def describe(self) -> dict[str, int]:
         """Analytic parameter count, forward FLOPs per token and decoding state size (numbers
         carried per sequence at the training length)."""

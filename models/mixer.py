@@ -17,7 +17,7 @@ while decoding), `flops_per_token` (multiply-adds x 2 of one forward pass, per t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -34,6 +34,10 @@ class SequenceMixer(nn.Module):
     rope: bool = False
     use_bias: bool = False
     dtype: Any = jnp.float32
+
+    # True when the trained function is defined only up to `seq_len` (e.g. filters laid out over
+    # the training length): evaluation at longer lengths is then not applicable.
+    FIXED_LENGTH: ClassVar[bool] = False
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         raise NotImplementedError

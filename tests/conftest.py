@@ -34,7 +34,16 @@ TINY = [
     "--config.eval.batch_size=32",
     "--config.checkpoint.every=5",
     "--config.optimizer.warmup_steps=5",
+    # The evaluation suites have their own tests (test_evaluate.py); runs that test the loop,
+    # checkpoints or launchers skip them.
+    "--config.eval.suites=",
 ]
+
+
+def tiny_overrides() -> dict[str, int | str]:
+    """TINY's --config.<key>=<value> flags as {key: value}, numbers as ints."""
+    pairs = (a[len("--config.") :].split("=", 1) for a in TINY if a.startswith("--config."))
+    return {key: int(value) if value.isdigit() else value for key, value in pairs}
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +53,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     import data
 
     path = str(tmp_path_factory.mktemp("datasets"))
-    prefix = "--config.data.mqar."
-    params = {
-        a[len(prefix) :].split("=")[0]: int(a.split("=")[1]) for a in TINY if a.startswith(prefix)
-    }
+    prefix = "data.mqar."
+    params = {k[len(prefix) :]: v for k, v in tiny_overrides().items() if k.startswith(prefix)}
     data.load("mqar", params, path)
     return path
 
@@ -77,8 +84,23 @@ def run_train(
     base: list[str] = TINY,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess:
+    return run_command(
+        train_command(workdir, *overrides, base=base), data_dir, devices=devices, timeout=timeout
+    )
+
+
+def run_module(
+    data_dir: str, module: str, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` as a user runs it, over the session's datasets."""
+    return run_command([sys.executable, "-m", module, *args], data_dir, timeout=timeout)
+
+
+def run_command(
+    command: list[str], data_dir: str, *, devices: int = 1, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        train_command(workdir, *overrides, base=base),
+        command,
         cwd=REPO,
         env=train_env(data_dir, devices),
         capture_output=True,

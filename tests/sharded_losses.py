@@ -25,7 +25,7 @@ import ml_collections
 from experiments import digits_mlp, mqar_mixers
 from launch import experiment
 from launch import mesh as mesh_lib
-from tests.conftest import TINY
+from tests.conftest import tiny_overrides
 
 STEPS = 3
 SEQUENCE_CASES = tuple(mqar_mixers.ARMS)  # every sequence mixer, MoE and the hybrid
@@ -46,9 +46,9 @@ def case_config(case: str) -> ml_collections.ConfigDict:
         config.train.batch_size = 16
         return config
     config = mqar_mixers.get_config(case)
-    tiny = dict(a[len("--config.") :].split("=") for a in TINY if a.startswith("--config."))
+    tiny = tiny_overrides()
     tiny.pop("model.num_layers")
-    config.update_from_flattened_dict({k: int(v) for k, v in tiny.items()})
+    config.update_from_flattened_dict(tiny)
     return config
 
 

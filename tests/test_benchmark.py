@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, TINY, train_env
+from tests.conftest import TINY, run_module
 
 # TINY's model at a size where matmuls dominate and the loop logs after the warm-up.
 BENCH = [
@@ -20,14 +19,7 @@ BENCH = [
 
 
 def run_benchmark(data_dir: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "launch.benchmark", *args],
-        cwd=REPO,
-        env=train_env(data_dir),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module(data_dir, "launch.benchmark", *args)
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,7 @@ def test_each_dataset_trains_end_to_end(data_dir, tmp_path, config, overrides):
         "--config.checkpoint.every=30",
         "--config.eval.num_batches=2",
         "--config.optimizer.warmup_steps=5",
+        "--config.eval.suites=",  # tested per data kind in test_evaluate.py
     ]
     result = run_train(data_dir, tmp_path / "run", *short, *overrides, base=[f"--config={config}"])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,338 @@
+"""A run's model card (`<run>/model_card.md`), written from what the run directory records.
+
+Sections follow Mitchell et al. (2019), "Model Cards for Model Reporting", cut to what a research
+run can state truthfully: intended use, architecture, training data (fingerprint, provenance,
+leakage check, data sheet), evaluation with intervals, calibration, robustness, slices, group
+gaps, privacy, compute, limitations and license. Every number comes from manifest.json,
+metrics.jsonl and eval/*.json; what a file does not say is written as not known, never guessed.
+A study rewrites the cards of its runs with the arm's across-seed intervals.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from analysis.runs import eval_file, load_run, read_json
+
+CARD_FILE = "model_card.md"
+UNKNOWN = "not recorded"
+
+
+def write(workdir: str, arm: Mapping[str, Any] | None = None) -> str:
+    """Renders and writes <workdir>/model_card.md; returns its path. `arm`: the study's view of
+    this run's arm ({"study", "arm", "seeds", "stats": {metric: {"mean", "ci", "n"}}})."""
+    path = os.path.join(workdir, CARD_FILE)
+    text = render(workdir, arm)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def write_study_cards(summary: Mapping[str, Any]) -> list[str]:
+    """Rewrites the card of every completed run of a study (its summary.json contents) with its
+    arm's across-seed intervals; returns the paths written."""
+    paths = []
+    for name, arm in summary.get("arms", {}).items():
+        finals = {m: e["final"] for m, e in arm.get("metrics", {}).items()}
+        finals.update(
+            {m: e["final"] for m, e in arm.get("evaluation", {}).get("headline", {}).items()}
+        )
+        stats = {
+            metric: {"mean": final.get("mean"), "ci": final.get("t_ci"), "n": final.get("n")}
+            for metric, final in finals.items()
+        }
+        view = {
+            "study": summary.get("study"),
+            "arm": name,
+            "seeds": arm.get("seeds_completed"),
+            "stats": stats,
+        }
+        for run in arm.get("runs", []):
+            if run.get("status") == "completed":
+                paths.append(write(run["workdir"], view))
+    return paths
+
+
+def _eval(workdir: str, name: str) -> dict[str, Any]:
+    return read_json(eval_file(workdir, name)) or {}
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _interval(ci: Any) -> str:
+    if not ci or None in ci:
+        return ""
+    return f" [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def render(workdir: str, arm: Mapping[str, Any] | None = None) -> str:
+    run = load_run(workdir)
+    record = run.manifest or {}
+    config = run.config or {}
+    summary = _eval(workdir, "summary")
+    model = config.get("model", {})
+    dataset_name = config.get("data", {}).get("name", UNKNOWN)
+    lines = [f"# Model card: {_model_name(model)} on {dataset_name}", ""]
+    lines += [f"Run directory `{os.path.abspath(workdir)}`; status {run.status}.", ""]
+    lines += _intended_use(arm)
+    lines += _architecture(record, model)
+    lines += _training_data(record, dataset_name, summary.get("data_sheet", ""))
+    lines += _evaluation(summary, arm)
+    # Only the suites of the last evaluation: files of an earlier one may describe another step.
+    evaluated = set(summary.get("suites", []))
+    for name, section in (
+        ("calibration", _calibration),
+        ("robustness", _robustness),
+        ("slices", _slices),
+        ("groups", _groups),
+    ):
+        if name in evaluated:
+            lines += section(_eval(workdir, name))
+    lines += _privacy(record)
+    lines += _compute(run, record)
+    lines += _limitations(summary, record)
+    lines += _license(dataset_name, summary.get("data_license", ""))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _model_name(model: Mapping[str, Any]) -> str:
+    if model.get("name") != "lm":
+        return str(model.get("name", "model"))
+    mixers = model.get("layer_pattern") or model.get("mixer", "?")
+    return f"{mixers} language model"
+
+
+def _intended_use(arm: Mapping[str, Any] | None) -> list[str]:
+    study = f" in study `{arm['study']}` (arm `{arm['arm']}`)" if arm else ""
+    return [
+        "## Intended use",
+        "",
+        f"A research artifact{study}: evidence about an architecture or training choice on the "
+        "task below, compared with other arms under the same budget. Not intended for "
+        "deployment or for any decision about people; its training data is synthetic or a "
+        "small benchmark and says nothing about other inputs.",
+        "",
+    ]
+
+
+def _architecture(record: Mapping[str, Any], model: Mapping[str, Any]) -> list[str]:
+    described = record.get("model", {})
+    keys = ("name", "mixer", "layer_pattern", "num_layers", "d_model", "num_heads", "d_ff")
+    shown = ", ".join(f"{k} {model[k]}" for k in keys if model.get(k) not in (None, ""))
+    lines = ["## Architecture", "", f"- {shown}"]
+    lines.append(
+        f"- parameters: {record.get('num_params', UNKNOWN):,}"
+        if isinstance(record.get("num_params"), int)
+        else f"- parameters: {UNKNOWN}"
+    )
+    if described:
+        lines.append(
+            f"- analytic forward FLOPs per token {_fmt(described.get('flops_per_token'))}, "
+            f"decoding state {_fmt(described.get('state_size'))} numbers per sequence"
+        )
+    return lines + [""]
+
+
+def _training_data(record: Mapping[str, Any], name: str, data_sheet: str) -> list[str]:
+    lines = ["## Training data", ""]
+    fingerprint = record.get("datasets", {}).get(name)
+    if not fingerprint:
+        return lines + [f"- {name}: fingerprint {UNKNOWN}", ""]
+    sheet = fingerprint.get("data_sheet", {})
+    lines += [
+        f"- dataset `{name}` {fingerprint.get('version', '')}, config "
+        f"`{fingerprint.get('config_name', '')}`",
+        f"- splits: {fingerprint.get('splits', UNKNOWN)}",
+        f"- content hash: `{fingerprint.get('content_hash', UNKNOWN)}`",
+        f"- provenance: {sheet.get('source', UNKNOWN)}; size {sheet.get('size', UNKNOWN)}",
+    ]
+    overlap = fingerprint.get("overlap")
+    if overlap is None:
+        lines.append(f"- train/evaluation overlap: {UNKNOWN}")
+    else:
+        verdict = (
+            "**LEAK: evaluation examples also occur in train**"
+            if overlap.get("leak")
+            else "no evaluation example found in train"
+        )
+        lines.append(f"- train/evaluation overlap: {verdict} ({_overlap_counts(overlap)})")
+    if data_sheet:
+        lines += ["", "<details><summary>Data sheet</summary>", "", data_sheet, "", "</details>"]
+    return lines + [""]
+
+
+def _overlap_counts(overlap: Mapping[str, Any]) -> str:
+    """'test: 0 of 300 exact, 0 near-duplicate; train: 0 duplicates' from data/overlap.py's
+    record."""
+    parts = [
+        f"{split}: {counts['exact']['count']} of {counts['examples']} exact copies, "
+        f"{counts['near']['count']} near-duplicates"
+        for split, counts in (overlap.get("eval") or {}).items()
+    ]
+    duplicates = (overlap.get("train_duplicates") or {}).get("count")
+    if duplicates is not None:
+        parts.append(f"{duplicates} duplicates within train")
+    return "; ".join(parts) or "no counts"
+
+
+def _evaluation(summary: Mapping[str, Any], arm: Mapping[str, Any] | None) -> list[str]:
+    lines = ["## Evaluation", ""]
+    if not summary:
+        return lines + ["Not evaluated (run `python -m launch.evaluate --workdir=<run>`).", ""]
+    lines.append(
+        f"On the `{summary.get('split')}` split at step {summary.get('step')} "
+        f"({summary.get('items')} scored items): accuracy {_fmt(summary.get('accuracy'))}"
+        f"{_interval(summary.get('accuracy_ci'))} (95% Wilson interval over items), "
+        f"NLL {_fmt(summary.get('nll'))}."
+    )
+    if arm and arm.get("stats"):
+        lines += [
+            "",
+            f"Across the arm's {arm.get('seeds')} seeds (mean, 95% t-interval over seeds):",
+            "",
+            "| metric | mean | interval | seeds |",
+            "|---|---|---|---|",
+        ]
+        for metric, stat in arm["stats"].items():
+            lines.append(
+                f"| {metric} | {_fmt(stat.get('mean'))} | {_interval(stat.get('ci')).strip()} "
+                f"| {stat.get('n', '—')} |"
+            )
+    return lines + [""]
+
+
+def _calibration(result: Mapping[str, Any]) -> list[str]:
+    if not result:
+        return []
+    lines = ["## Calibration", ""]
+    if result.get("not_applicable"):
+        return lines + [f"Not applicable: {result['not_applicable']}.", ""]
+    before, after = result["metrics"], result["metrics"].get("after_temperature", {})
+    lines += [
+        f"Temperature {_fmt(result['headline'].get('temperature'))} fitted on "
+        f"{result.get('fitted_on')}; reported on {result.get('reported_on')}.",
+        "",
+        "| | ECE (equal width) | ECE (equal mass) | MCE | Brier | NLL |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, m in (("before", before), ("after temperature scaling", after)):
+        lines.append(
+            f"| {label} | {_fmt(m.get('ece_equal_width'))} | {_fmt(m.get('ece_equal_mass'))} | "
+            f"{_fmt(m.get('mce_equal_width'))} | {_fmt(m.get('brier'))} | {_fmt(m.get('nll'))} |"
+        )
+    return lines + ["", "![reliability](eval/reliability.png)", ""]
+
+
+def _robustness(result: Mapping[str, Any]) -> list[str]:
+    if not result:
+        return []
+    lines = ["## Robustness", ""]
+    for name, points in result.get("curves", {}).items():
+        shown = ", ".join(f"{_fmt(p['x'])}: {_fmt(p['accuracy'], 3)}" for p in points)
+        lines.append(f"- {name.replace('_', ' ')} (x: accuracy): {shown}")
+    for name, reason in (result.get("not_applicable") or {}).items():
+        lines.append(f"- {name}: not applicable: {reason}")
+    return lines + ["", "![robustness](eval/robustness.png)", ""]
+
+
+def _slices(result: Mapping[str, Any]) -> list[str]:
+    if not result:
+        return []
+    lines = ["## Slices", ""]
+    for name, rows in result.get("tables", {}).items():
+        shown = ", ".join(f"{r['slice']}: {_fmt(r['accuracy'], 3)} (n {r['items']})" for r in rows)
+        worst = (result.get("worst") or {}).get(name)
+        named = f"; worst: **{worst['slice']}**" if worst else ""
+        lines.append(f"- by {name.replace('_', ' ')}: {shown}{named}")
+    if result.get("hardest"):
+        lines.append(f"- the hardest items, written out: `eval/{result['hardest']}`")
+    return lines + [""]
+
+
+def _groups(result: Mapping[str, Any]) -> list[str]:
+    if not result:
+        return []
+    lines = ["## Group gaps", ""]
+    if result.get("not_applicable"):
+        return lines + [f"Not applicable: {result['not_applicable']}.", ""]
+    lines += ["| group | items | accuracy | ECE | NLL |", "|---|---|---|---|---|"]
+    for row in result.get("groups", []):
+        lines.append(
+            f"| {row['group']} | {row['items']} | {_fmt(row['accuracy'])}"
+            f"{_interval(row.get('accuracy_ci'))} | {_fmt(row['ece'])} | {_fmt(row['nll'])} |"
+        )
+    headline = result.get("headline", {})
+    lines += [
+        "",
+        f"Accuracy gap {_fmt(headline.get('accuracy_gap'))}, ECE gap "
+        f"{_fmt(headline.get('ece_gap'))}; worst group: {result.get('worst_group')}.",
+        "",
+    ]
+    return lines
+
+
+def _privacy(record: Mapping[str, Any]) -> list[str]:
+    privacy = record.get("privacy")
+    if not privacy:
+        return ["## Privacy", "", "Trained without differential privacy: no guarantee.", ""]
+    shown = ", ".join(f"{k} {_fmt(v)}" for k, v in privacy.items() if not isinstance(v, dict))
+    return ["## Privacy", "", f"Differentially private training: {shown}.", ""]
+
+
+def _compute(run: Any, record: Mapping[str, Any]) -> list[str]:
+    from analysis.study import compute_used  # the study's own accounting, for one run
+
+    used = compute_used([run])
+    env = record.get("environment", {})
+    return [
+        "## Compute",
+        "",
+        f"- {used['steps']} steps, {used['tokens']:,} tokens (examples for image tasks), "
+        f"{used['wall_seconds']:.0f} s in launch.train, ~{used['flops']:.3g} training FLOPs "
+        "(3 x analytic forward FLOPs)",
+        f"- devices: {env.get('device_count', UNKNOWN)} x "
+        f"{(env.get('devices') or [UNKNOWN])[0]} ({env.get('backend', UNKNOWN)}), "
+        f"{env.get('process_count', UNKNOWN)} process(es), mesh {env.get('mesh', UNKNOWN)}",
+        "",
+    ]
+
+
+def _limitations(summary: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
+    lines = ["## Known limitations", ""]
+    for suite, reason in (summary.get("not_applicable") or {}).items():
+        lines.append(f"- {suite}: {reason}")
+    datasets = record.get("datasets", {})
+    leaks = [name for name, f in datasets.items() if (f.get("overlap") or {}).get("leak")]
+    if leaks:
+        lines.append(
+            f"- evaluation data leaks from train in {', '.join(leaks)}: accuracy is "
+            "inflated by memorised examples"
+        )
+    headline = summary.get("headline", {})
+    for key, value in headline.items():
+        if key.startswith("slices/worst_accuracy/") and value is not None:
+            lines.append(
+                f"- weakest slice by {key.rsplit('/', 1)[1].replace('_', ' ')}: "
+                f"accuracy {_fmt(value, 3)}"
+            )
+    lines.append("- one run is one seed: compare arms only through a study's across-seed intervals")
+    return lines + [""]
+
+
+def _license(dataset_name: str, data_license: str) -> list[str]:
+    return [
+        "## License",
+        "",
+        "- weights and code: archlab declares no license yet (ask the pod before sharing)",
+        f"- data ({dataset_name}): {data_license or UNKNOWN}",
+        "",
+    ]

@@ -1,0 +1,322 @@
+"""The evaluation suites: calibration, robustness, slices and group gaps of a trained model.
+
+Each suite is a function of a `SuiteContext` (the experiment, its trained parameters and the
+predictions on the evaluation split) that returns its results as JSON-ready dicts and writes its
+plots into the eval directory. Results always carry `headline` (a few numbers a study report
+shows per arm) and, for what a suite could not do, `not_applicable` with the reason, never a
+silent gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import data
+from analysis import calibration, figures, slices
+from data import corruptions
+from launch.experiment import Experiment
+from launch.predictions import Items, Predictor
+from registry import Registry
+
+Result = dict[str, Any]
+SUITES: Registry[Callable[[SuiteContext], Result]] = Registry("evaluation suite")
+CORRUPTION_SEED = 0  # the corruption draws are part of the benchmark, not of the run's seed
+# Evaluation variants of a dataset only need its evaluation split: the smallest train split.
+_VARIANT_TRAIN_EXAMPLES = 1
+
+
+@dataclasses.dataclass
+class SuiteContext:
+    exp: Experiment
+    params: Any
+    items: Items  # predictions on the evaluation split, uncorrupted
+    out_dir: str  # <run>/eval
+    predictor: Predictor  # the experiment's compiled forward pass, shared by the suites
+
+    def write_png(self, name: str, png: bytes) -> str:
+        with open(os.path.join(self.out_dir, name), "wb") as f:
+            f.write(png)
+        return name
+
+    def variant(self, **overrides: Any) -> data.Dataset:
+        """The run's dataset with some parameters changed (prepared on first use); its train
+        split is cut to the minimum, since only its evaluation split is read."""
+        config = self.exp.config
+        params = config.data[config.data.name].to_dict()
+        if "train_examples" in params:
+            params["train_examples"] = _VARIANT_TRAIN_EXAMPLES
+        return data.load(config.data.name, {**params, **overrides}, config.data.dir or None)
+
+
+def accuracy_and_nll(items: Items) -> dict[str, float]:
+    nll = slices.item_nll(items.logits, items.labels)
+    return {"accuracy": float(np.mean(items.correct)), "nll": float(np.mean(nll))}
+
+
+# ---------------------------------------------------------------------------------- calibration
+@SUITES.register("calibration")
+def calibration_suite(ctx: SuiteContext) -> Result:
+    """Temperature fitted on the first half of the evaluation examples (our tasks have no
+    separate validation split), every metric reported on the second half, before and after."""
+    items = ctx.items
+    examples = np.unique(items.example)
+    fit_half = np.isin(items.example, examples[: len(examples) // 2])
+    if fit_half.all() or not fit_half.any():
+        return {"headline": {}, "not_applicable": "fewer than 2 evaluation examples"}
+    fit, test = items.subset(fit_half), items.subset(~fit_half)
+    temperature = calibration.fit_temperature(fit.logits, fit.labels)
+    report = calibration.calibration_report(
+        test.logits,
+        test.labels,
+        num_bins=ctx.exp.config.eval.calibration_bins,
+        temperature=temperature,
+    )
+    after = report["after_temperature"]
+    png = calibration.reliability_diagram_png(
+        report["bins"]["equal_width"],
+        after["bins"]["equal_width"],
+        f"reliability (T = {temperature:.3g} fitted on the other half)",
+    )
+    return {
+        "headline": {
+            "ece": report["ece_equal_width"],
+            "ece_after_temperature": after["ece_equal_width"],
+            "brier": report["brier"],
+            "temperature": temperature,
+        },
+        "fitted_on": f"evaluation examples [0, {len(examples) // 2}) ({len(fit)} items)",
+        "reported_on": f"evaluation examples [{len(examples) // 2}, {len(examples)}) "
+        f"({len(test)} items)",
+        "metrics": report,
+        "plots": [ctx.write_png("reliability.png", png)],
+    }
+
+
+# ----------------------------------------------------------------------------------- robustness
+@SUITES.register("robustness")
+def robustness_suite(ctx: SuiteContext) -> Result:
+    if ctx.exp.dataset.spec.kind == "image":
+        return _image_robustness(ctx)
+    return _sequence_robustness(ctx)
+
+
+def _curve_point(x: float, items: Items) -> dict[str, float]:
+    return {"x": x, "items": len(items), **accuracy_and_nll(items)}
+
+
+def _sequence_robustness(ctx: SuiteContext) -> Result:
+    config, spec = ctx.exp.config, ctx.exp.dataset.spec
+    clean = _curve_point(0.0, ctx.items)
+
+    def substitute(rate: float) -> Callable[[np.ndarray, int], np.ndarray]:
+        def transform(tokens: np.ndarray, batch_index: int) -> np.ndarray:
+            rng = np.random.default_rng([CORRUPTION_SEED, batch_index, int(rate * 1e6)])
+            return corruptions.substitute_tokens(tokens, rate, spec.vocab_size, rng)
+
+        return transform
+
+    corruption = [clean] + [
+        _curve_point(rate, ctx.predictor.run(ctx.params, ctx.exp.dataset, substitute(rate)))
+        for rate in config.eval.corruption_rates
+    ]
+    curves = {"token_substitution": corruption}
+    result: Result = {"curves": curves, "not_applicable": {}}
+    headline = {f"accuracy@substitute_{r['x']:g}": r["accuracy"] for r in corruption[1:]}
+
+    length, reason = _length_curve(ctx, clean)
+    curves["length"] = length
+    if reason:
+        result["not_applicable"]["length"] = reason
+    headline.update({f"accuracy@length_{r['x']:g}x": r["accuracy"] for r in length[1:]})
+    result["headline"] = headline
+    result["plots"] = [
+        ctx.write_png(
+            "robustness.png",
+            figures.curves_png(
+                {
+                    "token substitution rate": corruption,
+                    f"length (x {spec.seq_len} trained)": length,
+                }
+            ),
+        )
+    ]
+    return result
+
+
+def _length_curve(ctx: SuiteContext, clean: dict[str, float]) -> tuple[list, str | None]:
+    """Accuracy at multiples of the training length, or why that is not applicable."""
+    config, spec, model = ctx.exp.config, ctx.exp.dataset.spec, ctx.exp.model
+    start = [{**clean, "x": 1.0}]
+    if "seq_len" not in config.data[config.data.name]:
+        return start, f"dataset {spec.name!r} has no seq_len parameter"
+    reason = model.fixed_length_reason() if hasattr(model, "fixed_length_reason") else None
+    if reason:
+        return start, f"the model is defined only up to its training length: {reason}"
+    points, failures = start, []
+    for factor in config.eval.length_factors:
+        try:
+            dataset = ctx.variant(seq_len=spec.seq_len * factor)
+        except data.DataConfigError as e:
+            failures.append(f"{factor}x: {e}")
+            continue
+        longer = Predictor(ctx.exp, model.clone(seq_len=spec.seq_len * factor))
+        points.append(_curve_point(float(factor), longer.run(ctx.params, dataset)))
+    return points, "; ".join(failures) or None
+
+
+def _image_robustness(ctx: SuiteContext) -> Result:
+    config = ctx.exp.config
+    clean = _curve_point(0.0, ctx.items)
+
+    def noisy(stddev: float) -> Callable[[np.ndarray, int], np.ndarray]:
+        def transform(images: np.ndarray, batch_index: int) -> np.ndarray:
+            rng = np.random.default_rng([CORRUPTION_SEED, batch_index, int(stddev * 1e6)])
+            return corruptions.gaussian_noise(images, stddev, rng)
+
+        return transform
+
+    def shifted(pixels: int) -> Callable[[np.ndarray, int], np.ndarray]:
+        return lambda images, _: corruptions.shift(images, pixels)
+
+    run = functools.partial(ctx.predictor.run, ctx.params, ctx.exp.dataset)
+    noise = [clean] + [_curve_point(s, run(noisy(s))) for s in config.eval.noise_stddevs]
+    shift = [clean] + [_curve_point(float(p), run(shifted(p))) for p in config.eval.shifts]
+    curves = {"gaussian_noise": noise, "shift": shift}
+    headline = {f"accuracy@noise_{r['x']:g}": r["accuracy"] for r in noise[1:]}
+    headline.update({f"accuracy@shift_{r['x']:g}px": r["accuracy"] for r in shift[1:]})
+    png = figures.curves_png(
+        {"Gaussian noise stddev": noise, "shift (pixels right and down)": shift}
+    )
+    return {
+        "headline": headline,
+        "curves": curves,
+        "not_applicable": {"length": "images have no sequence length"},
+        "plots": [ctx.write_png("robustness.png", png)],
+    }
+
+
+# --------------------------------------------------------------------------------------- slices
+@SUITES.register("slices")
+def slices_suite(ctx: SuiteContext) -> Result:
+    """Accuracy per value of each item attribute (groups have their own suite), per evaluation
+    variant the task defines (e.g. MQAR's number of pairs), the worst slice of each, and the
+    hardest items written out readably to hardest.md."""
+    items = ctx.items
+    nll = slices.item_nll(items.logits, items.labels)
+    tables = {
+        name: slices.slice_table(values, items.correct, nll)
+        for name, values in items.attributes.items()
+        if name != "group"
+    }
+    for name, variants in ctx.exp.dataset.builder.slice_variants().items():
+        rows = []
+        for label, overrides in variants.items():
+            variant = ctx.predictor.run(ctx.params, ctx.variant(**overrides))
+            rows.append(
+                slices.slice_row(
+                    label, variant.correct, slices.item_nll(variant.logits, variant.labels)
+                )
+            )
+        tables[name] = rows
+    worst = {name: slices.worst_slice(rows) for name, rows in tables.items()}
+    hardest = _hardest_examples(ctx, nll)
+    with open(os.path.join(ctx.out_dir, "hardest.md"), "w") as f:
+        f.write(hardest)
+    headline = {
+        f"worst_accuracy/{name}": row["accuracy"] for name, row in worst.items() if row is not None
+    }
+    return {
+        "headline": headline,
+        "tables": tables,
+        "worst": worst,
+        "min_slice_items": slices.MIN_SLICE_ITEMS,
+        "hardest": "hardest.md",
+        **({} if tables else {"not_applicable": "the task defines no slice attributes"}),
+    }
+
+
+def _hardest_examples(ctx: SuiteContext, nll: np.ndarray) -> str:
+    items, spec = ctx.items, ctx.exp.dataset.spec
+    chosen = slices.hardest(nll, ctx.exp.config.eval.hardest_examples)
+    source = ctx.exp.dataset.source(spec.eval_split)
+    predicted = np.argmax(items.logits, axis=1)
+    lines = [f"# The {len(chosen)} hardest evaluation items (highest NLL)", ""]
+    for rank, i in enumerate(chosen, start=1):
+        example = source[int(items.example[i])]
+        if spec.kind == "image":
+            text = slices.render_image(
+                np.asarray(example["image"]), int(items.labels[i]), int(predicted[i])
+            )
+        else:
+            text = slices.render_sequence(
+                np.asarray(example["inputs"]),
+                int(items.position[i]),
+                int(items.labels[i]),
+                int(predicted[i]),
+            )
+        attributes = ", ".join(f"{k} {v[i]}" for k, v in items.attributes.items())
+        lines += [
+            f"## {rank}. example {items.example[i]}: NLL {nll[i]:.3f}"
+            + (f" ({attributes})" if attributes else ""),
+            "",
+            "```",
+            text,
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- group gaps
+@SUITES.register("groups")
+def groups_suite(ctx: SuiteContext) -> Result:
+    """Accuracy and calibration per group of the `group` attribute, and the gaps between the
+    best and the worst group."""
+    items = ctx.items
+    if "group" not in items.attributes:
+        return {
+            "headline": {},
+            "not_applicable": f"dataset {ctx.exp.dataset.spec.name!r} carries no group attribute",
+        }
+    groups = items.attributes["group"]
+    rows = []
+    for group in sorted(set(groups)):
+        chosen = items.subset(groups == group)
+        metrics = calibration.calibration_report(
+            chosen.logits, chosen.labels, num_bins=ctx.exp.config.eval.calibration_bins
+        )
+        rows.append(
+            {
+                "group": group,
+                "items": len(chosen),
+                "accuracy": metrics["accuracy"],
+                "accuracy_ci": list(slices.wilson_interval(int(chosen.correct.sum()), len(chosen))),
+                "ece": metrics["ece_equal_width"],
+                "nll": metrics["nll"],
+                "brier": metrics["brier"],
+            }
+        )
+    accuracies = [r["accuracy"] for r in rows]
+    eces = [r["ece"] for r in rows]
+    worst = min(rows, key=lambda r: r["accuracy"])
+    return {
+        "headline": {
+            "accuracy_gap": max(accuracies) - min(accuracies),
+            "ece_gap": max(eces) - min(eces),
+        },
+        "groups": rows,
+        "worst_group": worst["group"],
+    }
+
+
+def run(names: list[str], ctx: SuiteContext) -> dict[str, Result]:
+    """Each named suite's result (names checked against SUITES before anything runs)."""
+    for name in names:
+        SUITES.get(name)
+    return {name: SUITES.get(name)(ctx) for name in names}
