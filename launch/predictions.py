@@ -10,6 +10,7 @@ host first.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,9 @@ class Predictor:
             at = {"positions": batch["score_positions"]} if "score_positions" in batch else {}
             return self.model.apply({"params": params}, batch[self.input_key], train=False, **at)
 
+        # The decoded evaluation batches of each dataset read so far: robustness passes over
+        # the same split once per corruption, and decoding costs more than the forward pass.
+        self._batches: dict[str, list[dict[str, np.ndarray]]] = {}
         with exp.context():
             self._logits = jax.jit(
                 logits,
@@ -91,14 +95,10 @@ class Predictor:
         self, params: Any, dataset: data.Dataset, transform: InputTransform | None = None
     ) -> Items:
         """Items of `dataset`'s evaluation split (the first eval.num_batches batches if set)."""
-        config = self.exp.config
-        size = config.eval.batch_size
-        loader = dataset.eval_loader(size)
+        size = self.exp.config.eval.batch_size
         parts, offset = [], 0
         with self.exp.context():
-            for index, batch in enumerate(loader):
-                if config.eval.num_batches and index >= config.eval.num_batches:
-                    break
+            for index, batch in enumerate(self._read(dataset)):
                 if transform is not None:
                     batch = {**batch, self.input_key: transform(batch[self.input_key], index)}
                 real = len(batch[self.input_key])
@@ -109,6 +109,14 @@ class Predictor:
         if not parts:
             raise RuntimeError(f"evaluation split {dataset.spec.eval_split!r} is empty")
         return _concatenate(parts)
+
+    def _read(self, dataset: data.Dataset) -> list[dict[str, np.ndarray]]:
+        key = dataset.fingerprint["content_hash"]
+        if key not in self._batches:
+            limit = self.exp.config.eval.num_batches or None
+            loader = dataset.eval_loader(self.exp.config.eval.batch_size)
+            self._batches[key] = list(itertools.islice(loader, limit))
+        return self._batches[key]
 
 
 def _items(

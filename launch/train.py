@@ -137,6 +137,13 @@ def main(argv: list[str]) -> int:
         f"run directory: {os.path.abspath(workdir)}  ({num_params:,} parameters, "
         f"mesh {dict(exp.mesh.shape)}{resumed})"
     )
+    if (exp.dataset.fingerprint.get("overlap") or {}).get("leak"):
+        name = exp.dataset.spec.name
+        progress.message(
+            f"WARNING: dataset {name!r} leaks: evaluation examples also occur in its train split, "
+            f"so eval metrics partly measure memorisation (python -m launch.datacheck "
+            f"--data={name} with this run's data.{name} parameters lists them)"
+        )
     status = "failed"  # until the loop says otherwise
     try:
         status = experiment.train_loop(exp, state, start_step, manager, writer, progress, preempted)
