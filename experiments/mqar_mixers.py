@@ -57,6 +57,9 @@ SETTINGS: dict[str, dict] = {
         "optimizer.warmup_steps": 15,
         "eval.every": 75,
         "checkpoint.every": 150,
+        # The evaluation suites at half their default points (each length is a compilation).
+        "eval.corruption_rates": (0.1, 0.4),
+        "eval.length_factors": (2,),
     },
 }
 
