@@ -47,10 +47,11 @@ CLAIMS = [("deltanet", "beats", "mamba2"), ("attention", "beats", "mamba")]
 SETTINGS: dict[str, dict] = {
     "small": {},
     "hard": {"data.mqar.seq_len": 128, "data.mqar.num_kv_pairs": 8, "data.mqar.num_queries": 8},
-    # The main job (`make run`): the 8 sequence-mixer arms x 3 seeds in under 10 minutes on 2
-    # cores, so 2,400 training sequences per run instead of 38,400. Nothing reaches 0.9 here: it
-    # compares how fast the mixers start to recall. Measured at 180 steps: 10m28s for the 24
-    # runs (1,222 process-seconds), most of it start-up and compilation rather than steps.
+    # The main job (`make run`): the 8 sequence-mixer arms x 3 seeds in minutes on 2 cores, so
+    # 2,400 training sequences per run instead of 38,400. Nothing reaches 0.9 here: it compares
+    # how fast the mixers start to recall. Measured on a fresh clone: 9m16s for the 24 runs
+    # without the evaluation suites, 13m05s with them (and the install); most of it start-up
+    # and compilation rather than steps.
     "quick": {
         "train.batch_size": 16,
         "train.steps": 150,
