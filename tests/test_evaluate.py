@@ -13,7 +13,7 @@ import pytest
 
 import data
 import models
-from analysis import slices
+from analysis import model_card, slices
 from data import corruptions
 from data.digits import ink_groups
 from data.mqar import distance_buckets
@@ -269,3 +269,51 @@ def test_sequence_suites_on_mqar(data_dir, tmp_path):
     assert "[" in (eval_dir / "hardest.md").read_text()  # the scored position is marked
     groups = json.loads((eval_dir / "groups.json").read_text())
     assert "carries no group attribute" in groups["not_applicable"]
+
+
+# ---------------------------------------------------------------------------------- model card
+
+
+def write_run(path, *, leak: bool) -> None:
+    """A run directory as launch.train and launch.evaluate leave it, reduced to what the card
+    reads."""
+    (path / "eval").mkdir(parents=True)
+    overlap = {
+        "leak": leak,
+        "eval": {
+            "test": {
+                "examples": 64,
+                "exact": {"count": 3 if leak else 0},
+                "near": {"count": 1 if leak else 0},
+            }
+        },
+        "train_duplicates": {"count": 0},
+    }
+    fingerprint = {"content_hash": "sha256:abc", "data_sheet": {"source": "s"}, "overlap": overlap}
+    config = {"model": {"name": "lm", "mixer": "attention"}, "data": {"name": "mqar"}}
+    manifest = {"status": "completed", "num_params": 1234, "datasets": {"mqar": fingerprint}}
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "metrics.jsonl").write_text(json.dumps({"step": 10, "eval/accuracy": 0.5}) + "\n")
+    summary = {"step": 10, "split": "test", "items": 128, "accuracy": 0.5, "suites": []}
+    (path / "eval" / "summary.json").write_text(json.dumps(summary))
+
+
+def test_a_leaking_dataset_is_named_in_the_model_card(tmp_path):
+    write_run(tmp_path / "leaky", leak=True)
+    card = model_card.render(str(tmp_path / "leaky"))
+    assert "**LEAK" in card and "3 of 64 exact copies, 1 near-duplicates" in card
+    assert "evaluation data leaks from train in mqar" in card
+    write_run(tmp_path / "clean", leak=False)
+    clean = model_card.render(str(tmp_path / "clean"))
+    assert "LEAK" not in clean and "no evaluation example found in train" in clean
+
+
+def test_a_study_card_shows_the_arms_seed_intervals(tmp_path):
+    write_run(tmp_path / "run", leak=False)
+    arm = {"study": "s", "arm": "a", "seeds": 3, "stats": {"eval/accuracy": {
+        "mean": 0.5, "ci": [0.4, 0.6], "n": 3}}}  # fmt: skip
+    card = model_card.render(str(tmp_path / "run"), arm)
+    assert "in study `s` (arm `a`)" in card
+    assert "| eval/accuracy | 0.5 | [0.4, 0.6] | 3 |" in card
+    assert "Trained without differential privacy" in card
