@@ -69,6 +69,19 @@ def test_a_study_trains_every_arm_and_seed_and_reports_a_verdict(finished_study)
     assert str((workdir / "report.html").resolve()) in result.stdout
 
 
+def test_the_report_compares_the_arms_on_the_evaluation_suites(finished_study):
+    """Every run ends with its suites (tiny_study: calibration); the report tabulates their
+    headline numbers over seeds and each run's model card gets its arm's intervals."""
+    workdir, _ = finished_study
+    summary = json.loads((workdir / "summary.json").read_text())
+    ece = summary["arms"]["deltanet"]["evaluation"]["headline"]["calibration/ece"]
+    assert len(ece["final_values"]) == 2 and ece["final"]["n"] == 2
+    report = (workdir / "report.md").read_text()
+    assert "## Evaluation suites" in report and "| calibration/ece |" in report
+    card = (Path(run_dir(str(workdir), "deltanet", 1)) / "model_card.md").read_text()
+    assert "(arm `deltanet`)" in card and "| calibration/ece |" in card
+
+
 def test_the_experiment_log_gets_one_line_per_study(finished_study):
     workdir, _ = finished_study
     lines = (workdir.parent / "experiments.jsonl").read_text().splitlines()
