@@ -4,13 +4,19 @@ Data sheet
 - Source: the `topics` dict of the `pydoc_data.topics` module that ships with every CPython (the
   text `help('assert')` shows: reference-manual chapters on statements, expressions and types).
   Topics are joined in sorted-name order with a blank line between them. Nothing is downloaded.
-- Size: about 466 KB (466,273 bytes of UTF-8 on Python 3.11.7): 3,253 training and 361
-  validation windows at seq_len=128. The exact text depends on the Python version: the
-  fingerprint's `source` names the version and its content hash changes with the text.
+- Size: about 466 KB (466,273 bytes of UTF-8 on Python 3.11.7): 3,253 training and 334
+  validation windows at seq_len=128 (361 before decontamination). The exact text depends on the
+  Python version: the fingerprint's `source` names the version and its content hash changes
+  with the text.
 - Generation: UTF-8 bytes (vocab_size 256). The first (1 - val_fraction) of the bytes is the
   train split, the rest the validation split: a contiguous cut, so no text is in both. Each split
   is cut into non-overlapping windows of seq_len + 1 bytes (a leftover tail shorter than that is
   dropped); inputs = window[:-1], targets = window[1:], loss_mask all ones.
+- Decontamination (version 1.1.0): pydoc repeats some passages under several topics, so a
+  contiguous cut still left 27 of the 361 validation windows at seq_len=128 as near-copies of
+  training windows (found by data/overlap.py). Every validation window with a training window at
+  byte-3-gram Jaccard >= 0.8 (data/overlap.py's near-duplicate test: MinHash LSH candidates, then
+  the exact Jaccard) is dropped, so the validation split measures text the model has not seen.
 - Intended use: a small, always-available character-level language-modelling task for smoke
   tests and architecture comparisons; too small to measure large-scale language modelling.
 - License: the Python documentation, under the Python Software Foundation License
@@ -27,6 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data import overlap
 from data.builder import ArchlabBuilder, sequence_features
 from data.config import DataConfigError, ParamsConfig, param
 from data.registry import DATASETS
@@ -57,9 +64,44 @@ def split_bytes(text: bytes, val_fraction: float) -> dict[str, bytes]:
     return {"train": text[:cut], "validation": text[cut:]}
 
 
+def windows(part: bytes, window: int) -> np.ndarray:
+    """[N, window] int32: the non-overlapping windows of `part` (a shorter tail is dropped)."""
+    count = len(part) // window
+    return np.frombuffer(part[: count * window], dtype=np.uint8).astype(np.int32).reshape(count, -1)
+
+
+def near_copies(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """[len(rows)] bool: the rows with a reference row at shingle Jaccard >= the threshold of
+    data/overlap.py (candidates from its MinHash bands, then the exact Jaccard)."""
+
+    def shingles(x: np.ndarray) -> np.ndarray:
+        return overlap.sequence_shingles({"inputs": x[:, :-1], "targets": x[:, 1:]})
+
+    row_shingles, reference_shingles = shingles(rows), shingles(reference)
+    row_keys = overlap.band_keys(overlap.minhash(row_shingles))
+    reference_keys = overlap.band_keys(overlap.minhash(reference_shingles))
+    by_key: dict[tuple[int, int], list[int]] = {}
+    for j, keys in enumerate(reference_keys.tolist()):
+        for band, key in enumerate(keys):
+            by_key.setdefault((band, key), []).append(j)
+    copies = np.zeros(len(rows), dtype=bool)
+    for i, keys in enumerate(row_keys.tolist()):
+        candidates = {j for band, key in enumerate(keys) for j in by_key.get((band, key), [])}
+        mine = np.unique(row_shingles[i])
+        for j in candidates:
+            theirs = np.unique(reference_shingles[j])
+            shared = len(np.intersect1d(mine, theirs, assume_unique=True))
+            if shared / (len(mine) + len(theirs) - shared) >= overlap.NEAR_DUPLICATE_JACCARD:
+                copies[i] = True
+                break
+    return copies
+
+
 @DATASETS.register("pydoc_text")
 class PydocText(ArchlabBuilder):
     CONFIG_CLASS = PydocTextConfig
+    # 1.1.0 drops the validation windows that are near-copies of training windows.
+    VERSION = tfds.core.Version("1.1.0")
     LICENSE = "Python Software Foundation License (Python documentation text)."
 
     def _features(self) -> tfds.features.FeaturesDict:
@@ -75,13 +117,12 @@ class PydocText(ArchlabBuilder):
                     f"pydoc_text: the {split} split has {len(part)} bytes, fewer than one window "
                     f"of seq_len + 1 = {window}; got {self.config.params()}"
                 )
-        return {split: self._generate_examples(part) for split, part in parts.items()}
+        rows = {split: windows(part, window) for split, part in parts.items()}
+        rows["validation"] = rows["validation"][~near_copies(rows["validation"], rows["train"])]
+        return {split: self._generate_examples(part) for split, part in rows.items()}
 
-    def _generate_examples(self, part: bytes) -> Iterator[tuple[int, dict]]:
-        window = self.config.seq_len + 1
-        num_windows = len(part) // window
-        tokens = np.frombuffer(part[: num_windows * window], dtype=np.uint8).astype(np.int32)
-        for i, row in enumerate(tokens.reshape(num_windows, window)):
+    def _generate_examples(self, rows: np.ndarray) -> Iterator[tuple[int, dict]]:
+        for i, row in enumerate(rows):
             yield (
                 i,
                 {
