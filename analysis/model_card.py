@@ -129,11 +129,8 @@ def _architecture(record: Mapping[str, Any], model: Mapping[str, Any]) -> list[s
     keys = ("name", "mixer", "layer_pattern", "num_layers", "d_model", "num_heads", "d_ff")
     shown = ", ".join(f"{k} {model[k]}" for k in keys if model.get(k) not in (None, ""))
     lines = ["## Architecture", "", f"- {shown}"]
-    lines.append(
-        f"- parameters: {record.get('num_params', UNKNOWN):,}"
-        if isinstance(record.get("num_params"), int)
-        else f"- parameters: {UNKNOWN}"
-    )
+    count = record.get("num_params")
+    lines.append("- parameters: " + (f"{count:,}" if isinstance(count, int) else UNKNOWN))
     if described:
         lines.append(
             f"- analytic forward FLOPs per token {_fmt(described.get('flops_per_token'))}, "

@@ -597,16 +597,12 @@ def _evaluation_section(summary: Mapping[str, Any]) -> list[Block]:
             "muted",
         )
     )
-    rows = tuple(
-        (
-            name,
-            *(
-                mean_pm(_dict(_dict(_dict(evaluations[a].get("headline")).get(name)).get("final")))
-                for a in arms
-            ),
-        )
-        for name in names
-    )
+
+    def cell(arm: str, name: str) -> str:
+        entry = _dict(_dict(evaluations[arm].get("headline")).get(name))
+        return mean_pm(_dict(entry.get("final")))
+
+    rows = tuple((name, *(cell(a, name) for a in arms)) for name in names)
     headers = ("Number", *(arm_label(summary, a) for a in arms))
     numeric = (False, *(True for _ in arms))
     blocks.append(Table(headers, rows, numeric, tuple(False for _ in names), "evaluation-table"))

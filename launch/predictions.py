@@ -10,6 +10,7 @@ host first.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -42,8 +43,9 @@ class Items:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
+    @functools.cached_property
     def correct(self) -> np.ndarray:
+        # Read by every suite; computed once (cached_property writes past the frozen fields).
         return np.argmax(self.logits, axis=1) == self.labels
 
     def subset(self, chosen: np.ndarray) -> Items:
