@@ -24,11 +24,11 @@ run: $(INSTALLED)
 		--workdir=$(RUN_DIR)
 
 test: $(INSTALLED)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Also trains every MQAR arm to its full budget (tests/test_mqar_learning.py): about an hour.
 test-slow: $(INSTALLED)
-	ARCHLAB_SLOW_TESTS=1 $(PY) -m pytest -q -n 2 --dist loadfile
+	ARCHLAB_SLOW_TESTS=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

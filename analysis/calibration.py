@@ -41,9 +41,8 @@ from collections.abc import Sequence
 from typing import Any, TypedDict
 
 import numpy as np
-from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
-from scipy import optimize, special
+from scipy import special
 
 from analysis import figures
 
@@ -153,6 +152,8 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike) -> float:
     def nll(log_t: float) -> float:
         return _nll(special.log_softmax(logits / np.exp(log_t), axis=1), labels)
 
+    from scipy import optimize  # here, not at the top: most importers never fit a temperature
+
     # The NLL is convex in 1/T, hence unimodal in log T, so a bounded scalar search finds the
     # global minimum; searching log T treats T = 0.5 and T = 2 as equally far from 1.
     result = optimize.minimize_scalar(
@@ -191,7 +192,7 @@ def reliability_diagram_png(
     Takes `reliability_bins` output or the same read back from a report's JSON; empty bins are
     left out of the curve and show as zero counts.
     """
-    fig = Figure(figsize=(5.0, 6.0), dpi=100, layout="constrained")
+    fig = figures.new_figure(5.0, 6.0, dpi=100)
     curve, counts = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     curve.plot([0, 1], [0, 1], linestyle="--", color="#888888", label="calibrated")
     for name, bins, color in (

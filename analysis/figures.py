@@ -2,15 +2,18 @@
 
 A bare `Figure`, never pyplot: no global figure registry, no backend switching, nothing leaks
 between plots. PNGs carry no date or software metadata, so the same numbers give the same bytes.
+Matplotlib is imported by `new_figure`, on first use: `launch.train` imports this module through
+the evaluation suites, and a run that draws nothing should not pay a second of start-up for it.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GRID_COLOR = "#d8dee4"
 
@@ -22,9 +25,15 @@ def style(ax: Any) -> Any:
     return ax
 
 
+def new_figure(width: float, height: float, dpi: int = 110) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+
+
 def new_axes(width: float, height: float, columns: int = 1) -> tuple[Figure, Any]:
     """A figure with `columns` styled axes side by side (one Axes, or an array of them)."""
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    fig = new_figure(width, height)
     axes = fig.subplots(1, columns)
     for ax in [axes] if columns == 1 else axes:
         style(ax)

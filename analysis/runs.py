@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
+
+import numpy as np
 
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.jsonl"
@@ -23,6 +26,21 @@ EVAL_DIR = "eval"  # launch.evaluate's output: summary.json, one <suite>.json ea
 def eval_file(workdir: str, name: str) -> str:
     """<workdir>/eval/<name>.json: `summary` or a suite's result."""
     return os.path.join(workdir, EVAL_DIR, f"{name}.json")
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses to dicts, tuples to lists, NaN and infinities to None: strict JSON."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    return value
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from analysis import stats
-from analysis.runs import Run, eval_file, is_run, load_run, read_json
+from analysis.runs import Run, eval_file, is_run, jsonable, load_run, read_json
 
 RELATIONS = ("beats", "loses to")
 RUNS_DIR = "runs"
@@ -69,21 +68,6 @@ def config_hash(config: dict[str, Any]) -> str:
     """Hash of a run's config without its seed: equal for every seed of one arm."""
     without_seed = {k: v for k, v in config.items() if k != "seed"}
     return hashlib.sha256(json.dumps(without_seed, sort_keys=True).encode()).hexdigest()
-
-
-def jsonable(value: Any) -> Any:
-    """Dataclasses to dicts, tuples to lists, NaN and infinities to None: strict JSON."""
-    if dataclasses.is_dataclass(value):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer | np.bool_):
-        return value.item()
-    return value
 
 
 # --------------------------------------------------------------------------------- one arm

@@ -24,8 +24,7 @@ import jax
 import ml_collections
 
 from analysis import model_card, slices
-from analysis.runs import CONFIG_FILE, EVAL_DIR, eval_file, read_json
-from analysis.study import jsonable
+from analysis.runs import CONFIG_FILE, EVAL_DIR, eval_file, jsonable, read_json
 from launch import checkpoint, experiment, manifest, suites
 from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
 from launch.predictions import Predictor

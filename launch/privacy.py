@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dp_accounting
 import ml_collections
 
 from launch.errors import UsageError
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 # Accountant name -> what the manifest calls it.
 ACCOUNTANTS = {
@@ -87,6 +89,10 @@ def dp_sgd_event(
     sampling_probability: float, noise_multiplier: float, steps: int
 ) -> dp_accounting.DpEvent:
     """`steps` compositions of the Poisson-subsampled Gaussian mechanism."""
+    # Imported where it is used: dp_accounting brings scipy.signal and scipy.stats (about two
+    # seconds), and every `launch.train` imports this module, private or not.
+    import dp_accounting
+
     return dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(
             sampling_probability, dp_accounting.GaussianDpEvent(noise_multiplier)
@@ -98,6 +104,8 @@ def dp_sgd_event(
 def _make_accountant(name: str) -> dp_accounting.PrivacyAccountant:
     # Both with dp_accounting's defaults (RDP orders, PLD discretisation), which are what its
     # own and TF Privacy's published example values were computed with.
+    import dp_accounting
+
     if name == "rdp":
         return dp_accounting.rdp.RdpAccountant()
     if name == "pld":

@@ -54,6 +54,19 @@ def tiny_overrides() -> dict[str, int | str]:
     return {key: int(value) if value.isdigit() else value for key, value in pairs}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first. `make test` hands whole files to its 2 workers in collection order
+    (--dist loadfile --no-loadscope-reorder); a file of several minutes collected last (the zoo's
+    sharded cases, one 4-minute process) ran alone at the end while the other worker sat idle.
+    A file says it is long with `pytestmark = pytest.mark.long(seconds=...)`, its measured time."""
+
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("long")
+        return marker.kwargs["seconds"] if marker else 0.0
+
+    items.sort(key=seconds, reverse=True)  # stable: each file keeps its own order
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One dataset cache for the whole session, with TINY's MQAR already prepared, so each

@@ -20,6 +20,8 @@ from data.mqar import distance_buckets
 from experiments import mqar_mixers
 from tests.conftest import run_module, run_train, tiny_overrides
 
+pytestmark = pytest.mark.long(seconds=170)
+
 # ---------------------------------------------------------------------------------- corruptions
 
 

@@ -22,6 +22,8 @@ from launch.distributed import resolve
 from launch.errors import UsageError
 from tests.conftest import REPO, TINY, metrics, run_train, train_command, train_env
 
+pytestmark = pytest.mark.long(seconds=155)
+
 MESH = ["--config.mesh.data=2", "--config.mesh.fsdp=2"]
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import REPO, metrics, run_train, train_command, train_env
 
+pytestmark = pytest.mark.long(seconds=100)
+
 STEPS = 30
 LONGER = [f"--config.train.steps={STEPS}", "--config.checkpoint.every=3"]
 

@@ -13,6 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import REPO, metrics, run_train, train_env
 
+pytestmark = pytest.mark.long(seconds=180)
+
 
 @pytest.fixture(scope="module")
 def finished_run(data_dir, tmp_path_factory) -> Path:

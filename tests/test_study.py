@@ -19,6 +19,8 @@ from analysis.runs import load_run
 from analysis.study import run_dir
 from tests.conftest import REPO, train_env
 
+pytestmark = pytest.mark.long(seconds=220)
+
 STUDY = "tests/tiny_study.py"
 
 

@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import REPO, train_env
 from tests.sharded_losses import SEQUENCE_CASES, VISION_CASES
 
+pytestmark = pytest.mark.long(seconds=270)
+
 CASES = [
     *[(case, "data=2,fsdp=2,tensor=2") for case in (*SEQUENCE_CASES, *VISION_CASES)],
     ("moe", "data=2,tensor=2,expert=2"),
