@@ -26,6 +26,7 @@ def style(ax: Any) -> Any:
 
 
 def new_figure(width: float, height: float, dpi: int = 110) -> Figure:
+    """A bare, constrained-layout figure; the one place matplotlib is imported."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=dpi, layout="constrained")
