@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO, metrics, run_train, train_env
+from tests.conftest import REPO, TINY, metrics, run_train, train_env
 
 pytestmark = pytest.mark.long(seconds=180)
 
@@ -95,7 +95,12 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_d
         ),
         (
             "experiments/mqar_mixers.py",
-            ["--config.train.compute_dtype=bfloat16", "--config.model.remat=full"],
+            [
+                # TINY's data and model: bfloat16 on CPU is emulated, and slow at full size.
+                *(a for a in TINY if a.startswith(("--config.data.", "--config.model."))),
+                "--config.train.compute_dtype=bfloat16",
+                "--config.model.remat=full",
+            ],
         ),
     ],
     ids=["digits-mlp", "pydoc-transformer", "mqar-bf16-remat"],
