@@ -5,6 +5,7 @@ Registry-wide: a mixer added to MIXERS is covered here without editing this file
 
 from __future__ import annotations
 
+import functools
 import types
 
 import flax.linen as nn
@@ -55,11 +56,12 @@ def test_changing_a_token_never_changes_earlier_outputs(mixer, variant):
     """Earlier outputs may move by float round-off only (FFT convolutions spread ~1e-7 of it
     backwards); information from the future would move them by orders of magnitude more."""
     model, variables, tokens = build(mixer, **VARIANTS[variant])
-    before = model.apply(variables, tokens, train=False)
+    forward = jax.jit(functools.partial(model.apply, train=False))
+    before = forward(variables, tokens)
     scale = float(jnp.max(jnp.abs(before)))
     for t in (0, 6, T - 1):
         changed = tokens.at[:, t].set((tokens[:, t] + 1) % SPEC.vocab_size)
-        after = model.apply(variables, changed, train=False)
+        after = forward(variables, changed)
         np.testing.assert_allclose(after[:, :t], before[:, :t], rtol=0, atol=1e-5 * scale)
         assert float(jnp.max(jnp.abs(after[:, t] - before[:, t]))) > 1e-3 * scale
 
@@ -68,13 +70,13 @@ def test_changing_a_token_never_changes_earlier_outputs(mixer, variant):
 def test_parallel_prefill_and_token_by_token_decoding_agree(mixer, variant):
     model, variables, tokens = build(mixer, **VARIANTS[variant])
     full = model.apply(variables, tokens, train=False)
+    # Jitted as a decoder would be: op by op, the first step alone compiles hundreds of programs.
+    step = jax.jit(functools.partial(model.apply, method="decode_step"))
     # Decoding every token from an empty cache.
     cache = model.apply(variables, 2, T, method="init_cache")
     stepped = []
     for t in range(T):
-        logits, cache = model.apply(
-            variables, tokens[:, t], cache, jnp.int32(t), method="decode_step"
-        )
+        logits, cache = step(variables, tokens[:, t], cache, jnp.int32(t))
         stepped.append(logits)
     assert_close(jnp.stack(stepped, axis=1), full)
     # A prompt through the parallel form, then cached decoding of the rest.
@@ -82,9 +84,7 @@ def test_parallel_prefill_and_token_by_token_decoding_agree(mixer, variant):
     logits, cache = model.apply(variables, tokens[:, :prompt], T, method="prefill")
     assert_close(logits, full[:, :prompt])
     for t in range(prompt, T):
-        logits, cache = model.apply(
-            variables, tokens[:, t], cache, jnp.int32(t), method="decode_step"
-        )
+        logits, cache = step(variables, tokens[:, t], cache, jnp.int32(t))
         assert_close(logits, full[:, t])
 
 
@@ -102,8 +102,10 @@ def test_parallel_prefill_and_token_by_token_decoding_agree(mixer, variant):
 )
 @pytest.mark.parametrize("mixer", models.MIXERS.names())
 def test_parameter_count_matches_the_analytic_formula(mixer, overrides):
-    model, variables, _ = build(mixer, **overrides)
-    assert model.describe()["params"] == models.count_params(variables["params"])
+    model = models.build_model(lm_config(mixer, **overrides), SPEC, jnp.float32)
+    tokens = jax.ShapeDtypeStruct((2, T), jnp.int32)
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), tokens)
+    assert model.describe()["params"] == models.count_params(shapes["params"])
 
 
 @pytest.mark.parametrize("mixer", models.MIXERS.names())
