@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import types
 
 import flax.linen as nn
@@ -65,8 +66,9 @@ def test_forward_shapes_and_dtypes(name):
     model = models.build_model(tiny_config(name, dropout_rate=0.1), SPEC, jnp.float32)
     inputs = random_inputs(model)
     variables = init(model, inputs)
+    forward = jax.jit(model.apply, static_argnames="train")
     for train in (False, True):
-        logits = model.apply(variables, inputs, train=train, rngs={"dropout": jax.random.key(1)})
+        logits = forward(variables, inputs, train=train, rngs={"dropout": jax.random.key(1)})
         assert logits.dtype == jnp.float32
         assert logits.shape[0] == BATCH
         assert logits.shape[-1] in (SPEC.vocab_size, SPEC.num_classes)
@@ -77,7 +79,8 @@ def test_forward_shapes_and_dtypes(name):
 @pytest.mark.parametrize("name", models.MODELS.names())
 def test_params_are_float32_and_logically_named(name):
     model = models.build_model(tiny_config(name), SPEC, jnp.bfloat16)
-    variables = init(model, model.example_inputs(BATCH))
+    # Shapes, dtypes and names only: no need to compute the values.
+    variables = jax.eval_shape(functools.partial(init, model), model.example_inputs(BATCH))
     boxed = jax.tree_util.tree_leaves_with_path(
         variables["params"], is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata)
     )

@@ -88,21 +88,23 @@ def test_logits_shape_and_dtype(name, vit_o, mix_o):
     x = images()
     variables = init(model, x)
     rngs = {"dropout": jax.random.key(1)}
-    eval_logits = model.apply(variables, x, train=False)
+    forward = jax.jit(model.apply, static_argnames="train")
+    eval_logits = forward(variables, x, train=False)
     for train in (False, True):
-        logits = model.apply(variables, x, train=train, rngs=rngs)
+        logits = forward(variables, x, train=train, rngs=rngs)
         assert logits.shape == (BATCH, SPEC.num_classes)
         assert logits.dtype == jnp.float32
         assert np.all(np.isfinite(logits))
     # Dropout only when training: eval is deterministic, training with dropout is not eval.
-    np.testing.assert_array_equal(eval_logits, model.apply(variables, x, train=False))
-    assert not np.allclose(eval_logits, model.apply(variables, x, train=True, rngs=rngs))
+    np.testing.assert_array_equal(eval_logits, forward(variables, x, train=False))
+    assert not np.allclose(eval_logits, forward(variables, x, train=True, rngs=rngs))
 
 
 @pytest.mark.parametrize(("name", "vit_o", "mix_o"), VARIANTS, ids=VARIANT_IDS)
 def test_params_float32_boxed_with_distinct_logical_names(name, vit_o, mix_o):
     model = build(make_config(name, vit_overrides=vit_o, mixer_overrides=mix_o), jnp.bfloat16)
-    variables = init(model, model.example_inputs(BATCH))
+    # Shapes, dtypes and names only: no need to compute the values.
+    variables = jax.eval_shape(functools.partial(init, model), model.example_inputs(BATCH))
     leaves = jax.tree_util.tree_leaves_with_path(
         variables["params"], is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata)
     )
