@@ -49,27 +49,30 @@ def inputs(log_gate: float, vector: bool, seed: int = 0):
     return q, k, v, g, state
 
 
+def grads_and_outputs(fn, args: tuple) -> tuple:
+    """(gradients w.r.t. every input, (out, state)) of a loss that weighs all of fn's outputs
+    and its final state; jitted, one compile per form instead of one per op."""
+
+    def loss(*a):
+        out, state = fn(*a)
+        weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
+        return jnp.sum(out * weights) + jnp.sum(jnp.sin(state)), (out, state)
+
+    return jax.jit(jax.grad(loss, tuple(range(len(args))), has_aux=True))(*args)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 8, 16, 64])
 @pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
 @pytest.mark.parametrize("log_gate", [-1e-3, -20.0], ids=["weak", "strong"])
 def test_chunked_equals_recurrent_with_gradients(log_gate, vector, chunk_size):
     args = inputs(log_gate, vector)
-
-    def loss(fn, *a):
-        out, state = fn(*a, chunk_size)
-        weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
-        return jnp.sum(out * weights) + jnp.sum(jnp.sin(state))
-
-    out_c, state_c = chunked(*args, chunk_size)
-    out_r, state_r = recurrent(*args, chunk_size)
+    grads_c, (out_c, state_c) = grads_and_outputs(lambda *a: chunked(*a, chunk_size), args)
+    grads_r, (out_r, state_r) = grads_and_outputs(recurrent, args)
     assert_rel(out_c, out_r)
     assert_rel(state_c, state_r)
-    # Jitted: one compile per form instead of one per op.
-    grads_c = jax.jit(jax.grad(lambda *a: loss(chunked, *a), argnums=(0, 1, 2, 3, 4)))(*args)
-    grads_r = jax.jit(jax.grad(lambda *a: loss(recurrent, *a), argnums=(0, 1, 2, 3, 4)))(*args)
     for name, gc, gr in zip(["q", "k", "v", "log_gates", "state"], grads_c, grads_r, strict=True):
         assert np.all(np.isfinite(gc)), name
-        assert_rel(gc, gr), name
+        assert_rel(gc, gr, what=f"d/d{name}")
 
 
 def test_strong_decay_forgets_the_past():
@@ -200,20 +203,9 @@ DECAYS = {"deltanet": (0.0, 0.0), "gated-weak": (-0.015, -0.005), "gated-strong"
 @pytest.mark.parametrize("decay", list(DECAYS))
 def test_chunked_delta_rule_equals_the_scan_with_gradients(decay, length, chunk_size):
     args = delta_inputs(length, DECAYS[decay])
-
-    def grads_and_outputs(fn):
-        """Gradients w.r.t. every input of a loss that weighs all outputs and the final state,
-        with (out, state) alongside; jitted, one compile per form instead of one per op."""
-
-        def loss(*a):
-            out, state = fn(*a)
-            weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
-            return jnp.sum(out * weights) + jnp.sum(jnp.sin(state)), (out, state)
-
-        return jax.jit(jax.grad(loss, tuple(range(len(args))), has_aux=True))(*args)
-
-    grads_c, (out_c, state_c) = grads_and_outputs(lambda *a: chunked_delta_rule(*a, chunk_size))
-    grads_s, (out_s, state_s) = grads_and_outputs(delta_rule)
+    chunked_form = lambda *a: chunked_delta_rule(*a, chunk_size)  # noqa: E731
+    grads_c, (out_c, state_c) = grads_and_outputs(chunked_form, args)
+    grads_s, (out_s, state_s) = grads_and_outputs(delta_rule, args)
     assert_rel(out_c, out_s, what="out")
     assert_rel(state_c, state_s, what="final state")
     names = ["q", "k", "v", "beta", "log_alpha", "state"]
