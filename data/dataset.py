@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import grain.python as grain
+import grain
 
 from data import pipeline
 from data.builder import ArchlabBuilder, declared_dtypes
@@ -49,8 +49,9 @@ class Dataset:
         shard_index: int = 0,
         shard_count: int = 1,
         drop_remainder: bool = True,
-    ) -> grain.DataLoader:
-        """A Grain DataLoader; `batch_size` is per process (this shard's share of the batch).
+    ) -> grain.IterDataset:
+        """A Grain pipeline of batches; `iter()` gives a checkpointable iterator. `batch_size` is
+        per process (this shard's share of the batch).
 
         Batches hold the stored features, plus `score_positions` when the spec declares
         `scored_positions` (see `pipeline.make_loader`).
@@ -71,7 +72,7 @@ class Dataset:
 
     def eval_loader(
         self, batch_size: int, shard_index: int = 0, shard_count: int = 1
-    ) -> grain.DataLoader:
+    ) -> grain.IterDataset:
         """The evaluation split once, in order, the last batch short (not dropped)."""
         return self.loader(
             self.spec.eval_split,

@@ -184,29 +184,52 @@ def test_loader_order_is_a_function_of_the_seed(data_dir: Path) -> None:
     assert rows(plain) == [ds.source("train")[i]["inputs"].tobytes() for i in range(64)]
 
 
-def test_shards_are_disjoint_and_cover_the_split(data_dir: Path) -> None:
+def test_every_epoch_is_a_fresh_permutation_of_the_split(data_dir: Path) -> None:
     ds = data.load("mqar", small("mqar"), str(data_dir))
-    shards = [
+    split = sorted(
+        rows(take(ds.loader("train", batch_size=8, seed=0, shuffle=False, num_epochs=1)))
+    )
+    two_epochs = rows(take(ds.loader("train", batch_size=8, seed=5, shuffle=True, num_epochs=2)))
+    first, second = two_epochs[:64], two_epochs[64:]
+    assert sorted(first) == sorted(second) == split
+    assert first != second
+
+
+def shard_rows(ds: Any, count: int, batch_size: int) -> list[list[bytes]]:
+    """One epoch of the shuffled train split as `count` processes would each read it."""
+    return [
         rows(
             take(
                 ds.loader(
                     "train",
-                    batch_size=4,
+                    batch_size=batch_size,
                     seed=3,
                     shuffle=True,
                     num_epochs=1,
                     shard_index=i,
-                    shard_count=2,
+                    shard_count=count,
                 )
             )
         )
-        for i in range(2)
+        for i in range(count)
     ]
+
+
+def test_shards_are_disjoint_and_cover_the_split(data_dir: Path) -> None:
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+    shards = shard_rows(ds, count=2, batch_size=4)
     everything = rows(take(ds.loader("train", batch_size=8, seed=3, shuffle=True, num_epochs=1)))
     assert len(shards[0]) == len(shards[1]) == 32
     assert not set(shards[0]) & set(shards[1])
     assert sorted(shards[0] + shards[1]) == sorted(everything)
     assert len(set(everything)) == 64
+
+
+def test_shards_of_a_split_they_do_not_divide_are_equal_and_disjoint(data_dir: Path) -> None:
+    ds = data.load("mqar", small("mqar"), str(data_dir))  # 64 examples, 3 shards: 21 each
+    shards = shard_rows(ds, count=3, batch_size=1)
+    assert [len(shard) for shard in shards] == [21, 21, 21]
+    assert len(set(shards[0] + shards[1] + shards[2])) == 63
 
 
 def test_eval_loader_keeps_the_remainder(data_dir: Path) -> None:
