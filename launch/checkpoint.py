@@ -13,6 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 
 import data
+from launch.errors import UsageError
 
 STATE, DATA = "state", "data_iterator"
 
@@ -51,15 +52,23 @@ def restore_latest(
     step = manager.latest_step()
     if step is None:
         return None
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            **{
-                STATE: ocp.args.StandardRestore(abstract_state),
-                DATA: data.iterator_checkpoint_args(iterator, restore=True),
-            }
-        ),
-    )
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.StandardRestore(abstract_state),
+                    DATA: data.iterator_checkpoint_args(iterator, restore=True),
+                }
+            ),
+        )
+    except KeyError as e:  # the saved iterator state lacks a field this pipeline's iterator has
+        raise UsageError(
+            f"the checkpoint at step {step} in {manager.directory} holds a data-iterator state "
+            f"this version cannot read (no {e}): it was written by another input pipeline (runs "
+            "checkpointed before commit 4010e17 read data with Grain's DataLoader). Resume it "
+            "with the commit its manifest records, or start a new --workdir"
+        ) from e
     return step, restored[STATE]
 
 

@@ -279,6 +279,31 @@ def test_iterator_checkpoints_through_orbax(data_dir: Path, tmp_path: Path) -> N
     assert rows([next(resumed), next(resumed)]) == expected
 
 
+def test_a_checkpoint_from_the_old_input_pipeline_is_a_clear_error(data_dir: Path, tmp_path: Path):
+    """Runs checkpointed before commit 4010e17 saved a Grain DataLoader's iterator state; resuming
+    one with this pipeline names the problem instead of failing inside Grain."""
+    import jax.numpy as jnp
+
+    from launch import checkpoint
+    from launch.errors import UsageError
+
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+
+    def loader() -> Any:
+        return ds.loader("train", batch_size=8, seed=7, shuffle=True, num_epochs=None)
+
+    state = {"w": jnp.zeros(3)}
+    manager = checkpoint.make_manager(str(tmp_path), max_to_keep=1, async_save=False)
+    checkpoint.save(manager, 1, state, iter(loader()))
+    manager.wait_until_finished()
+    saved = tmp_path / "checkpoints" / "1" / checkpoint.DATA / "process_0-of-1.json"
+    old_state = {"version": 2, "last_seen_indices": {"0": 7}, "last_worker_index": -1}
+    saved.write_text(json.dumps({**old_state, "worker_count": 0}))
+    with pytest.raises(UsageError, match="step 1 .* another input pipeline .* new --workdir"):
+        checkpoint.restore_latest(manager, state, iter(loader()))
+    assert json.loads(saved.read_text())["last_seen_indices"] == {"0": 7}  # left as it was
+
+
 def test_unknown_names_keys_and_splits_list_the_valid_ones(data_dir: Path) -> None:
     with pytest.raises(UnknownNameError, match="mqar") as err:
         data.load("mqaar", {}, str(data_dir))
