@@ -58,7 +58,9 @@ class _EpochOrder(grain.MapDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} records")
         epoch, position = divmod(index, self._num_records)
-        if epoch != self._epoch:  # iteration moves forward, so one cached epoch suffices
+        # Iteration moves forward, so one cached epoch suffices; a miss recomputes it. Not
+        # thread-safe, which is fine: make_loader runs everything in the calling thread.
+        if epoch != self._epoch:
             self._epoch, self._order = epoch, self._epoch_order(epoch)
         return int(self._order[position])
 

@@ -62,7 +62,11 @@ def restore_latest(
                 }
             ),
         )
-    except KeyError as e:  # the saved iterator state lacks a field this pipeline's iterator has
+    except KeyError as e:
+        # Grain's set_state reading a DataLoader's saved state: it has no 'next_index'. Any other
+        # KeyError (say, a checkpoint missing its data_iterator item) is not this and propagates.
+        if e.args != ("next_index",):
+            raise
         raise UsageError(
             f"the checkpoint at step {step} in {manager.directory} holds a data-iterator state "
             f"this version cannot read (no {e}): it was written by another input pipeline (runs "
