@@ -81,15 +81,16 @@ class _ReadBatch(grain.transforms.Map):
         scored_positions: int | None,
         dataset_name: str,
     ):
-        self._source = source
+        # TFDS sources read many records in one call; a plain sequence is read one by one.
+        self._read = getattr(source, "__getitems__", None) or (
+            lambda keys: [source[k] for k in keys]
+        )
         self._dtypes = dtypes
         self._scored_positions = scored_positions
         self._dataset_name = dataset_name
 
     def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        keys = [int(i) for i in indices]
-        read_many = getattr(self._source, "__getitems__", None)  # TFDS sources have it
-        examples = read_many(keys) if read_many else [self._source[k] for k in keys]
+        examples = self._read([int(i) for i in indices])
         batch = cast_example(
             {key: np.stack([example[key] for example in examples]) for key in self._dtypes},
             self._dtypes,
