@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.torch_reference_lm import ReferenceLM, check_param_count, make_train_step
 from experiments import reference_lm
-from launch import experiment
+from launch import experiment, host_memory
 from launch.benchmark import MatmulProbe, compile_step
 
 
@@ -48,6 +48,8 @@ def main() -> None:
         "--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch's threads"
     )
     args = parser.parse_args()
+    # The allocator setting launch.train runs with, here for both frameworks of this process.
+    host_memory.keep_freed_memory()
     torch.set_num_threads(args.threads)
 
     config = reference_lm.get_config()

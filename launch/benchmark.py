@@ -43,7 +43,7 @@ from ml_collections import config_flags
 
 import models
 from analysis.runs import read_metrics
-from launch import checkpoint, experiment
+from launch import checkpoint, experiment, host_memory
 from launch import mesh as mesh_lib
 from launch.config import parse_flags, to_json
 from launch.errors import UsageError, exit_on_usage_error
@@ -150,6 +150,12 @@ def time_steps(
     return state, times, rates
 
 
+def timed_log_steps(log_every: int, warmup: int, total: int) -> list[int]:
+    """The logging steps of a `total`-step loop whose interval starts after the warm-up: those
+    whose `perf/steps_per_sec` the loop's rate is read from."""
+    return [step for step in range(log_every, total + 1, log_every) if step - log_every >= warmup]
+
+
 def loop_steps_per_second(exp: experiment.Experiment, warmup: int) -> float:
     """End-to-end rate of the training loop, from its own `perf/steps_per_sec` records: only
     logging intervals that start after the warm-up steps (so compilation is out) count."""
@@ -167,16 +173,12 @@ def loop_steps_per_second(exp: experiment.Experiment, warmup: int) -> float:
             raise RuntimeError(f"the benchmark's training loop ended {status}")
         rows = read_metrics(workdir)
     every = exp.config.train.log_every
+    timed = timed_log_steps(every, warmup, exp.config.train.steps)
     intervals = [
         (every, r["perf/steps_per_sec"])
         for r in rows
-        if "perf/steps_per_sec" in r and r["step"] % every == 0 and r["step"] - every >= warmup
+        if "perf/steps_per_sec" in r and r["step"] in timed
     ]
-    if not intervals:
-        raise UsageError(
-            f"no logging interval of train.log_every={every} steps fits after --warmup={warmup} "
-            f"in {exp.config.train.steps} steps; raise --steps or lower train.log_every"
-        )
     steps = sum(n for n, _ in intervals)
     return steps / sum(n / rate for n, rate in intervals)
 
@@ -290,9 +292,17 @@ def default_output(config_arg: str) -> str:
 
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
+    host_memory.keep_freed_memory()  # before JAX starts its threads
     parse_flags(argv)
     if _STEPS.value < 1 or _WARMUP.value < 1:
         raise UsageError("--steps and --warmup must be >= 1")
+    every = _CONFIG.value.train.log_every
+    if not timed_log_steps(every, _WARMUP.value, _WARMUP.value + _STEPS.value):
+        raise UsageError(
+            f"no logging interval of train.log_every={every} steps fits after "
+            f"--warmup={_WARMUP.value} in {_WARMUP.value + _STEPS.value} steps; raise --steps "
+            "or lower train.log_every"
+        )
     config_arg = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
     output = _OUTPUT.value or default_output(config_arg)
     if os.path.exists(output):

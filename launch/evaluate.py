@@ -25,7 +25,7 @@ import ml_collections
 
 from analysis import model_card, slices
 from analysis.runs import CONFIG_FILE, EVAL_DIR, eval_file, jsonable, read_json
-from launch import checkpoint, experiment, manifest, suites
+from launch import checkpoint, experiment, host_memory, manifest, suites
 from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
 from launch.predictions import Predictor
 
@@ -139,6 +139,7 @@ def evaluate_checkpoint(
 
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
+    host_memory.keep_freed_memory()  # before JAX starts its threads
     parser = ArgumentParser(prog="python -m launch.evaluate", description=__doc__)
     parser.add_argument("--workdir", required=True, help="a run directory (launch.train's)")
     parser.add_argument("--suite", help="comma-separated suites (default: the run's eval.suites)")

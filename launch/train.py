@@ -25,7 +25,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import models
-from launch import checkpoint, distributed, evaluate, experiment, manifest
+from launch import checkpoint, distributed, evaluate, experiment, host_memory, manifest
 from launch.config import differing_keys, parse_flags, to_json
 from launch.errors import UsageError, exit_on_usage_error
 from launch.metric_writers import MetricWriter
@@ -78,6 +78,7 @@ def claim_workdir(workdir: str, config_json: str) -> None:
 # ------------------------------------------------------------------------------------------ main
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
+    host_memory.keep_freed_memory()  # before JAX starts its threads
     config, workdir, coordinator = parse_command_line(argv)
     experiment.check_names(config)
     evaluate.suite_names(config.eval.suites)  # an unknown suite fails now, not after training
