@@ -66,6 +66,44 @@ def git_state() -> dict[str, Any]:
     }
 
 
+# Instruction-set extensions XLA's CPU code generator targets on the host it runs on: float
+# results on CPU can differ between hosts with different sets. Seen: a run bitwise identical
+# across two commits on one machine differed in its 4th significant figure on another.
+SIMD_EXTENSIONS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "asimd",  # aarch64
+    "sve",
+)
+
+
+def cpu() -> dict[str, Any]:
+    """The host CPU: its model name and which of SIMD_EXTENSIONS it reports (Linux's
+    /proc/cpuinfo, first processor; elsewhere the model from `platform` and no extensions)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "model name":
+                    model = value
+                elif key in ("flags", "Features"):  # x86, aarch64
+                    flags = set(value.split())
+                elif not key:  # the first processor's block ends
+                    break
+    except OSError:
+        pass
+    return {"model": model, "simd": [name for name in SIMD_EXTENSIONS if name in flags]}
+
+
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -86,6 +124,7 @@ def environment(mesh: jax.sharding.Mesh) -> dict[str, Any]:
         "mesh": dict(mesh.shape),
         "host": platform.node(),
         "platform": platform.platform(),
+        "cpu": cpu(),
     }
 
 

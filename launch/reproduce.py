@@ -19,8 +19,10 @@ old and new value) with how many rows and values differ, and exits 1. A rerun th
 1 with the tail of its output.
 
 Before running it warns (stderr) when the code may differ from the run's: another commit, a
-dirty tree now or then, other package versions. The environment still matters: a run that
-used 8 forced CPU devices needs the same XLA_FLAGS, and a run on another backend may differ.
+dirty tree now or then, other package versions; and when a CPU run was made on a CPU with
+another model or SIMD extensions (XLA compiles for the host). The environment still matters: a
+run that used 8 forced CPU devices needs the same XLA_FLAGS, and a run on another backend may
+differ.
 
 Exit status 2 with one `error: ...` line: the workdir is missing or not a run, has no manifest,
 its manifest is malformed, or the run did not complete (its status is named).
@@ -167,9 +169,12 @@ def target_directory(workdir: str, into: str | None) -> str:
 
 
 def provenance_warnings(
-    manifest: dict[str, Any], git_now: dict[str, Any], versions_now: dict[str, Any]
+    manifest: dict[str, Any],
+    git_now: dict[str, Any],
+    versions_now: dict[str, Any],
+    cpu_now: dict[str, Any],
 ) -> list[str]:
-    """Why the rerun might not run the code the run ran."""
+    """Why the rerun might not run the code the run ran, or not the same machine code."""
     then = manifest.get("git") or {}
     warnings = []
     if then.get("commit") != git_now.get("commit"):
@@ -196,7 +201,19 @@ def provenance_warnings(
     ]
     if changed:
         warnings.append(f"package versions differ: {', '.join(changed)}")
+    environment = manifest.get("environment") or {}
+    cpu_then = environment.get("cpu")
+    if environment.get("backend") == "cpu" and cpu_then and cpu_then != cpu_now:
+        warnings.append(
+            f"the run was made on another CPU ({_describe_cpu(cpu_then)}; this one: "
+            f"{_describe_cpu(cpu_now)}): XLA compiles for the host's instruction set, so float "
+            "results may differ"
+        )
     return warnings
+
+
+def _describe_cpu(cpu: dict[str, Any]) -> str:
+    return f"{cpu.get('model')}, {' '.join(cpu.get('simd') or []) or 'no SIMD extensions listed'}"
 
 
 # ------------------------------------------------------------------------------------- the rerun
@@ -309,7 +326,7 @@ def main(argv: list[str]) -> int:
     command = rerun_command(recorded, into, original.manifest["attempts"][0].get("cwd"))
 
     for warning in provenance_warnings(
-        original.manifest, manifest_lib.git_state(), manifest_lib.versions()
+        original.manifest, manifest_lib.git_state(), manifest_lib.versions(), manifest_lib.cpu()
     ):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"rerunning into {into}: {' '.join(command)}", file=sys.stderr, flush=True)

@@ -128,3 +128,27 @@ def test_bad_workdir_and_occupied_into_are_one_line_errors(data_dir, tmp_path):
     assert_usage_error(result, "--into", "not an empty directory")
     assert (occupied / "keep.txt").read_text() == "mine"
     assert_usage_error(reproduce(data_dir), "--workdir")
+
+
+AVX512 = {"model": "AMD EPYC", "simd": ["avx", "avx2", "fma", "avx512f"]}
+AVX2 = {"model": "AMD EPYC", "simd": ["avx", "avx2", "fma"]}
+
+
+@pytest.mark.parametrize(
+    "backend, cpu_then, cpu_now, warned",
+    [
+        ("cpu", AVX512, AVX512, False),
+        ("cpu", AVX512, AVX2, True),  # same model name, other instruction set: XLA's code differs
+        ("cpu", None, AVX2, False),  # a manifest from before the CPU was recorded
+        ("gpu", AVX512, AVX2, False),  # the host CPU does not compute a GPU run's numbers
+    ],
+)
+def test_a_cpu_run_rerun_on_another_instruction_set_is_warned_about(
+    backend, cpu_then, cpu_now, warned
+):
+    from launch.reproduce import provenance_warnings
+
+    git = {"commit": "abc", "dirty": False, "diff_sha256": None}
+    manifest = {"git": git, "versions": {}, "environment": {"backend": backend, "cpu": cpu_then}}
+    warnings = provenance_warnings(manifest, git, {}, cpu_now)
+    assert any("another CPU" in w and "avx512f" in w for w in warnings) == warned, warnings
