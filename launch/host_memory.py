@@ -6,8 +6,8 @@ mmap and unmaps it on free, so every step page-faults its whole scratch space in
 faults and about 0.5 s of kernel time per 2.4 s step on the 2-core CPU. Told never to use mmap,
 never to trim, and to keep a single arena (XLA's pool threads would otherwise allocate from
 per-thread arenas, which hand such a block to mmap regardless), glibc reuses the same pages every
-step: no faults after the first few steps, and the reference LM's step about 13% faster
-(README, "Benchmarks").
+step: no faults after the first few steps, and the reference LM's step 5-13% faster in the
+measurements of 2026-11-29 (README, "Speed").
 
 The cost is that the process keeps its peak heap until it exits, which a training or benchmark
 process does anyway. On other C libraries (or other systems) this does nothing.
