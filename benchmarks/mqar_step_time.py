@@ -21,6 +21,7 @@ import data
 import models
 import objectives
 from experiments import mqar_mixers
+from launch import host_memory
 from launch import optimizer as optimizer_lib
 from launch.mesh import unbox
 from launch.step import MODEL_INPUT, init_state, make_train_step
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--arms", default=",".join(mqar_mixers.ARMS))
     args = parser.parse_args()
+    host_memory.keep_freed_memory()  # as launch.train runs, before JAX starts its threads
     rows = [time_arm(arm, args.setting, args.steps) for arm in args.arms.split(",")]
     base = next((r for r in rows if r["arm"] == mqar_mixers.BASELINE), rows[0])
     print(f"setting {args.setting}, median of {args.steps} steps after 3 warm-up, one process")

@@ -179,6 +179,8 @@ def loop_steps_per_second(exp: experiment.Experiment, warmup: int) -> float:
         for r in rows
         if "perf/steps_per_sec" in r and r["step"] in timed
     ]
+    if not intervals:  # main checked that some fit: the loop did not log where it should
+        raise RuntimeError(f"the benchmark's loop logged no rate at steps {timed}")
     steps = sum(n for n, _ in intervals)
     return steps / sum(n / rate for n, rate in intervals)
 
@@ -292,10 +294,11 @@ def default_output(config_arg: str) -> str:
 
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
-    host_memory.keep_freed_memory()  # before JAX starts its threads
+    keeps_freed_memory = host_memory.keep_freed_memory()  # before JAX starts its threads
     parse_flags(argv)
     if _STEPS.value < 1 or _WARMUP.value < 1:
         raise UsageError("--steps and --warmup must be >= 1")
+    experiment.check_names(_CONFIG.value)  # train.log_every >= 1 among the rest
     every = _CONFIG.value.train.log_every
     if not timed_log_steps(every, _WARMUP.value, _WARMUP.value + _STEPS.value):
         raise UsageError(
@@ -309,6 +312,7 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"{output!r} exists; choose another --output")
     result = benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value)
     result["command"] = [sys.executable, "-m", "launch.benchmark", *argv[1:]]
+    result["malloc_keeps_freed_memory"] = keeps_freed_memory  # launch/host_memory.py
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as f:
         json.dump(result, f, indent=2)

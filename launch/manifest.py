@@ -86,9 +86,10 @@ SIMD_EXTENSIONS = (
 
 
 def cpu() -> dict[str, Any]:
-    """The host CPU: its model name and which of SIMD_EXTENSIONS it reports (Linux's
-    /proc/cpuinfo, first processor; elsewhere the model from `platform` and no extensions)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """The host CPU as far as CPU results depend on it: model name, which of SIMD_EXTENSIONS it
+    reports (Linux's /proc/cpuinfo, first processor) and the threads this process may use (XLA
+    splits work between them, which can change summation order)."""
+    model, flags = platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -101,7 +102,12 @@ def cpu() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"model": model, "simd": [name for name in SIMD_EXTENSIONS if name in flags]}
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "model": model,
+        "simd": [name for name in SIMD_EXTENSIONS if name in flags],
+        "threads": threads,
+    }
 
 
 def versions() -> dict[str, str | None]:

@@ -20,9 +20,9 @@ old and new value) with how many rows and values differ, and exits 1. A rerun th
 
 Before running it warns (stderr) when the code may differ from the run's: another commit, a
 dirty tree now or then, other package versions; and when a CPU run was made on a CPU with
-another model or SIMD extensions (XLA compiles for the host). The environment still matters: a
-run that used 8 forced CPU devices needs the same XLA_FLAGS, and a run on another backend may
-differ.
+another model, SIMD extensions or thread count (XLA compiles for the host). The environment
+still matters: a run that used 8 forced CPU devices needs the same XLA_FLAGS, and a run on
+another backend may differ.
 
 Exit status 2 with one `error: ...` line: the workdir is missing or not a run, has no manifest,
 its manifest is malformed, or the run did not complete (its status is named).
@@ -203,7 +203,7 @@ def provenance_warnings(
         warnings.append(f"package versions differ: {', '.join(changed)}")
     environment = manifest.get("environment") or {}
     cpu_then = environment.get("cpu")
-    if environment.get("backend") == "cpu" and cpu_then and cpu_then != cpu_now:
+    if environment.get("backend") == "cpu" and cpu_then and _cpu_key(cpu_then) != _cpu_key(cpu_now):
         warnings.append(
             f"the run was made on another CPU ({_describe_cpu(cpu_then)}; this one: "
             f"{_describe_cpu(cpu_now)}): XLA compiles for the host's instruction set, so float "
@@ -212,8 +212,14 @@ def provenance_warnings(
     return warnings
 
 
+def _cpu_key(cpu: dict[str, Any]) -> tuple:
+    # Named fields, so that a field added to the record later does not flag every older run.
+    return cpu.get("model"), tuple(cpu.get("simd") or ()), cpu.get("threads")
+
+
 def _describe_cpu(cpu: dict[str, Any]) -> str:
-    return f"{cpu.get('model')}, {' '.join(cpu.get('simd') or []) or 'no SIMD extensions listed'}"
+    simd = " ".join(cpu.get("simd") or []) or "no SIMD extensions listed"
+    return f"{cpu.get('model')}, {simd}, {cpu.get('threads')} threads"
 
 
 # ------------------------------------------------------------------------------------- the rerun

@@ -78,7 +78,7 @@ def claim_workdir(workdir: str, config_json: str) -> None:
 # ------------------------------------------------------------------------------------------ main
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
-    host_memory.keep_freed_memory()  # before JAX starts its threads
+    keeps_freed_memory = host_memory.keep_freed_memory()  # before JAX starts its threads
     config, workdir, coordinator = parse_command_line(argv)
     experiment.check_names(config)
     evaluate.suite_names(config.eval.suites)  # an unknown suite fails now, not after training
@@ -116,7 +116,10 @@ def main(argv: list[str]) -> int:
     record.update(
         git=git,
         versions=manifest.versions(),
-        environment=manifest.environment(exp.mesh),
+        environment={
+            **manifest.environment(exp.mesh),
+            "malloc_keeps_freed_memory": keeps_freed_memory,
+        },
         datasets={exp.dataset.spec.name: exp.dataset.fingerprint},
         status="running",
     )

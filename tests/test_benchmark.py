@@ -83,6 +83,7 @@ def test_analytic_flops_are_of_the_order_xla_counts(result):
         (["--config.train.stepz=3"], "unknown config key"),
         # TINY logs every 5 steps: no interval after 2 warm-up steps ends by step 4
         (["--steps=2", "--warmup=2"], "no logging interval of train.log_every=5"),
+        (["--config.train.log_every=0"], "train.log_every must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_before_compute(data_dir, tmp_path, args, message):

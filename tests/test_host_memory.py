@@ -4,13 +4,17 @@ every call (XLA's CPU temporaries come from malloc; glibc would mmap and unmap t
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from launch import host_memory
 from tests.conftest import REPO
+
+GLIBC = platform.libc_ver()[0] == "glibc"
 
 # A fresh process per case: the setting must precede JAX's threads. The step's temporaries (70 MB,
 # checked) are above glibc's largest mmap threshold (32 MB).
@@ -51,9 +55,13 @@ def probe(mode: str, calls: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
 def test_freed_step_memory_is_reused_instead_of_faulted_in_again():
-    default, tuned = probe("default", calls=3), probe("tuned", calls=10)
+    default = probe("default", calls=3)
+    if min(default["faults"][1:]) < default["temp_pages"] // 100:
+        # e.g. transparent huge pages set to "always": a few faults per 2 MB page
+        pytest.skip("this kernel faults the block in cheaply already: nothing to remove here")
+    tuned = probe("tuned", calls=10)
     assert tuned["tuned"] and tuned["temp_pages"] > 15_000
     # Without the setting every call faults its memory in again (the control: what the setting
     # removes, so that this test can fail; seen: 430,000 faults a call) ...
@@ -62,3 +70,11 @@ def test_freed_step_memory_is_reused_instead_of_faulted_in_again():
     # threads free in), then calls reuse it: seen 0-2 faults a call after the first two to five.
     assert sum(tuned["faults"][1:]) < 9 * min(default["faults"][1:]) // 10
     assert min(tuned["faults"][1:]) < tuned["temp_pages"] // 20
+
+
+@pytest.mark.parametrize(
+    "name, value", [("ARCHLAB_KEEP_FREED_MEMORY", "0"), ("GLIBC_TUNABLES", "x")]
+)
+def test_an_opt_out_or_the_users_own_malloc_settings_leave_malloc_alone(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    assert host_memory.keep_freed_memory() is False  # returns before touching malloc
