@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments import mqar_mixers
-from launch import experiment, manifest
+from launch import experiment, host_memory, manifest
 from tests.conftest import REPO, TINY, metrics, run_train, tiny_overrides, train_env
 
 pytestmark = pytest.mark.long(seconds=180)
@@ -48,7 +50,11 @@ def test_manifest_records_config_code_environment_and_data(finished_run):
     assert record["environment"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1, "expert": 1}
     # CPU float results depend on the host's instruction set and threads (the run was made here)
     assert record["environment"]["cpu"] == manifest.cpu()
-    assert record["environment"]["malloc_keeps_freed_memory"] is True  # launch/host_memory.py
+    # launch/host_memory.py: on glibc, unless the user set malloc up (or opted out) themselves
+    expected = platform.libc_ver()[0] == "glibc" and not any(
+        name in os.environ for name in (host_memory.OPT_OUT, *host_memory.USER_SETTINGS)
+    )
+    assert record["environment"]["malloc_keeps_freed_memory"] is expected
     fingerprint = record["datasets"]["mqar"]
     assert fingerprint["content_hash"].startswith("sha256:")
     assert fingerprint["splits"]
