@@ -24,12 +24,14 @@ SLOW = os.environ.get("ARCHLAB_SLOW_TESTS") == "1"
 # Arm -> what the last full run measured (eval/accuracy after the arm's budget, small setting).
 NOT_YET_LEARNING = {
     "retnet": "0.06 at 600 steps; at lr 1e-2 0.04, 3e-2 0.01; output_norm 0.04; "
-    "expand_k=4 0.04 at 400",
+    "expand_k=4 0.04 at 400; 4 heads 0.079; qk_norm=l2 0.14; qk_activation=silu with qk_norm=l2 "
+    "0.34 at 600, then flat at 0.46-0.47 over steps 1600-2400",
     "gla": "0.11 at 600 steps; at lr 1e-2 0.03, 3e-2 0.01; output_norm 0.02; short_conv=2 0.15; "
-    "with qk_norm=l2 and output_norm flat at 0.44 over steps 1300-1900 of a 3000-step run",
+    "with qk_norm=l2 and output_norm flat at 0.44 over steps 1300-1900 of a 3000-step run; "
+    "qk_activation=silu with qk_norm=l2 0.37 at 600, then flat at 0.46-0.47 over 1600-2400",
     "mamba2": "0.22 at 600 steps; at lr 1e-2 0.38 (a full 3000-step schedule: 0.48 at 1750, "
     "0.495 at 3000), 3e-2 0.25; output_norm 0.17; short_conv=2 0.23; vocab 64 0.25 (chance "
-    "among the 4 values in context)",
+    "among the 4 values in context); qk_norm=l2 0.19",
     "mamba": "0.29 at 600 (and 0.37 at 900) of a 2000-step schedule",
     "hyena": "0.02 at 600 steps, eval loss ln 128 (uniform over the values); lr 1e-2 0.01; "
     "width 128, or filler token 0, 0.01 at 400; modulate=False 0.03",
