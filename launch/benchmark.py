@@ -299,12 +299,11 @@ def main(argv: list[str]) -> int:
     if _STEPS.value < 1 or _WARMUP.value < 1:
         raise UsageError("--steps and --warmup must be >= 1")
     experiment.check_names(_CONFIG.value)  # train.log_every >= 1 among the rest
-    every = _CONFIG.value.train.log_every
-    if not timed_log_steps(every, _WARMUP.value, _WARMUP.value + _STEPS.value):
+    every, total = _CONFIG.value.train.log_every, _WARMUP.value + _STEPS.value
+    if not timed_log_steps(every, _WARMUP.value, total):
         raise UsageError(
             f"no logging interval of train.log_every={every} steps fits after "
-            f"--warmup={_WARMUP.value} in {_WARMUP.value + _STEPS.value} steps; raise --steps "
-            "or lower train.log_every"
+            f"--warmup={_WARMUP.value} in {total} steps; raise --steps or lower train.log_every"
         )
     config_arg = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
     output = _OUTPUT.value or default_output(config_arg)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from collections.abc import Mapping
 
 OPT_OUT = "ARCHLAB_KEEP_FREED_MEMORY"
 USER_SETTINGS = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
@@ -31,12 +32,17 @@ _M_ARENA_MAX = -8
 _TRIM_NEVER = -1  # mallopt(3): a trim threshold of -1 disables trimming
 
 
+def applies(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether keep_freed_memory acts here: glibc, no opt-out, no malloc settings of the user's."""
+    if environ.get(OPT_OUT) == "0" or any(name in environ for name in USER_SETTINGS):
+        return False
+    return platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Sets glibc's malloc to reuse freed memory; True if all three settings took. Call before
     JAX touches a device: threads that have already allocated keep their own arenas."""
-    if os.environ.get(OPT_OUT) == "0" or any(name in os.environ for name in USER_SETTINGS):
-        return False
-    if platform.libc_ver()[0] != "glibc":
+    if not applies():
         return False
     mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

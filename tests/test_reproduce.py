@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from launch.reproduce import provenance_warnings
 from tests.conftest import REPO, run_train, train_env
 
 
@@ -148,8 +149,6 @@ AVX2 = {"model": "AMD EPYC", "simd": ["avx", "avx2", "fma"], "threads": 2}
 def test_a_cpu_run_rerun_on_another_instruction_set_is_warned_about(
     backend, cpu_then, cpu_now, warned
 ):
-    from launch.reproduce import provenance_warnings
-
     git = {"commit": "abc", "dirty": False, "diff_sha256": None}
     manifest = {"git": git, "versions": {}, "environment": {"backend": backend, "cpu": cpu_then}}
     warnings = provenance_warnings(manifest, git, {}, cpu_now)
