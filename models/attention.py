@@ -45,18 +45,36 @@ def attend(
     A key is visible when its position is <= the query's (and within `window` if set); keys at
     positions not yet written (a cache beyond the current step) are masked the same way.
     Scores and softmax are float32 whatever the compute dtype.
+
+    The softmax is normalised after mixing the values (divide the [Tq, D] output, not the
+    [Tq, Tk] probabilities), as flash attention does: on CPU the passes over the score map cost
+    as much as the products, and this form makes fewer of them, forward and backward (one
+    reference-LM layer, forward and backward on 2 cores: 48 ms before, 33 ms after; PyTorch's
+    fused kernel takes 31). The query groups of a key head are stacked along the query axis, so
+    GQA shares one product.
     """
     b, t_q, h, d = q.shape
-    groups = h // k.shape[2]
-    q = q.reshape(b, t_q, k.shape[2], groups, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores / jnp.sqrt(jnp.float32(d))
+    kv = k.shape[2]
+    groups = h // kv
+    # [B, KVH, G*Tq, D] queries against [B, KVH, D, Tk] keys: plain batched matrix products.
+    q = jnp.transpose(q.reshape(b, t_q, kv, groups, d), (0, 2, 3, 1, 4))
+    q = q.reshape(b, kv, groups * t_q, d)
+    scores = jnp.matmul(q, jnp.transpose(k, (0, 2, 3, 1)), preferred_element_type=jnp.float32)
     visible = k_positions[None, :] <= q_positions[:, None]
     if window:
         visible &= k_positions[None, :] > q_positions[:, None] - window
-    scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t_q, h, d)
+    scores += jnp.tile(jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min), (groups, 1))
+    # Softmax is shift-invariant, so the row maximum needs no gradient; the 1/sqrt(D) scale
+    # rides in the exponent, where it costs no pass of its own and rounds nothing in bf16.
+    shifted = scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True))
+    unnormalised = jnp.exp(shifted * d**-0.5)
+    out = jnp.matmul(
+        unnormalised.astype(v.dtype),
+        jnp.transpose(v, (0, 2, 1, 3)),
+        preferred_element_type=jnp.float32,
+    ) / unnormalised.sum(axis=-1, keepdims=True)
+    out = jnp.transpose(out.reshape(b, kv, groups, t_q, d), (0, 3, 1, 2, 4))
+    return out.reshape(b, t_q, h, d).astype(v.dtype)
 
 
 @MIXERS.register("attention")

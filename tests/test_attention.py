@@ -32,6 +32,45 @@ def test_attend_matches_jax_dot_product_attention(heads, kv_heads, window):
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (4, 2)], ids=["mha", "gqa"])
+def test_attend_gradients_match_jax_dot_product_attention(heads, kv_heads):
+    """The row maximum is held out of autodiff (softmax ignores shifts), and the softmax is
+    normalised after the values are mixed: neither may change a gradient."""
+    q, k, v = qkv(heads, kv_heads)
+    positions = jnp.arange(q.shape[1])
+    weights = jax.random.normal(jax.random.key(3), q.shape)
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(fn(q, k, v) * weights)
+
+    ours = jax.grad(loss(lambda q, k, v: attend(q, k, v, positions, positions, 0)), (0, 1, 2))
+    reference = jax.grad(
+        loss(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)), (0, 1, 2)
+    )
+    for a, b in zip(ours(q, k, v), reference(q, k, v), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_attend_is_stable_when_scores_are_huge():
+    """Scores in the thousands overflow exp() unless the row maximum is subtracted first."""
+    q, k, v = qkv(4, 4)
+    positions = jnp.arange(q.shape[1])
+    ours = attend(q * 100.0, k * 100.0, v, positions, positions, 0)
+    reference = jax.nn.dot_product_attention(q * 100.0, k * 100.0, v, is_causal=True)
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_attend_bfloat16_matches_float32_within_bfloat16_precision():
+    q, k, v = qkv(4, 2)
+    positions = jnp.arange(q.shape[1])
+    as_bf16 = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    ours = attend(*as_bf16, positions, positions, 0)
+    assert ours.dtype == jnp.bfloat16
+    reference = attend(*[x.astype(jnp.float32) for x in as_bf16], positions, positions, 0)
+    np.testing.assert_allclose(ours.astype(jnp.float32), reference, rtol=2e-2, atol=2e-2)
+
+
 def mixer(num_kv_heads: int) -> Attention:
     options = FrozenDict({**DEFAULTS, "num_kv_heads": num_kv_heads})
     return Attention(d_model=32, num_heads=4, options=options, seq_len=9, rope=True)
