@@ -29,10 +29,13 @@ NOT_YET_LEARNING = {
     "at 1600)",
     "gla": "0.11 at 600 steps; at lr 1e-2 0.03, 3e-2 0.01; output_norm 0.02; short_conv=2 0.15; "
     "with qk_norm=l2 and output_norm flat at 0.44 over steps 1300-1900 of a 3000-step run; "
-    "qk_activation=silu with qk_norm=l2 0.37 at 600, then flat at 0.46-0.47 over 1600-2400",
+    "qk_activation=silu with qk_norm=l2 0.37 at 600, then flat at 0.46-0.47 over 1600-2400; "
+    "by query-key distance (default, 600 steps) 0.011 at 2-3, i.e. below chance where the answer "
+    "is the previous token, 0.11-0.16 beyond",
     "mamba2": "0.22 at 600 steps; at lr 1e-2 0.38 (a full 3000-step schedule: 0.48 at 1750, "
     "0.495 at 3000), 3e-2 0.25; output_norm 0.17; short_conv=2 0.23; vocab 64 0.25 (chance "
-    "among the 4 values in context); qk_norm=l2 0.19",
+    "among the 4 values in context); qk_norm=l2 0.19; by query-key distance (default, 600 steps) "
+    "0.12 at 2-3 and 0.24-0.26 beyond (chance among 4), 0.56 with a single pair",
     "mamba": "0.29 at 600 (and 0.37 at 900) of a 2000-step schedule",
     "hyena": "0.02 at 600 steps, eval loss ln 128 (uniform over the values); lr 1e-2 0.01; "
     "width 128, or filler token 0, 0.01 at 400; modulate=False 0.03",
