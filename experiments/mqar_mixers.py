@@ -23,7 +23,16 @@ ARMS: dict[str, dict] = {
     # 200 and 0.86 after 2000 steps.
     "linear": {"model.mixer": "linear", "model.linear.feature_map": "taylor"},
     "retnet": {"model.mixer": "retnet"},
-    "gla": {"model.mixer": "gla"},
+    # SiLU and unit-norm (L2) queries and keys, and a longer budget. Measured on this CPU: the
+    # plain projections reach 0.13 at 600 steps; with SiLU + L2 accuracy sits at 0.45-0.47 from
+    # step 1000 to 2500 and then jumps (a 10,000-step schedule: 0.93 at 3000, 0.98 at 4000; a
+    # 4000-step one ends at 0.91, a 5000-step one at 0.988).
+    "gla": {
+        "model.mixer": "gla",
+        "model.gla.qk_activation": "silu",
+        "model.gla.qk_norm": "l2",
+        "train.steps": 5000,
+    },
     "mamba2": {"model.mixer": "mamba2"},
     "deltanet": {"model.mixer": "deltanet"},
     "mamba": {"model.mixer": "mamba", "model.channel_mixer": "none", "model.num_layers": 4},
