@@ -64,8 +64,10 @@ def attend(
     if window:
         visible &= k_positions[None, :] > q_positions[:, None] - window
     scores += jnp.tile(jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min), (groups, 1))
-    # Softmax is shift-invariant, so the row maximum needs no gradient; the 1/sqrt(D) scale
-    # rides in the exponent, where it costs no pass of its own and rounds nothing in bf16.
+    # Softmax is shift-invariant, so the row maximum needs no gradient. The 1/sqrt(D) scale goes
+    # in the exponent (float32) rather than on q, where bf16 would round the scaled queries.
+    # The mask is additive: a query seeing no key at all (never, while each sees its own
+    # position) would average every value, as a masked softmax does.
     shifted = scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True))
     unnormalised = jnp.exp(shifted * d**-0.5)
     out = jnp.matmul(

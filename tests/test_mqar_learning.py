@@ -1,5 +1,6 @@
 """Each arm of the MQAR study learns the small setting: >= 0.9 eval accuracy within its own step
-budget (the arm's `train.steps`), trained exactly as `launch.train --config=...:<arm>` would.
+budget (the study's `learn` setting: the arm's LEARNING_STEPS, else the shared 600), trained
+exactly as `launch.train --config=experiments/mqar_mixers.py:<arm>,learn` would.
 
 Registry-wide through the study file: an arm added to experiments/mqar_mixers.py is covered
 without editing this file. A full run costs 1-16 minutes on 2 cores (attention's 600 steps: 1;
@@ -44,11 +45,11 @@ def arm_params() -> list:
 
 @pytest.mark.parametrize("arm", arm_params())
 def test_arm_learns_small_mqar_within_its_budget(data_dir, tmp_path, arm):
-    config = mqar_mixers.get_config(arm)
+    config = mqar_mixers.get_config(f"{arm},learn")
     result = run_train(
         data_dir,
         tmp_path / "run",
-        base=[f"--config=experiments/mqar_mixers.py:{arm}"],
+        base=[f"--config=experiments/mqar_mixers.py:{arm},learn"],
         timeout=3600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
