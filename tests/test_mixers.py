@@ -23,12 +23,15 @@ VARIANTS = {  # extra block options each mixer is also checked under
     "plain": {},
     "short_conv": {"short_conv": 4},
     "base_conv": {"short_conv": 3, "short_conv_gate": True},  # Zoology's gated short conv
+    # Grouped heads and a sliding window shorter than T: the cache path's mask and head layout.
+    "gqa_window": {"attention.num_kv_heads": 2, "attention.window": 5},
 }
 # Every mixer under the plain and short-conv blocks; the gated conv is mixer-independent, so two
 # mixers (one with a cache, one with a state) cover it.
 MIXER_VARIANTS = [(m, v) for m in models.MIXERS.names() for v in ("plain", "short_conv")] + [
     ("attention", "base_conv"),
     ("gla", "base_conv"),
+    ("attention", "gqa_window"),
 ]
 
 
