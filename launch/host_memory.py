@@ -32,11 +32,16 @@ _M_ARENA_MAX = -8
 _TRIM_NEVER = -1  # mallopt(3): a trim threshold of -1 disables trimming
 
 
+def is_glibc() -> bool:
+    """Whether this process runs on glibc, the only C library the settings are for."""
+    return platform.libc_ver()[0] == "glibc"
+
+
 def applies(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether keep_freed_memory acts here: glibc, no opt-out, no malloc settings of the user's."""
     if environ.get(OPT_OUT) == "0" or any(name in environ for name in USER_SETTINGS):
         return False
-    return platform.libc_ver()[0] == "glibc"
+    return is_glibc()
 
 
 def keep_freed_memory() -> bool:

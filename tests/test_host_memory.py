@@ -4,7 +4,6 @@ every call (XLA's CPU temporaries come from malloc; glibc would mmap and unmap t
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 import textwrap
@@ -13,8 +12,6 @@ import pytest
 
 from launch import host_memory
 from tests.conftest import REPO
-
-GLIBC = platform.libc_ver()[0] == "glibc"
 
 # A fresh process per case: the setting must precede JAX's threads. The step's temporaries (70 MB,
 # checked) are above glibc's largest mmap threshold (32 MB).
@@ -55,7 +52,7 @@ def probe(mode: str, calls: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+@pytest.mark.skipif(not host_memory.is_glibc(), reason="glibc's malloc only")
 def test_freed_step_memory_is_reused_instead_of_faulted_in_again():
     default = probe("default", calls=3)
     if min(default["faults"][1:]) < default["temp_pages"] // 100:
