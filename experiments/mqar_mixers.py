@@ -7,7 +7,7 @@ grows with T, from the fixed-state mixers.
     --config=experiments/mqar_mixers.py              the baseline arm, small setting
     --config=experiments/mqar_mixers.py:mamba        one arm
     --config=experiments/mqar_mixers.py:mamba,hard   one arm, hard setting
-    --config=experiments/mqar_mixers.py:gla,learn    one arm, small setting, its LEARNING_STEPS
+    --config=experiments/mqar_mixers.py:gla,learn    one arm, small setting, its LEARNING budget
     python -m launch.study experiments/mqar_mixers.py --workdir=studies/mqar   every arm x seed
 """
 
@@ -24,7 +24,7 @@ ARMS: dict[str, dict] = {
     # 200 and 0.86 after 2000 steps.
     "linear": {"model.mixer": "linear", "model.linear.feature_map": "taylor"},
     # The gated arms read their state linearly, with SiLU and unit-norm (L2) queries and keys;
-    # they learn, but slowly (LEARNING_STEPS below).
+    # they learn, but slowly (LEARNING below).
     "retnet": {
         "model.mixer": "retnet",
         "model.retnet.qk_activation": "silu",
@@ -41,14 +41,19 @@ ARMS: dict[str, dict] = {
     "hybrid": {"model.layer_pattern": "attention,mamba"},
     "moe": {"model.mixer": "attention", "model.channel_mixer": "moe"},
 }
-# The steps an arm needs to learn the small setting, where the shared 600 are not enough. The
-# `learn` setting applies them (tests/test_mqar_learning.py trains every arm so); `small` and
-# `hard` train every arm for the same steps, so the claims compare mixers rather than budgets.
+# What an arm needs beyond the shared small setting to learn it, as config overrides (more steps,
+# more distinct training sequences). The `learn` setting applies them
+# (tests/test_mqar_learning.py trains every arm so); `small` and `hard` train every arm alike, so
+# the claims compare mixers rather than budgets.
 # Measured on this CPU, each gated arm sits at 0.45-0.48 accuracy from about step 1000 and then
 # jumps: retnet (plain projections: 0.06 at 600 steps) 0.907 at 2500 and 0.993 at 6000; gla
 # (0.13) 0.904 at 3000 and 0.988 at 5000 (a 4000-step schedule ends at 0.91); mamba2 (already
 # SiLU; 0.24) 0.919 at 3500 and 0.990 at 6000.
-LEARNING_STEPS = {"retnet": 6000, "gla": 5000, "mamba2": 6000}
+LEARNING: dict[str, dict] = {
+    "retnet": {"train.steps": 6000},
+    "gla": {"train.steps": 5000},
+    "mamba2": {"train.steps": 6000},
+}
 BASELINE = "attention"
 SEEDS = 3
 METRIC = "eval/accuracy"
@@ -61,7 +66,7 @@ t-test over seeds, Holm-adjusted p < 0.05)."""
 CLAIMS = [("deltanet", "beats", "mamba2"), ("attention", "beats", "mamba")]
 SETTINGS: dict[str, dict] = {
     "small": {},
-    "learn": {},  # the small setting at each arm's LEARNING_STEPS (applied in get_config)
+    "learn": {},  # the small setting plus the arm's LEARNING overrides (applied in get_config)
     "hard": {"data.mqar.seq_len": 128, "data.mqar.num_kv_pairs": 8, "data.mqar.num_queries": 8},
     # The main job (`make run`): the 8 sequence-mixer arms x 3 seeds in minutes on 2 cores, so
     # 2,400 training sequences per run instead of 38,400. Nothing reaches 0.9 here: it compares
@@ -91,9 +96,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = small_recall_config()
     c.data.name = "mqar"
     c.eval.every = 100
-    c.update_from_flattened_dict({**ARMS[arm], **SETTINGS[setting]})
-    if setting == "learn":
-        c.train.steps = LEARNING_STEPS.get(arm, c.train.steps)
+    learning = LEARNING.get(arm, {}) if setting == "learn" else {}
+    c.update_from_flattened_dict({**ARMS[arm], **SETTINGS[setting], **learning})
     return c
 
 

@@ -25,6 +25,7 @@ VARIANTS = {  # extra block options each mixer is also checked under
     "base_conv": {"short_conv": 3, "short_conv_gate": True},  # Zoology's gated short conv
     # Grouped heads and a sliding window shorter than T: the cache path's mask and head layout.
     "gqa_window": {"attention.num_kv_heads": 2, "attention.window": 5},
+    "bc_norm": {"mamba.bc_norm": "l2"},
 }
 # Every mixer under the plain and short-conv blocks; the gated conv is mixer-independent, so two
 # mixers (one with a cache, one with a state) cover it.
@@ -32,6 +33,7 @@ MIXER_VARIANTS = [(m, v) for m in models.MIXERS.names() for v in ("plain", "shor
     ("attention", "base_conv"),
     ("gla", "base_conv"),
     ("attention", "gqa_window"),
+    ("mamba", "bc_norm"),
 ]
 
 

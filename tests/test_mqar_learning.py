@@ -1,5 +1,5 @@
 """Each arm of the MQAR study learns the small setting: >= 0.9 eval accuracy within its own step
-budget (the study's `learn` setting: the arm's LEARNING_STEPS, else the shared 600), trained
+budget (the study's `learn` setting: the small setting plus the arm's LEARNING overrides), trained
 exactly as `launch.train --config=experiments/mqar_mixers.py:<arm>,learn` would.
 
 Registry-wide through the study file: an arm added to experiments/mqar_mixers.py is covered
@@ -56,3 +56,21 @@ def test_arm_learns_small_mqar_within_its_budget(data_dir, tmp_path, arm):
     final = [r for r in metrics(tmp_path / "run") if "eval/accuracy" in r][-1]
     assert final["step"] == config.train.steps
     assert final["eval/accuracy"] >= PASS_ACCURACY, final
+
+
+def test_every_arm_builds_in_every_setting_and_learn_only_adds_its_overrides():
+    assert set(mqar_mixers.LEARNING) <= set(mqar_mixers.ARMS)
+    for arm in mqar_mixers.ARMS:
+        small, learn = (mqar_mixers.get_config(f"{arm},{s}") for s in ("small", "learn"))
+        for setting in mqar_mixers.SETTINGS:
+            mqar_mixers.get_config(f"{arm},{setting}")
+        # Undo the arm's overrides and `learn` is `small` again.
+        overridden = mqar_mixers.LEARNING.get(arm, {})
+        learn.update_from_flattened_dict({key: _lookup(small, key) for key in overridden})
+        assert learn.to_dict() == small.to_dict(), arm
+
+
+def _lookup(config, dotted_key: str):
+    for part in dotted_key.split("."):
+        config = config[part]
+    return config
