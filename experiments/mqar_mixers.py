@@ -41,8 +41,8 @@ ARMS: dict[str, dict] = {
     "hybrid": {"model.layer_pattern": "attention,mamba"},
     "moe": {"model.mixer": "attention", "model.channel_mixer": "moe"},
 }
-# What an arm needs beyond the shared small setting to learn it, as config overrides (more steps,
-# more distinct training sequences). The `learn` setting applies them
+# What an arm needs beyond the shared small setting to learn it, as config overrides (today only
+# more steps; any key may be overridden). The `learn` setting applies them
 # (tests/test_mqar_learning.py trains every arm so); `small` and `hard` train every arm alike, so
 # the claims compare mixers rather than budgets.
 # Measured on this CPU, each gated arm sits at 0.45-0.48 accuracy from about step 1000 and then
