@@ -28,8 +28,9 @@ NOT_YET_LEARNING = {
     "mamba": "0.29 at 600 steps; a 5000-step schedule over 100,000 training sequences rises "
     "slowly to 0.48 with no jump (2 layers with SwiGLU: 0.50; d_state 64 at expand 1: 0.43 at "
     "3000; bc_norm=l2: 0.28 at 1500)",
-    "hyena": "0.02 at 600 steps; over 100,000 training sequences 0.37 after 4000 steps "
-    "(lr 3e-3) and 0.41 after 6000 (lr 1e-2), still rising slowly; width 128: 0.05 at 1000",
+    "hyena": "0.02 at 600 steps; over 100,000 training sequences 0.37 after 4000 steps, 0.41 "
+    "after 6000 at lr 1e-2, and 0.48 after 12,000 (flat at 0.47-0.48 from step 8000); "
+    "width 128: 0.05 at 1000",
 }
 
 
