@@ -64,16 +64,7 @@ def test_arm_learns_small_mqar_within_its_budget(data_dir, tmp_path, arm):
 def test_every_arm_builds_in_every_setting_and_learn_only_adds_its_overrides():
     assert set(mqar_mixers.LEARNING) <= set(mqar_mixers.ARMS)
     for arm in mqar_mixers.ARMS:
-        small, learn = (mqar_mixers.get_config(f"{arm},{s}") for s in ("small", "learn"))
-        for setting in mqar_mixers.SETTINGS:
-            mqar_mixers.get_config(f"{arm},{setting}")
-        # Undo the arm's overrides and `learn` is `small` again.
-        overridden = mqar_mixers.LEARNING.get(arm, {})
-        learn.update_from_flattened_dict({key: _lookup(small, key) for key in overridden})
-        assert learn.to_dict() == small.to_dict(), arm
-
-
-def _lookup(config, dotted_key: str):
-    for part in dotted_key.split("."):
-        config = config[part]
-    return config
+        configs = {s: mqar_mixers.get_config(f"{arm},{s}") for s in mqar_mixers.SETTINGS}
+        expected = configs["small"]
+        expected.update_from_flattened_dict(mqar_mixers.LEARNING.get(arm, {}))
+        assert configs["learn"].to_dict() == expected.to_dict(), arm
