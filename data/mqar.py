@@ -11,8 +11,10 @@ Data sheet
   values from the upper half [vocab_size/2, vocab_size), and writes them first as
   k1 v1 k2 v2 .... The rest of the seq_len + 1 tokens is the query region, cut into
   (seq_len + 1 - 2 * num_kv_pairs) // 2 two-token slots and filled with random filler (any
-  non-zero token except this example's keys). `num_queries` distinct keys are each queried once:
-  put in a slot of its own, directly followed by its value. Slots are drawn without replacement
+  non-zero token except this example's keys), or with token 0 under `filler=pad` (Zoology's
+  random_non_queries=False; the same keys, values and query slots as the random filler).
+  `num_queries` distinct keys are each queried once: put in a slot of its own, directly
+  followed by its value. Slots are drawn without replacement
   with P(slot i) proportional to (i + 1) ** (power_a - 1), i = 0 being the slot right after the
   pairs (Zoology's power law: with the default power_a = 0.01 short gaps between the pairs and a
   query are far more likely; power_a = 1 is uniform). With targets = the token stream shifted by
@@ -49,6 +51,10 @@ class MqarConfig(ParamsConfig):
     train_examples: int = param(20000, "n")
     eval_examples: int = param(1000, "e")
     generation_seed: int = param(0, "s")
+    # random: filler tokens drawn from the vocabulary (Zoology's random_non_queries=True), so
+    # lower-half filler tokens look like keys to a mixer that cannot compare positions;
+    # pad: every filler position holds token 0 (random_non_queries=False).
+    filler: str = param("random", "f", choices=("random", "pad"))
 
     def validate(self) -> None:
         half = self.vocab_size // 2
@@ -93,6 +99,9 @@ def make_example(rng: np.random.Generator, config: MqarConfig) -> dict[str, np.n
     # Filler never repeats this example's keys, so a key appears only in its pair or as a query.
     filler = np.setdiff1d(np.arange(1, vocab), keys)
     tokens[2 * k :] = rng.choice(filler, size=seq_len + 1 - 2 * k)
+    if config.filler == "pad":
+        # Drawn and then overwritten, so that both fillers give the same keys, values and slots.
+        tokens[2 * k :] = 0
     # Queries sit in disjoint two-token slots after the pairs (key at p, its value at p + 1), the
     # slots drawn by the power law over their distance from the pairs.
     num_slots = (seq_len + 1 - 2 * k) // 2

@@ -70,6 +70,25 @@ def test_mqar_queries_each_key_once_after_the_pairs_with_power_law_gaps() -> Non
     np.testing.assert_allclose(uniform, 2000 / 17, rtol=0.35)
 
 
+def test_mqar_pad_filler_keeps_the_pairs_and_queries_and_zeroes_everything_else() -> None:
+    from data.mqar import MqarConfig, make_example
+
+    def examples(filler: str) -> list[dict[str, np.ndarray]]:
+        config = MqarConfig.from_params({**small("mqar"), "filler": filler})
+        rng = np.random.default_rng(0)
+        return [make_example(rng, config) for _ in range(20)]
+
+    num_pair_tokens = 2 * MqarConfig.from_params(small("mqar")).num_kv_pairs
+    for random, pad in zip(examples("random"), examples("pad"), strict=True):
+        np.testing.assert_array_equal(pad["loss_mask"], random["loss_mask"])
+        tokens, random_tokens = stream(pad), stream(random)
+        kept = scored_tokens(pad) | np.roll(scored_tokens(pad), -1)  # queries and their values
+        kept[:num_pair_tokens] = True
+        np.testing.assert_array_equal(tokens[kept], random_tokens[kept])
+        assert (tokens[~kept] == 0).all()
+        assert (random_tokens[~kept] != 0).all()
+
+
 def test_mqar_rejects_a_non_positive_power(data_dir: str) -> None:
     with pytest.raises(data.DataConfigError, match="power_a"):
         data.load("mqar", small("mqar", power_a=0.0), data_dir)
