@@ -19,10 +19,11 @@ Data sheet
   pairs (Zoology's power law: with the default power_a = 0.01 short gaps between the pairs and a
   query are far more likely; power_a = 1 is uniform). With targets = the token stream shifted by
   one, the target at a query position is the queried key's value; `loss_mask` is 1 exactly there.
-  Differences from Zoology: the value follows its query key in the stream (our targets are always
-  the next input token; Zoology puts random filler there and the value only in the labels), a
-  query never repeats a key (Zoology queries all keys, num_queries = num_kv_pairs), and the
-  filler never holds a key.
+  With `answers=hidden` the input after a query key is filler instead of the value, which is then
+  only a target (Zoology); with the default `answers=shown` the value follows its query key in
+  the stream, so the values already answered are visible to later queries. Other differences
+  from Zoology: a query never repeats a key (Zoology queries all keys, num_queries =
+  num_kv_pairs), and the filler never holds a key.
 - Intended use: checking that a sequence architecture can retrieve from context. Chance accuracy
   at the answer positions is 1 / (vocab_size / 2) (guessing among the upper-half tokens); a
   2-layer attention model learns it.
@@ -55,6 +56,10 @@ class MqarConfig(ParamsConfig):
     # lower-half filler tokens look like keys to a mixer that cannot compare positions;
     # pad: every filler position holds token 0 (random_non_queries=False).
     filler: str = param("random", "f", choices=("random", "pad"))
+    # shown: a query's value is the next input token, as everywhere in the stream; hidden: the
+    # input there is filler and the value only a target (Zoology). Shown answers let a model
+    # answer later queries by eliminating the values already given (see `query_order`).
+    answers: str = param("shown", "r", choices=("shown", "hidden"))
 
     def validate(self) -> None:
         half = self.vocab_size // 2
@@ -114,7 +119,15 @@ def make_example(rng: np.random.Generator, config: MqarConfig) -> dict[str, np.n
     tokens[positions + 1] = values[queried]
     scored = np.zeros(seq_len + 1, dtype=bool)
     scored[positions + 1] = True
-    return lm_example(tokens, scored)
+    example = lm_example(tokens, scored)
+    if config.answers == "hidden":
+        # Drawn after the example's other draws: from the same generator state, both settings
+        # give the same keys, values, slots and targets.
+        answer_inputs = positions[positions + 1 < seq_len] + 1
+        hidden = rng.choice(filler, size=len(answer_inputs)) if config.filler == "random" else 0
+        example["inputs"] = example["inputs"].copy()  # a view that shares the targets' tokens
+        example["inputs"][answer_inputs] = hidden
+    return example
 
 
 @DATASETS.register("mqar")
@@ -133,12 +146,28 @@ class Mqar(SyntheticSequenceBuilder):
         self, batch: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray
     ) -> dict[str, np.ndarray]:
         """`query_key_distance`: how far back the queried key's pair lies (input position of the
-        query minus that of the key), in power-of-two buckets."""
+        query minus that of the key), in power-of-two buckets.
+
+        `query_order`: 1 for an example's first query, 2 for its second, .... Each answered
+        value follows its query in the stream, so a model that has not bound keys to values can
+        still answer the n-th of K queries by elimination, with accuracy 1 / (K - n + 1):
+        chance for the first query, certainty for the K-th of K. This slice tells binding from
+        elimination."""
         k = self.config.num_kv_pairs
         inputs = batch["inputs"][rows]
+        keys = inputs[:, 0 : 2 * k : 2]
         queried = inputs[np.arange(len(rows)), positions]  # the key read at the scored position
-        pair = np.argmax(inputs[:, 0 : 2 * k : 2] == queried[:, None], axis=1)
-        return {"query_key_distance": distance_buckets(positions - 2 * pair)}
+        pair = np.argmax(keys == queried[:, None], axis=1)
+        # Filler never holds a key, so every key after the pairs and before `position` is an
+        # earlier query.
+        after_pairs = np.arange(inputs.shape[1]) >= 2 * k
+        before = after_pairs[None, :] & (np.arange(inputs.shape[1])[None, :] < positions[:, None])
+        is_key = (inputs[:, :, None] == keys[:, None, :]).any(axis=-1)
+        order = 1 + np.count_nonzero(is_key & before, axis=1)
+        return {
+            "query_key_distance": distance_buckets(positions - 2 * pair),
+            "query_order": order.astype(str),
+        }
 
     def slice_variants(self) -> dict[str, dict[str, dict[str, int]]]:
         """`num_kv_pairs`: the same task with 1, 2, 4, ... pairs (up to 4x the trained number),

@@ -6,6 +6,14 @@ grows with T, from the fixed-state mixers. Measured on 2026-11-30 (one seed, 600
 not. Attention, Based, DeltaNet, the hybrid and MoE are all >= 0.987 at both settings; the arms
 still learning at 600 steps fall further at hard, so hard separates learning speed, not capacity.
 
+Read accuracies below ~0.5 with the `query_order` slice (eval/slices.json). The mqar default
+shows each answer in the stream after its query, so a model that recalls nothing can still
+answer the n-th of 4 queries by eliminating the values already given: 1/4, 1/3, 1/2, 1, about
+0.52 in all. Measured on 2026-11-30, the 0.45-0.50 plateaus of mamba and hyena (up to 12,000
+steps) are exactly that (0.25 / 0.34 / 0.48 / 0.91 by query order), and so are retnet's and
+gla's 600-step accuracies; with `data.mqar.answers=hidden` (Zoology's form: no shortcut) mamba
+and hyena stay at chance among the 4 values (0.23-0.24).
+
     --config=experiments/mqar_mixers.py              the baseline arm, small setting
     --config=experiments/mqar_mixers.py:mamba        one arm
     --config=experiments/mqar_mixers.py:mamba,hard   one arm, hard setting
@@ -47,10 +55,11 @@ ARMS: dict[str, dict] = {
 # more steps; any key may be overridden). The `learn` setting applies them
 # (tests/test_mqar_learning.py trains every arm so); `small` and `hard` train every arm alike, so
 # the claims compare mixers rather than budgets.
-# Measured on this CPU, each gated arm sits at 0.45-0.48 accuracy from about step 1000 and then
-# jumps: retnet (plain projections: 0.06 at 600 steps) 0.907 at 2500 and 0.993 at 6000; gla
-# (0.13) 0.904 at 3000 and 0.988 at 5000 (a 4000-step schedule ends at 0.91); mamba2 (already
-# SiLU; 0.24) 0.919 at 3500 and 0.990 at 6000.
+# Measured on this CPU, each gated arm sits at 0.45-0.48 accuracy from about step 1000 (answering
+# by elimination, see the docstring) and then jumps to recall: retnet (plain projections: 0.06 at
+# 600 steps) 0.907 at 2500 and 0.993 at 6000; gla (0.13) 0.904 at 3000 and 0.988 at 5000 (a
+# 4000-step schedule ends at 0.91); mamba2 (already SiLU; 0.24) 0.919 at 3500 and 0.990 at 6000.
+# With data.mqar.answers=hidden retnet sits at chance (0.25) to step 1500, then 0.936 at 2500.
 LEARNING: dict[str, dict] = {
     "retnet": {"train.steps": 6000},
     "gla": {"train.steps": 5000},

@@ -89,6 +89,39 @@ def test_mqar_pad_filler_keeps_the_pairs_and_queries_and_zeroes_everything_else(
         assert (random_tokens[~kept] != 0).all()
 
 
+def test_mqar_hidden_answers_are_targets_but_never_inputs() -> None:
+    from data.mqar import MqarConfig, make_example
+
+    def examples(answers: str, filler: str) -> list[dict[str, np.ndarray]]:
+        config = MqarConfig.from_params({**small("mqar"), "answers": answers, "filler": filler})
+        # One generator per example: hiding draws the filler after the example's other draws.
+        return [make_example(np.random.default_rng(i), config) for i in range(50)]
+
+    num_pairs = MqarConfig.from_params(small("mqar")).num_kv_pairs
+    for filler in ("random", "pad"):
+        matches = answers = 0
+        for shown, hidden in zip(
+            examples("shown", filler), examples("hidden", filler), strict=True
+        ):
+            for key in ("targets", "loss_mask"):
+                np.testing.assert_array_equal(hidden[key], shown[key])
+            scored = np.flatnonzero(hidden["loss_mask"])
+            answer_inputs = scored[scored + 1 < len(hidden["inputs"])] + 1
+            elsewhere = np.setdiff1d(np.arange(len(hidden["inputs"])), answer_inputs)
+            np.testing.assert_array_equal(hidden["inputs"][elsewhere], shown["inputs"][elsewhere])
+            # Where the value was, filler: never a key, and the value itself only by chance.
+            keys = shown["inputs"][0 : 2 * num_pairs : 2]
+            assert not np.isin(hidden["inputs"][answer_inputs], keys).any()
+            if filler == "pad":
+                assert (hidden["inputs"][answer_inputs] == 0).all()
+            answers += len(answer_inputs)
+            matches += np.count_nonzero(
+                hidden["inputs"][answer_inputs] == shown["inputs"][answer_inputs]
+            )
+        # Random filler: 1 draw in 27 (vocab 32 less token 0 and 4 keys) equals the value.
+        assert matches <= 0.15 * answers
+
+
 def test_mqar_rejects_a_non_positive_power(data_dir: str) -> None:
     with pytest.raises(data.DataConfigError, match="power_a"):
         data.load("mqar", small("mqar", power_a=0.0), data_dir)

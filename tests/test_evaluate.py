@@ -93,13 +93,14 @@ def tiny_mqar(data_dir: str) -> data.Dataset:
     return data.load("mqar", params, data_dir)  # 2 pairs, 2 queries, 16 tokens, vocab 32
 
 
-def test_mqar_query_key_distance_is_read_from_the_tokens(data_dir):
-    # Pairs 5->20, 6->21 at input positions 0..3; key 6 queried at position 9 (distance
-    # 9 - 2 = 7), key 5 at position 12 (distance 12).
+def test_mqar_query_distance_and_order_are_read_from_the_tokens(data_dir):
+    # Pairs 5->20, 6->21 at input positions 0..3; key 6 queried first, at position 9 (distance
+    # 9 - 2 = 7), key 5 second, at position 12 (distance 12).
     inputs = np.array([[5, 20, 6, 21, 1, 2, 3, 4, 8, 6, 21, 4, 5, 20, 9, 9]], np.int32)
     builder = tiny_mqar(data_dir).builder
     attributes = builder.slice_attributes({"inputs": inputs}, np.array([0, 0]), np.array([9, 12]))
     assert list(attributes["query_key_distance"]) == ["4-7", "8-15"]
+    assert list(attributes["query_order"]) == ["1", "2"]
     assert list(distance_buckets(np.array([1, 2, 3, 4, 31, 32]))) == [
         "1", "2-3", "2-3", "4-7", "16-31", "32-63"
     ]  # fmt: skip
