@@ -14,10 +14,10 @@ Data sheet
   non-zero token except this example's keys), or with token 0 under `filler=pad` (Zoology's
   random_non_queries=False; the same keys, values and query slots as the random filler).
   `num_queries` distinct keys are each queried once: put in a slot of its own, directly
-  followed by its value. Slots are drawn without replacement
-  with P(slot i) proportional to (i + 1) ** (power_a - 1), i = 0 being the slot right after the
-  pairs (Zoology's power law: with the default power_a = 0.01 short gaps between the pairs and a
-  query are far more likely; power_a = 1 is uniform). With targets = the token stream shifted by
+  followed by its value. Slots are drawn without replacement with P(slot i) proportional to
+  (i + 1) ** (power_a - 1), i = 0 being the slot right after the pairs (Zoology's power law:
+  with the default power_a = 0.01 short gaps between the pairs and a query are far more likely;
+  power_a = 1 is uniform). With targets = the token stream shifted by
   one, the target at a query position is the queried key's value; `loss_mask` is 1 exactly there.
   With `answers=hidden` the input after a query key is filler instead of the value, which is then
   only a target (Zoology); with the default `answers=shown` the value follows its query key in
@@ -52,9 +52,9 @@ class MqarConfig(ParamsConfig):
     train_examples: int = param(20000, "n")
     eval_examples: int = param(1000, "e")
     generation_seed: int = param(0, "s")
-    # random: filler tokens drawn from the vocabulary (Zoology's random_non_queries=True), so
-    # lower-half filler tokens look like keys to a mixer that cannot compare positions;
-    # pad: every filler position holds token 0 (random_non_queries=False).
+    # random: filler tokens drawn from the vocabulary (Zoology's random_non_queries=True), half
+    # of them from the keys' lower half; pad: every filler position holds token 0
+    # (random_non_queries=False).
     filler: str = param("random", "f", choices=("random", "pad"))
     # shown: a query's value is the next input token, as everywhere in the stream; hidden: the
     # input there is filler and the value only a target (Zoology). Shown answers let a model
@@ -148,11 +148,11 @@ class Mqar(SyntheticSequenceBuilder):
         """`query_key_distance`: how far back the queried key's pair lies (input position of the
         query minus that of the key), in power-of-two buckets.
 
-        `query_order`: 1 for an example's first query, 2 for its second, .... Each answered
-        value follows its query in the stream, so a model that has not bound keys to values can
-        still answer the n-th of K queries by elimination, with accuracy 1 / (K - n + 1):
-        chance for the first query, certainty for the K-th of K. This slice tells binding from
-        elimination."""
+        `query_order`: 1 for an example's first query, 2 for its second, .... With
+        `answers=shown` each answered value follows its query in the stream, so a model that has
+        not bound keys to values can still answer the n-th of K queries by elimination, with
+        accuracy 1 / (K - n + 1): chance for the first query, certainty for the K-th of K. This
+        slice tells binding from elimination."""
         k = self.config.num_kv_pairs
         inputs = batch["inputs"][rows]
         keys = inputs[:, 0 : 2 * k : 2]
