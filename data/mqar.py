@@ -160,8 +160,8 @@ class Mqar(SyntheticSequenceBuilder):
         pair = np.argmax(keys == queried[:, None], axis=1)
         # Filler never holds a key, so every key after the pairs and before `position` is an
         # earlier query.
-        after_pairs = np.arange(inputs.shape[1]) >= 2 * k
-        before = after_pairs[None, :] & (np.arange(inputs.shape[1])[None, :] < positions[:, None])
+        index = np.arange(inputs.shape[1])[None, :]
+        before = (index >= 2 * k) & (index < positions[:, None])
         is_key = (inputs[:, :, None] == keys[:, None, :]).any(axis=-1)
         order = 1 + np.count_nonzero(is_key & before, axis=1)
         return {

@@ -70,16 +70,26 @@ def test_mqar_queries_each_key_once_after_the_pairs_with_power_law_gaps() -> Non
     np.testing.assert_allclose(uniform, 2000 / 17, rtol=0.35)
 
 
-def test_mqar_pad_filler_keeps_the_pairs_and_queries_and_zeroes_everything_else() -> None:
+def mqar_examples(**params: str) -> list[dict[str, np.ndarray]]:
+    """50 small mqar examples, each from its own generator (hiding draws the filler after an
+    example's other draws, so only per-example generators keep two settings aligned)."""
     from data.mqar import MqarConfig, make_example
 
-    def examples(filler: str) -> list[dict[str, np.ndarray]]:
-        config = MqarConfig.from_params({**small("mqar"), "filler": filler})
-        rng = np.random.default_rng(0)
-        return [make_example(rng, config) for _ in range(20)]
+    config = MqarConfig.from_params({**small("mqar"), **params})
+    return [make_example(np.random.default_rng(i), config) for i in range(50)]
 
-    num_pair_tokens = 2 * MqarConfig.from_params(small("mqar")).num_kv_pairs
-    for random, pad in zip(examples("random"), examples("pad"), strict=True):
+
+def mqar_num_pairs() -> int:
+    from data.mqar import MqarConfig
+
+    return MqarConfig.from_params(small("mqar")).num_kv_pairs
+
+
+def test_mqar_pad_filler_keeps_the_pairs_and_queries_and_zeroes_everything_else() -> None:
+    num_pair_tokens = 2 * mqar_num_pairs()
+    for random, pad in zip(
+        mqar_examples(filler="random"), mqar_examples(filler="pad"), strict=True
+    ):
         np.testing.assert_array_equal(pad["loss_mask"], random["loss_mask"])
         tokens, random_tokens = stream(pad), stream(random)
         kept = scored_tokens(pad) | np.roll(scored_tokens(pad), -1)  # queries and their values
@@ -90,19 +100,12 @@ def test_mqar_pad_filler_keeps_the_pairs_and_queries_and_zeroes_everything_else(
 
 
 def test_mqar_hidden_answers_are_targets_but_never_inputs() -> None:
-    from data.mqar import MqarConfig, make_example
-
-    def examples(answers: str, filler: str) -> list[dict[str, np.ndarray]]:
-        config = MqarConfig.from_params({**small("mqar"), "answers": answers, "filler": filler})
-        # One generator per example: hiding draws the filler after the example's other draws.
-        return [make_example(np.random.default_rng(i), config) for i in range(50)]
-
-    num_pairs = MqarConfig.from_params(small("mqar")).num_kv_pairs
+    num_pairs = mqar_num_pairs()
     for filler in ("random", "pad"):
         matches = answers = 0
-        for shown, hidden in zip(
-            examples("shown", filler), examples("hidden", filler), strict=True
-        ):
+        shown_examples = mqar_examples(answers="shown", filler=filler)
+        hidden_examples = mqar_examples(answers="hidden", filler=filler)
+        for shown, hidden in zip(shown_examples, hidden_examples, strict=True):
             for key in ("targets", "loss_mask"):
                 np.testing.assert_array_equal(hidden[key], shown[key])
             scored = np.flatnonzero(hidden["loss_mask"])
