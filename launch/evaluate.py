@@ -9,7 +9,8 @@ The suites (`eval.suites` in the config, or --suite) are calibration, robustness
 groups (see launch/suites.py). `launch.train` runs the same function when a run completes, in
 the same process, so the suites come with the accuracy that the run reports.
 
-Exit status: 0, or 2 for bad input (no run there, no checkpoint, an unknown suite).
+Exit status: 0, or 2 for bad input (no run there, no checkpoint, an unknown suite, a run whose
+config predates a key of this archlab's config).
 """
 
 from __future__ import annotations
@@ -25,20 +26,11 @@ import ml_collections
 
 from analysis import model_card, slices
 from analysis.runs import CONFIG_FILE, EVAL_DIR, eval_file, jsonable, read_json
+from experiments.base import base_config
 from launch import checkpoint, experiment, host_memory, manifest, suites
+from launch.config import flatten
 from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
 from launch.predictions import Predictor
-
-# The eval.* keys the suites read; a config recorded before they existed cannot be evaluated.
-EVAL_KEYS = (
-    "suites",
-    "calibration_bins",
-    "corruption_rates",
-    "length_factors",
-    "noise_stddevs",
-    "shifts",
-    "hardest_examples",
-)
 
 
 def suite_names(spec: str) -> list[str]:
@@ -112,13 +104,18 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
     recorded = read_json(os.path.join(workdir, CONFIG_FILE))
     if recorded is None:
         raise UsageError(f"{workdir!r} is not a run directory (no {CONFIG_FILE})")
-    missing = [key for key in EVAL_KEYS if key not in recorded.get("eval", {})]
+    config = ml_collections.ConfigDict(recorded)
+    # A key added since the run was recorded would take today's default, which need not be what
+    # the run trained with (mqar's `answers` default changed from shown to hidden), so the run is
+    # evaluated by the code it was trained with or not at all.
+    missing = sorted(set(flatten(base_config())) - set(flatten(config)))
     if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise UsageError(
-            f"{workdir}/{CONFIG_FILE} predates the evaluation suites (no eval.{missing[0]}): "
-            "retrain it with this archlab"
+            f"{workdir}/{CONFIG_FILE} predates config key {missing[0]}{more}: evaluate it at "
+            "the commit its manifest records, or retrain it"
         )
-    return ml_collections.ConfigDict(recorded)
+    return config
 
 
 def evaluate_checkpoint(

@@ -245,6 +245,20 @@ def test_launch_evaluate_reproduces_the_suites_and_checks_its_input(data_dir, di
     assert missing.returncode == 2 and "not a run directory" in missing.stderr
 
 
+def test_a_run_recorded_before_a_config_key_existed_is_not_evaluated(
+    data_dir, digits_run, tmp_path
+):
+    """Today's default for the missing key need not be what the run trained with."""
+    recorded = json.loads((digits_run / "config.json").read_text())
+    del recorded["data"]["mqar"]["answers"]
+    old_run = tmp_path / "old_run"
+    old_run.mkdir()
+    (old_run / "config.json").write_text(json.dumps(recorded))
+    result = evaluate(data_dir, old_run)
+    assert result.returncode == 2
+    assert "predates config key data.mqar.answers" in result.stderr
+
+
 def test_an_unknown_suite_fails_before_training(data_dir, tmp_path):
     result = run_train(data_dir, tmp_path / "run", "--config.eval.suites=calibraton")
     assert result.returncode == 2
