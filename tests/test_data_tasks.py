@@ -88,7 +88,9 @@ def mqar_num_pairs() -> int:
 def test_mqar_pad_filler_keeps_the_pairs_and_queries_and_zeroes_everything_else() -> None:
     num_pair_tokens = 2 * mqar_num_pairs()
     for random, pad in zip(
-        mqar_examples(filler="random"), mqar_examples(filler="pad"), strict=True
+        mqar_examples(filler="random", answers="shown"),
+        mqar_examples(filler="pad", answers="shown"),
+        strict=True,
     ):
         np.testing.assert_array_equal(pad["loss_mask"], random["loss_mask"])
         tokens, random_tokens = stream(pad), stream(random)
