@@ -27,9 +27,10 @@ from launch import datacheck
 REPO = Path(__file__).resolve().parents[1]
 CLEAN_MQAR = {"vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_queries": 2,
               "train_examples": 256, "eval_examples": 64}  # fmt: skip
-# Three keys, four values and one free token: 72 possible sequences, so the splits share most.
+# Three keys, four values and one free token: 72 possible sequences, so the splits share most
+# (with the answer shown: hiding it puts a random filler token there instead).
 LEAKING_MQAR = {"vocab_size": 8, "seq_len": 4, "num_kv_pairs": 1, "num_queries": 1,
-                "train_examples": 200, "eval_examples": 50}  # fmt: skip
+                "answers": "shown", "train_examples": 200, "eval_examples": 50}  # fmt: skip
 
 
 # --- a dataset with planted overlap (a test-only builder, not in the DATASETS registry) -------
