@@ -6,9 +6,9 @@ grows with T, from the fixed-state mixers. Measured on 2026-11-30 (one seed, 600
 not. Attention, Based, DeltaNet, the hybrid and MoE are >= 0.99 at both settings; retnet, gla and
 mamba2 are still at chance among the in-context values (<= 0.25) and recall only with more steps
 (LEARNING below: retnet 0.998, gla 0.992, mamba2 0.98 after 5000-9000); mamba and hyena
-recall nothing at T 64 within any budget tried on this CPU (up to 12,000 steps). At T 16 (the
-pairs, then the 4 queries) mamba learns (chance to step 2000, 0.88 at 3000, 0.94 at 6000) and
-hyena does not (0.25 after 6000 steps).
+recall nothing at T 64 within any budget tried on this CPU (mamba to step 8000, hyena to
+3000; with answers shown, up to 12,000 steps). At T 16 (the pairs, then the 4 queries) mamba
+learns (chance to step 2000, 0.88 at 3000, 0.94 at 6000) and hyena does not (0.25 after 6000).
 
 The data hide each answer, as Zoology does (mqar's `answers=hidden`, the default). With
 `data.mqar.answers=shown` each value also follows its query in the stream, and a model that
