@@ -21,11 +21,12 @@ from ml_collections import config_flags
 from launch.errors import UsageError
 
 
-def flatten(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """{'model.d_model': 64, ...}; tuples (such as sharding rules) stay leaves."""
+def flatten(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+    """{'model.d_model': 64, ...} from a ConfigDict or its JSON form; tuples (such as sharding
+    rules) and lists stay leaves."""
     out = {}
     for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
             out.update({f"{key}.{k}": v for k, v in flatten(value).items()})
         else:
             out[key] = value
@@ -121,15 +122,5 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Flattened keys whose values differ between two JSON-loaded configs."""
-
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    a, b = flat(old), flat(new)
+    a, b = flatten(old), flatten(new)
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<missing>") != b.get(k, "<missing>"))
