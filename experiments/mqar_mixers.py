@@ -7,8 +7,10 @@ state grows with T, from the fixed-state mixers. Measured on 2026-11-30 (one see
 attention, Based, retnet, gla, DeltaNet, the hybrid and MoE pass 0.98 on the small setting;
 mamba2 and mamba recall with more steps (LEARNING below); Hyena recalls only in part (0.065;
 0.41 after 6000 steps, falling with the number of pairs: 0.87 / 0.69 / 0.41 / 0.08 with
-1 / 2 / 4 / 8), like the gated convolutions Zoology finds need more width than attention. On the
-hard setting only attention, Based, DeltaNet, the hybrid and MoE recall.
+1 / 2 / 4 / 8; at best 0.69, with learning rate 1e-2 over 12,000 steps). Zoology finds gated
+convolutions need more width than attention for recall; here width 128 memorised the training
+sequences instead. On the hard setting only attention, Based, DeltaNet, the hybrid and MoE
+recall.
 
 Why the small setting pads: with random filler, 52 of the 64 positions hold random tokens (half
 of them from the keys' range) that a fixed-state mixer writes into its state unless it learns to
