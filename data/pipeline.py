@@ -11,10 +11,15 @@ take cores from the step on a 2-core machine) the MQAR mamba2 arm's training loo
 its bare step rate; reading whole batches, at 92% (`launch.benchmark`, loop overhead).
 
 Sharding: every process orders the same global sequence (the seed is shared) and takes every
-`shard_count`-th element starting at `shard_index`, so shards are disjoint, all the same length,
-and together form the global order. Everything runs in the calling thread (no prefetch threads:
-on a 2-core machine they only take cores from the step), so the order is deterministic and the
-iterator's state is a small JSON blob that grain's Orbax checkpoint handler saves.
+`shard_count`-th element starting at `shard_index`, so shards are disjoint and all the same
+length; every process must run the same number of steps, since each step is one collective
+computation. Training drops the up to `shard_count - 1` records of an epoch that would make the
+shards unequal. Evaluation (`drop_remainder=False`) scores every record exactly once: the shorter
+shards are padded with a stand-in row, and every batch carries `example_mask` (0 for those rows).
+
+Everything runs in the calling thread (no prefetch threads: on a 2-core machine they only take
+cores from the step), so the order is deterministic and the iterator's state is a small JSON blob
+that grain's Orbax checkpoint handler saves.
 """
 
 from __future__ import annotations
@@ -27,6 +32,29 @@ import grain
 import numpy as np
 
 from data.builder import cast_example
+
+PADDING = -1  # an index past the end of a shard that evaluation pads: read as record 0, masked
+
+
+class _PaddedShard(grain.MapDataset):
+    """Every `shard_count`-th index of `order` from `shard_index`, padded with PADDING to the
+    length of the longest shard, ceil(len(order) / shard_count)."""
+
+    def __init__(self, order: grain.MapDataset, shard_index: int, shard_count: int):
+        super().__init__()
+        self._order, self._index, self._count = order, shard_index, shard_count
+
+    def __len__(self) -> int:
+        return -(-len(self._order) // self._count)
+
+    def __str__(self) -> str:
+        return f"PaddedShard(index={self._index}, count={self._count})"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        position = self._index + index * self._count
+        return self._order[position] if position < len(self._order) else PADDING
 
 
 class _EpochOrder(grain.MapDataset):
@@ -80,6 +108,7 @@ class _ReadBatch(grain.transforms.Map):
         dtypes: dict[str, np.dtype],
         scored_positions: int | None,
         dataset_name: str,
+        mark_padding: bool,
     ):
         # TFDS sources read many records in one call; a plain sequence is read one by one.
         self._read = getattr(source, "__getitems__", None) or (
@@ -88,15 +117,19 @@ class _ReadBatch(grain.transforms.Map):
         self._dtypes = dtypes
         self._scored_positions = scored_positions
         self._dataset_name = dataset_name
+        self._mark_padding = mark_padding
 
     def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        examples = self._read([int(i) for i in indices])
+        real = np.asarray(indices) != PADDING
+        examples = self._read([int(i) if r else 0 for i, r in zip(indices, real, strict=True)])
         batch = cast_example(
             {key: np.stack([example[key] for example in examples]) for key in self._dtypes},
             self._dtypes,
         )
         if self._scored_positions is not None:
             batch["score_positions"] = self._positions(batch["loss_mask"])
+        if self._mark_padding:
+            batch["example_mask"] = real.astype(np.float32)
         return batch
 
     def _positions(self, loss_mask: np.ndarray) -> np.ndarray:
@@ -131,6 +164,8 @@ def make_loader(
     `dtypes` are the features' declared dtypes, which every batch is given. With
     `scored_positions` (the dataset's `DatasetSpec.scored_positions`), batches also hold
     `score_positions` int32 [batch, scored_positions]: where each example's loss_mask is nonzero.
+    Without `drop_remainder` (evaluation: every record once), the last batch is short and batches
+    also hold `example_mask` float32 [batch], 0 for the rows that pad a shorter shard.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -139,10 +174,14 @@ def make_loader(
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
     order = _EpochOrder(len(source), seed=seed, shuffle=shuffle, num_epochs=num_epochs)
-    equal_shards = len(order) - len(order) % shard_count  # every shard the same length
-    indices = order[:equal_shards][shard_index::shard_count]
+    if drop_remainder:
+        equal_shards = len(order) - len(order) % shard_count  # every shard the same length
+        indices = order[:equal_shards][shard_index::shard_count]
+    else:
+        indices = _PaddedShard(order, shard_index, shard_count)
     batches = indices.batch(batch_size, drop_remainder=drop_remainder)
-    examples = batches.map(_ReadBatch(source, dtypes, scored_positions, dataset_name))
+    read = _ReadBatch(source, dtypes, scored_positions, dataset_name, not drop_remainder)
+    examples = batches.map(read)
     return examples.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
 
 

@@ -222,14 +222,14 @@ def initial_state(exp: Experiment, manager: ocp.CheckpointManager) -> tuple[int,
 
 
 def with_example_mask(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Pads a short final batch to `size` rows; `example_mask` tells objectives which are real."""
+    """Pads a short final batch to `size` rows; `example_mask` tells objectives which are real
+    (the loader's own mask, when it padded a shard, is kept)."""
     real = len(next(iter(batch.values())))
-    padded = {
+    batch = {"example_mask": np.ones(real, np.float32), **batch}
+    return {
         k: np.concatenate([v, np.zeros((size - real, *v.shape[1:]), v.dtype)])
         for k, v in batch.items()
     }
-    padded["example_mask"] = (np.arange(size) < real).astype(np.float32)
-    return padded
 
 
 def evaluate(

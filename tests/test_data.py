@@ -244,6 +244,26 @@ def test_eval_loader_keeps_the_remainder(data_dir: Path) -> None:
     assert [len(b["inputs"]) for b in take(loader)] == [5, 5, 5, 1]
 
 
+def test_evaluation_shards_score_every_record_exactly_once(data_dir: Path) -> None:
+    # 16 test records over 3 processes: every process reads 6 rows in the same batches (a step is
+    # one collective computation), and the rows example_mask keeps are the split, each once.
+    ds = data.load("mqar", small("mqar"), str(data_dir))
+    shards = [take(ds.eval_loader(4, i, 3)) for i in range(3)]
+    assert [[len(b["inputs"]) for b in shard] for shard in shards] == [[4, 2]] * 3
+    assert [sum(b["example_mask"].sum() for b in shard) for shard in shards] == [6, 5, 5]
+    kept = [
+        row.tobytes()
+        for shard in shards
+        for b in shard
+        for row, real in zip(b["inputs"], b["example_mask"], strict=True)
+        if real
+    ]
+    whole = take(ds.eval_loader(16))
+    assert whole[0]["example_mask"].tolist() == [1.0] * 16
+    assert sorted(kept) == sorted(rows(whole))
+    assert len(set(kept)) == 16
+
+
 def test_iterator_state_resumes_the_same_batches(data_dir: Path) -> None:
     ds = data.load("mqar", small("mqar"), str(data_dir))
 

@@ -24,7 +24,12 @@ from tests.conftest import REPO, TINY, metrics, run_train, train_command, train_
 
 pytestmark = pytest.mark.long(seconds=155)
 
-MESH = ["--config.mesh.data=2", "--config.mesh.fsdp=2"]
+MESH = [
+    "--config.mesh.data=2",
+    "--config.mesh.fsdp=2",
+    # An evaluation split two processes do not divide: each must still score every example once.
+    "--config.data.mqar.eval_examples=63",
+]
 
 
 def free_port() -> int:

@@ -215,3 +215,11 @@ def test_padding_of_the_last_eval_batch_gives_valid_positions_that_score_nothing
     with_padding = eval_step(params, padded)
     for key in real:
         np.testing.assert_allclose(with_padding[key], real[key], rtol=1e-6, err_msg=key)
+
+
+def test_rows_a_loader_marked_as_padding_stay_padding_when_the_batch_is_padded() -> None:
+    batch = {"inputs": np.ones((3, T), np.int32), "example_mask": np.array([1, 1, 0], np.float32)}
+    padded = with_example_mask(batch, 5)
+    assert padded["example_mask"].tolist() == [1, 1, 0, 0, 0]
+    unmarked = with_example_mask({"inputs": batch["inputs"]}, 4)
+    assert unmarked["example_mask"].tolist() == [1, 1, 1, 0]
