@@ -33,28 +33,26 @@ import numpy as np
 
 from data.builder import cast_example
 
-PADDING = -1  # an index past the end of a shard that evaluation pads: read as record 0, masked
+PADDING = -1  # an index past the end of the split that evaluation pads with: read as record 0
 
 
-class _PaddedShard(grain.MapDataset):
-    """Every `shard_count`-th index of `order` from `shard_index`, padded with PADDING to the
-    length of the longest shard, ceil(len(order) / shard_count)."""
+class _Padded(grain.MapDataset):
+    """`order`'s indices, then PADDING up to `length`."""
 
-    def __init__(self, order: grain.MapDataset, shard_index: int, shard_count: int):
+    def __init__(self, order: grain.MapDataset, length: int):
         super().__init__()
-        self._order, self._index, self._count = order, shard_index, shard_count
+        self._order, self._length = order, length
 
     def __len__(self) -> int:
-        return -(-len(self._order) // self._count)
+        return self._length
 
     def __str__(self) -> str:
-        return f"PaddedShard(index={self._index}, count={self._count})"
+        return f"Padded(length={self._length})"
 
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self.slice(index)
-        position = self._index + index * self._count
-        return self._order[position] if position < len(self._order) else PADDING
+        return self._order[index] if index < len(self._order) else PADDING
 
 
 class _EpochOrder(grain.MapDataset):
@@ -121,7 +119,7 @@ class _ReadBatch(grain.transforms.Map):
 
     def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         real = np.asarray(indices) != PADDING
-        examples = self._read([int(i) if r else 0 for i, r in zip(indices, real, strict=True)])
+        examples = self._read(np.where(real, indices, 0).tolist())
         batch = cast_example(
             {key: np.stack([example[key] for example in examples]) for key in self._dtypes},
             self._dtypes,
@@ -174,12 +172,13 @@ def make_loader(
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
     order = _EpochOrder(len(source), seed=seed, shuffle=shuffle, num_epochs=num_epochs)
+    # Every shard the same length: training drops the remainder, evaluation pads to a multiple.
+    n = len(order)
     if drop_remainder:
-        equal_shards = len(order) - len(order) % shard_count  # every shard the same length
-        indices = order[:equal_shards][shard_index::shard_count]
+        order = order[: n - n % shard_count]
     else:
-        indices = _PaddedShard(order, shard_index, shard_count)
-    batches = indices.batch(batch_size, drop_remainder=drop_remainder)
+        order = _Padded(order, -(-n // shard_count) * shard_count)
+    batches = order[shard_index::shard_count].batch(batch_size, drop_remainder=drop_remainder)
     read = _ReadBatch(source, dtypes, scored_positions, dataset_name, not drop_remainder)
     examples = batches.map(read)
     return examples.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))

@@ -6,11 +6,10 @@ hard setting (T 128, 8 pairs, random filler tokens: mqar's default) separates at
 state grows with T, from the fixed-state mixers. Measured on 2026-11-30 (one seed, 600 steps):
 attention, Based, retnet, gla, DeltaNet, the hybrid and MoE pass 0.98 on the small setting;
 mamba2 and mamba recall with more steps (LEARNING below); Hyena, without its filters' decay
-window, 0.25 (0.065 with it). At width 64 Hyena does not pass 0.9: at best 0.88 (learning rate
-1e-2, 100,000 training sequences, 8000 steps), its recall falling with the number of pairs (1.0 /
-0.99 / 0.88 / 0.50 with 1 / 2 / 4 / 8), interference in a state too narrow for the pairs. At
-width 128 it does (0.911: LEARNING), as Zoology finds gated convolutions need more width. On
-the hard setting only attention, Based, DeltaNet, the hybrid and MoE recall.
+window, 0.25 (0.065 with it), and it passes 0.9 only at width 128 (LEARNING): at width 64 its
+best is 0.88, its recall falling with the number of pairs (1.0 / 0.99 / 0.88 / 0.50 with 1 / 2 /
+4 / 8), interference in a state too narrow for the pairs. On the hard setting only attention,
+Based, DeltaNet, the hybrid and MoE recall.
 
 Why the small setting pads: with random filler, 52 of the 64 positions hold random tokens (half
 of them from the keys' range) that a fixed-state mixer writes into its state unless it learns to
@@ -56,10 +55,8 @@ ARMS: dict[str, dict] = {
     "mamba2": {"model.mixer": "mamba2", "model.mamba2.qk_norm": "l2"},
     "deltanet": {"model.mixer": "deltanet"},
     "mamba": {"model.mixer": "mamba", "model.channel_mixer": "none", "model.num_layers": 4},
-    # Without safari's decay window: at T 64 it leaves the filters of all but an eighth of the
-    # channels below 1e-2 of their size at the far end of the input, which recall must reach
-    # (models/hyena.py). Measured on this CPU (lr 1e-2, 6000 steps): 0.63 accuracy with the
-    # window, 0.86 without.
+    # Without safari's decay window, which keeps most channels from reaching across the input
+    # as recall must (measured in models/hyena.py's docstring).
     "hyena": {"model.mixer": "hyena", "model.hyena.modulate": False},
     # Attention first: measured on this CPU, "attention,mamba" passed 0.9 accuracy at step 200,
     # while "mamba,attention" sat at 0.14 after 600 steps (the attention layer then has to find

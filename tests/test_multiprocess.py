@@ -24,7 +24,7 @@ from tests.conftest import REPO, TINY, metrics, run_train, train_command, train_
 
 pytestmark = pytest.mark.long(seconds=155)
 
-MESH = [
+SHARDED = [
     "--config.mesh.data=2",
     "--config.mesh.fsdp=2",
     # An evaluation split two processes do not divide: each must still score every example once.
@@ -45,7 +45,7 @@ def run_processes(data_dir: str, workdir, num_processes: int, devices_each: int)
         subprocess.Popen(
             train_command(
                 workdir,
-                *MESH,
+                *SHARDED,
                 f"--coordinator_address={address}",
                 f"--num_processes={num_processes}",
                 f"--process_id={i}",
@@ -67,7 +67,7 @@ def run_processes(data_dir: str, workdir, num_processes: int, devices_each: int)
 @pytest.fixture(scope="module")
 def one_process(data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("one_process") / "run"
-    result = run_train(data_dir, workdir, *MESH, devices=4)
+    result = run_train(data_dir, workdir, *SHARDED, devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -113,7 +113,7 @@ def test_two_slurm_tasks_give_the_metrics_of_one_process(
             "-m",
             "launch.slurm",
             *TINY,
-            *MESH,
+            *SHARDED,
             f"--workdir={workdir}",
             "--nodes=1",
             "--tasks-per-node=2",
