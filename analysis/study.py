@@ -1,6 +1,6 @@
 """A study's declaration, and what its runs add up to: `summary.json`.
 
-`StudySpec` is what a study file declares (launch/study_spec.py reads and checks it);
+`StudySpec` is what a study file declares (runtime/study_spec.py reads and checks it);
 `summarize_study` reads every run directory of a study and returns the summary the reports are
 rendered from: per arm the primary metric (final and best) and every eval metric over seeds,
 each arm against the baseline, the claims' verdicts, learning curves, compute and provenance.

@@ -21,10 +21,10 @@ import data
 import models
 import objectives
 from experiments import mqar_mixers
-from launch import host_memory
-from launch import optimizer as optimizer_lib
-from launch.mesh import unbox
-from launch.step import MODEL_INPUT, init_state, make_train_step
+from runtime import host_memory
+from runtime import optimizer as optimizer_lib
+from runtime.mesh import unbox
+from runtime.step import MODEL_INPUT, init_state, make_train_step
 
 
 def time_arm(arm: str, setting: str, steps: int) -> dict:

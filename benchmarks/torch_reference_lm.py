@@ -17,7 +17,7 @@ PyTorch user would write it:
 
 `load_flax_params` copies archlab's parameter tree in, so the two can be checked to compute the
 same logits (tests/test_torch_twin.py); `make_train_step` is one eager AdamW step with archlab's
-optimizer settings (launch/optimizer.py). torch is an optional extra (`bench`), never a
+optimizer settings (runtime/optimizer.py). torch is an optional extra (`bench`), never a
 dependency of the package; thread count (`torch.set_num_threads`) is the caller's choice.
 
     python benchmarks/torch_reference_lm.py [--batch-size=8] [--steps=5] [--threads=2]
@@ -241,7 +241,7 @@ def dataset_spec(config: Any) -> Any:
 
 
 def build_archlab_model(config: Any) -> Any:
-    """archlab's own model for `config` (flax), built as launch/experiment.py builds it."""
+    """archlab's own model for `config` (flax), built as runtime/assembly.py builds it."""
     import jax.numpy as jnp
 
     import models
@@ -342,11 +342,11 @@ def load_flax_params(model: ReferenceLM, params: Mapping[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Training: archlab's AdamW (launch/optimizer.py) and next-token cross-entropy, eagerly.
+# Training: archlab's AdamW (runtime/optimizer.py) and next-token cross-entropy, eagerly.
 
 
 def lr_factor(optimizer_config: Any, total_steps: int) -> Callable[[int], float]:
-    """Learning rate / peak learning rate at each step: optax's schedules as launch/optimizer.py
+    """Learning rate / peak learning rate at each step: optax's schedules as runtime/optimizer.py
     builds them (linear warmup from 0, then cosine, linear or constant), for a torch LambdaLR."""
     c = optimizer_config
     warmup, end = c.warmup_steps, c.end_lr_fraction

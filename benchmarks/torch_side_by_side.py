@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.torch_reference_lm import ReferenceLM, check_param_count, make_train_step
 from experiments import reference_lm
-from launch import experiment, host_memory
 from launch.benchmark import MatmulProbe, compile_step
+from runtime import assembly, host_memory
 
 
 def timed(fn) -> float:
@@ -53,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     config = reference_lm.get_config()
-    exp = experiment.build(config)
+    exp = assembly.build(config)
     compile_seconds, compiled, state, batch = compile_step(exp)
     torch_models = {
         "torch eager": ReferenceLM.from_config(config),

@@ -111,7 +111,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Differential privacy: DP-SGD (Abadi et al. 2016) through optax's DP aggregate. Each
     # example's gradient is clipped to l2_clip_norm, Gaussian noise of std
     # noise_multiplier * l2_clip_norm is added to their sum, and the run reports the epsilon it
-    # has spent at `delta` (launch/privacy.py). Needs optimizer.grad_clip_norm=0 and
+    # has spent at `delta` (runtime/privacy.py). Needs optimizer.grad_clip_norm=0 and
     # train.grad_accum_steps=1.
     c.privacy = ml_collections.ConfigDict()
     c.privacy.dp_sgd = False

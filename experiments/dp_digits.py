@@ -3,7 +3,7 @@
 Every arm trains the same MLP on the same budget (AdamW lr 1e-2, batch 64, 300 steps, no
 global-norm clipping); the DP arms add DP-SGD (per-example clip 1.0, Gaussian noise) and report
 epsilon at delta 1e-5 for q = 64 / 1497 training examples (Poisson-subsampling analysis,
-launch/privacy.py). `clip_only` clips per example without noise (no privacy, so no epsilon),
+runtime/privacy.py). `clip_only` clips per example without noise (no privacy, so no epsilon),
 so the report separates what clipping costs from what the noise costs.
 
     python -m launch.study experiments/dp_digits.py --workdir=studies/dp_digits

@@ -18,7 +18,7 @@ What it reports, all from one process:
   both alike); on GPU the datasheet's dense bf16 peak;
 - peak memory: the process's peak resident set (CPU) or the device allocator's peak (GPU), and
   XLA's memory analysis of the compiled step;
-- the loop's overhead: end-to-end steps/s of `launch.experiment.train_loop` (real data, logging
+- the loop's overhead: end-to-end steps/s of `launch.loop.train_loop` (real data, logging
   at `train.log_every`, metric files) over the bare step's rate; eval and checkpoints are kept out
   of the timed steps.
 """
@@ -43,12 +43,12 @@ from ml_collections import config_flags
 
 import models
 from analysis.runs import read_metrics
-from launch import checkpoint, experiment, host_memory
-from launch import mesh as mesh_lib
-from launch.config import parse_flags, to_json
-from launch.errors import UsageError, exit_on_usage_error
-from launch.metric_writers import MetricWriter
-from launch.progress import Progress
+from runtime import assembly, checkpoint, host_memory, loop
+from runtime import mesh as mesh_lib
+from runtime.config import parse_flags, to_json
+from runtime.errors import UsageError, exit_on_usage_error
+from runtime.metric_writers import MetricWriter
+from runtime.progress import Progress
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file[:arg].", lock_config=True
@@ -125,9 +125,9 @@ def xla_flops(compiled: Any) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def compile_step(exp: experiment.Experiment) -> tuple[float, Any, Any, Any]:
+def compile_step(exp: assembly.Experiment) -> tuple[float, Any, Any, Any]:
     """(compile seconds, compiled step, fresh state, one device-resident batch)."""
-    state = experiment.fresh_state(exp)
+    state = assembly.fresh_state(exp)
     with exp.context():
         batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
         start = time.perf_counter()
@@ -156,16 +156,16 @@ def timed_log_steps(log_every: int, warmup: int, total: int) -> list[int]:
     return [step for step in range(log_every, total + 1, log_every) if step - log_every >= warmup]
 
 
-def loop_steps_per_second(exp: experiment.Experiment, warmup: int) -> float:
+def loop_steps_per_second(exp: assembly.Experiment, warmup: int) -> float:
     """End-to-end rate of the training loop, from its own `perf/steps_per_sec` records: only
     logging intervals that start after the warm-up steps (so compilation is out) count."""
     with tempfile.TemporaryDirectory() as workdir:
         manager = checkpoint.make_manager(workdir, max_to_keep=1, async_save=False)
         writer = MetricWriter(workdir, 0)
         progress = Progress(0, exp.config.train.steps, quiet=True)
-        state = experiment.fresh_state(exp)
+        state = assembly.fresh_state(exp)
         try:
-            status = experiment.train_loop(exp, state, 0, manager, writer, progress, [])
+            status = loop.train_loop(exp, state, 0, manager, writer, progress, [])
         finally:
             manager.close()
             writer.close()
@@ -189,7 +189,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dic
     # The loop runs warmup + steps steps; eval and checkpoints only after the last one.
     config.train.steps = warmup + steps
     config.eval.every = config.checkpoint.every = config.train.steps
-    exp = experiment.build(config)
+    exp = assembly.build(config)
     datasheet = datasheet_peak()
     probe = None if datasheet else MatmulProbe()
 
@@ -298,7 +298,7 @@ def main(argv: list[str]) -> int:
     parse_flags(argv)
     if _STEPS.value < 1 or _WARMUP.value < 1:
         raise UsageError("--steps and --warmup must be >= 1")
-    experiment.check_names(_CONFIG.value)  # train.log_every >= 1 among the rest
+    assembly.check_names(_CONFIG.value)  # train.log_every >= 1 among the rest
     every, total = _CONFIG.value.train.log_every, _WARMUP.value + _STEPS.value
     if not timed_log_steps(every, _WARMUP.value, total):
         raise UsageError(
@@ -311,7 +311,7 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"{output!r} exists; choose another --output")
     result = benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value)
     result["command"] = [sys.executable, "-m", "launch.benchmark", *argv[1:]]
-    result["malloc_keeps_freed_memory"] = keeps_freed_memory  # launch/host_memory.py
+    result["malloc_keeps_freed_memory"] = keeps_freed_memory  # runtime/host_memory.py
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as f:
         json.dump(result, f, indent=2)

@@ -46,7 +46,7 @@ from typing import Any
 from analysis import stats
 from analysis.runs import Run, is_run, load_run
 from analysis.study import RUNS_DIR, arm_dir
-from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
+from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 
 COMPLETED = "completed"
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import data
-from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
+from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 
 LEAK_EXIT_CODE = 1
 _PARAM_PREFIX = "--data."

@@ -50,9 +50,9 @@ from analysis.runs import (
     load_run,
     read_json,
 )
-from launch import manifest as manifest_lib
-from launch.config import differing_keys
-from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
+from runtime import manifest as manifest_lib
+from runtime.config import differing_keys
+from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 
 TRAIN_MODULE = "launch.train"
 TAIL_LINES = 30  # of a failed rerun's output

@@ -38,10 +38,10 @@ from typing import Any
 
 from analysis import study as study_lib
 from analysis.runs import is_run, load_run, read_json
-from launch import manifest
-from launch.config import check_override_keys, load_config_file
-from launch.errors import ArgumentParser, UsageError, exit_on_usage_error
-from launch.study_spec import load_study
+from runtime import manifest
+from runtime.config import check_override_keys, load_config_file
+from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
+from runtime.study_spec import load_study
 
 BACKENDS = ("local", "slurm")
 STUDY_FILE = "study.json"  # what the workdir's study was launched with
@@ -253,7 +253,7 @@ class SlurmRunner:
         self.stopping = True
 
     def run_all(self, tasks: list[Task]) -> list[dict[str, Any]]:
-        from launch import slurm
+        from cluster import slurm
 
         os.makedirs(self.slurm_dir, exist_ok=True)
         active = os.path.join(self.slurm_dir, "active_job.json")

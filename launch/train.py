@@ -5,8 +5,8 @@
 
 Rerunning the same command on the same workdir resumes from the newest checkpoint. The story, in
 order: command line -> checks -> (multi-process runtime) -> the experiment's pieces
-(`launch.experiment.build`) -> claim the workdir -> restore or init -> manifest -> the loop
-(`launch.experiment.train_loop`) -> manifest.
+(`runtime.assembly.build`) -> claim the workdir -> restore or init -> manifest -> the loop
+(`launch.loop.train_loop`) -> manifest.
 
 One of N processes: under `srun` with several tasks the run joins JAX's runtime by itself;
 elsewhere (Kubernetes, by hand) give --coordinator_address, --num_processes and --process_id.
@@ -25,11 +25,13 @@ from absl import flags
 from ml_collections import config_flags
 
 import models
-from launch import checkpoint, distributed, evaluate, experiment, host_memory, manifest
-from launch.config import differing_keys, parse_flags, to_json
-from launch.errors import UsageError, exit_on_usage_error
-from launch.metric_writers import MetricWriter
-from launch.progress import Progress
+from cluster import distributed
+from evaluation.run import evaluate_checkpoint, suite_names
+from runtime import assembly, checkpoint, host_memory, loop, manifest
+from runtime.config import differing_keys, parse_flags, to_json
+from runtime.errors import UsageError, exit_on_usage_error
+from runtime.metric_writers import MetricWriter
+from runtime.progress import Progress
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file[:arg].", lock_config=True
@@ -80,16 +82,16 @@ def claim_workdir(workdir: str, config_json: str) -> None:
 def main(argv: list[str]) -> int:
     keeps_freed_memory = host_memory.keep_freed_memory()  # before JAX starts its threads
     config, workdir, coordinator = parse_command_line(argv)
-    experiment.check_names(config)
-    evaluate.suite_names(config.eval.suites)  # an unknown suite fails now, not after training
+    assembly.check_names(config)
+    suite_names(config.eval.suites)  # an unknown suite fails now, not after training
     distributed.initialize(coordinator)  # before any device is touched
-    exp = experiment.build(config)
+    exp = assembly.build(config)
     claim_workdir(workdir, to_json(config))  # the config is good: from here on the run is real
 
     manager = checkpoint.make_manager(
         workdir, config.checkpoint.max_to_keep, config.checkpoint.async_save
     )
-    start_step, state, restored = experiment.initial_state(exp, manager)
+    start_step, state, restored = assembly.initial_state(exp, manager)
     num_params = models.count_params(state.params)
     record = manifest.read(workdir) or {
         "config": json.loads(to_json(config)),
@@ -150,7 +152,7 @@ def main(argv: list[str]) -> int:
         )
     status = "failed"  # until the loop says otherwise
     try:
-        status = experiment.train_loop(exp, state, start_step, manager, writer, progress, preempted)
+        status = loop.train_loop(exp, state, start_step, manager, writer, progress, preempted)
     finally:
         manager.wait_until_finished()
         manager.close()
@@ -161,11 +163,11 @@ def main(argv: list[str]) -> int:
         manifest.write(workdir, record)
     if status != "completed":
         return 1 if status == "diverged" else 0
-    suites = evaluate.suite_names(config.eval.suites)
+    suites = suite_names(config.eval.suites)
     if suites and jax.process_count() > 1:
         progress.message("evaluation suites skipped (several processes): run launch.evaluate")
     elif suites:
-        summary = evaluate.evaluate_checkpoint(exp, workdir, suites)
+        summary = evaluate_checkpoint(exp, workdir, suites)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in summary["headline"].items() if v is not None)
         progress.message(f"evaluation suites ({', '.join(suites)}): {shown}")
     progress.message(f"done: {os.path.abspath(workdir)}")

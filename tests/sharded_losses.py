@@ -5,7 +5,7 @@
 
 Run by tests/test_zoo_training.py, all cases in one process of its own (the device count is
 fixed when JAX starts; one process saves each case the start-up). For each case both runs build
-the same experiment through `launch.experiment` (the pieces `launch.train` uses), start from the
+the same experiment through `runtime.assembly` (the pieces `launch.train` uses), start from the
 same initial parameters and read the same batches, so their losses may differ only by the order
 of floating-point sums. The optimizer is SGD: Adam's
 first updates are about lr * sign(g), so a gradient component near zero whose last bit differs
@@ -23,9 +23,9 @@ import jax
 import ml_collections
 
 from experiments import digits_mlp, mqar_mixers
-from launch import experiment
-from launch import mesh as mesh_lib
 from models.lm import layer_mixers
+from runtime import assembly
+from runtime import mesh as mesh_lib
 from tests.conftest import tiny_overrides
 
 STEPS = 3
@@ -63,8 +63,8 @@ def losses(
     """[loss, gradient norm] of each of the first steps."""
     config.mesh.update(mesh)
     config.optimizer.name = "sgd"
-    exp = experiment.build(config, devices)
-    state = experiment.fresh_state(exp)
+    exp = assembly.build(config, devices)
+    state = assembly.fresh_state(exp)
     out = []
     with exp.context():
         for _ in range(STEPS):

@@ -308,8 +308,8 @@ def test_a_checkpoint_from_the_old_input_pipeline_is_a_clear_error(data_dir: Pat
     one with this pipeline names the problem instead of failing inside Grain."""
     import jax.numpy as jnp
 
-    from launch import checkpoint
-    from launch.errors import UsageError
+    from runtime import checkpoint
+    from runtime.errors import UsageError
 
     ds = data.load("mqar", small("mqar"), str(data_dir))
 

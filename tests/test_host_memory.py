@@ -1,4 +1,4 @@
-"""launch.host_memory: with it, a jitted step stops page-faulting its scratch space in again on
+"""runtime.host_memory: with it, a jitted step stops page-faulting its scratch space in again on
 every call (XLA's CPU temporaries come from malloc; glibc would mmap and unmap them each time)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from launch import host_memory
+from runtime import host_memory
 from tests.conftest import REPO
 
 # A fresh process per case: the setting must precede JAX's threads. The step's temporaries (70 MB,
@@ -18,7 +18,7 @@ from tests.conftest import REPO
 PROBE = textwrap.dedent(
     """
     import json, resource, sys
-    from launch import host_memory
+    from runtime import host_memory
     tuned = host_memory.keep_freed_memory() if sys.argv[1] == "tuned" else False
     import jax, jax.numpy as jnp
 

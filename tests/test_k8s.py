@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from launch import k8s
-from launch.errors import UsageError
+from cluster import kubernetes as k8s
+from launch import k8s as k8s_cli
+from runtime.errors import UsageError
 from tests.conftest import REPO
 from tests.test_train_cli import assert_usage_error
 
@@ -265,7 +266,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_config, tmp_path, extra, frag
 
 def test_missing_config_file_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        k8s.main(["k8s", *cli_args(str(tmp_path / "nope.py"), "--num-processes=2")])
+        k8s_cli.main(["k8s", *cli_args(str(tmp_path / "nope.py"), "--num-processes=2")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -273,13 +274,13 @@ def test_missing_config_file_is_a_usage_error(tmp_path, capsys):
 def test_output_is_never_overwritten_with_something_else(tiny_config, tmp_path, capsys):
     output = tmp_path / "job.yaml"
     args = ["k8s", *cli_args(tiny_config, "--num-processes=2", f"--output={output}")]
-    assert k8s.main(args) == 0
+    assert k8s_cli.main(args) == 0
     first = output.read_text()
     assert next(yaml.safe_load_all(first))["kind"] == "JobSet"
-    assert k8s.main(args) == 0, "the same manifest again is fine"
+    assert k8s_cli.main(args) == 0, "the same manifest again is fine"
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        k8s.main([*args[:-2], "--num-processes=3", args[-1]])
+        k8s_cli.main([*args[:-2], "--num-processes=3", args[-1]])
     assert exit_info.value.code == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "exists with other content" in err[0]

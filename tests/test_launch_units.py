@@ -9,10 +9,10 @@ import optax
 import pytest
 
 from experiments.base import base_config
-from launch import optimizer as optimizer_lib
-from launch.config import check_override_keys, differing_keys, flatten
-from launch.errors import UsageError
-from launch.mesh import mesh_shape
+from runtime import optimizer as optimizer_lib
+from runtime.config import check_override_keys, differing_keys, flatten
+from runtime.errors import UsageError
+from runtime.mesh import mesh_shape
 
 
 def test_override_of_unknown_key_suggests_the_closest_one():

@@ -16,9 +16,9 @@ import pytest
 import models
 import objectives
 from experiments.base import base_config
-from launch import step as step_lib
 from models import moe
 from models.channel import SwiGLU
+from runtime import step as step_lib
 
 D, F = 8, 16
 T = 12

@@ -17,9 +17,9 @@ import sys
 import numpy as np
 import pytest
 
-from launch import slurm
-from launch.distributed import resolve
-from launch.errors import UsageError
+from cluster import slurm
+from cluster.distributed import resolve
+from runtime.errors import UsageError
 from tests.conftest import REPO, TINY, metrics, run_train, train_command, train_env
 
 pytestmark = pytest.mark.long(seconds=155)

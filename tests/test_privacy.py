@@ -19,11 +19,11 @@ import models
 import objectives
 from data.spec import DatasetSpec
 from experiments import dp_digits
-from launch import optimizer as optimizer_lib
-from launch import privacy
-from launch.errors import UsageError
-from launch.mesh import unbox
-from launch.step import init_state, make_train_step
+from runtime import optimizer as optimizer_lib
+from runtime import privacy
+from runtime.errors import UsageError
+from runtime.mesh import unbox
+from runtime.step import init_state, make_train_step
 from tests.conftest import metrics, run_train
 from tests.test_train_cli import assert_usage_error
 

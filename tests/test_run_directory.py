@@ -13,7 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments import mqar_mixers
-from launch import experiment, host_memory, manifest
+from runtime import assembly, host_memory, loop, manifest
 from tests.conftest import REPO, TINY, metrics, run_train, tiny_overrides, train_env
 
 pytestmark = pytest.mark.long(seconds=180)
@@ -48,7 +48,7 @@ def test_manifest_records_config_code_environment_and_data(finished_run):
     assert record["environment"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1, "expert": 1}
     # CPU float results depend on the host's instruction set and threads (the run was made here)
     assert record["environment"]["cpu"] == manifest.cpu()
-    # launch/host_memory.py: on glibc, unless the user set malloc up (or opted out) themselves
+    # runtime/host_memory.py: on glibc, unless the user set malloc up (or opted out) themselves
     assert record["environment"]["malloc_keeps_freed_memory"] is host_memory.applies()
     fingerprint = record["datasets"]["mqar"]
     assert fingerprint["content_hash"].startswith("sha256:")
@@ -157,14 +157,14 @@ def test_evaluation_covers_the_whole_split_whatever_the_batch_size(data_dir):
     config = mqar_mixers.get_config()
     config.update_from_flattened_dict(tiny_overrides())
     config.data.dir = data_dir
-    exp = experiment.build(config, jax.devices()[:1])
-    params = experiment.fresh_state(exp).params
+    exp = assembly.build(config, jax.devices()[:1])
+    params = assembly.fresh_state(exp).params
     evals = []
     for size in (32, 48):
         config.eval.batch_size = size
         with exp.context():
             evals.append(
-                experiment.evaluate(exp.eval_step, params, exp.dataset, config, exp.batch_sharding)
+                loop.evaluate(exp.eval_step, params, exp.dataset, config, exp.batch_sharding)
             )
     for key in ("eval/loss", "eval/accuracy"):
         assert evals[1][key] == pytest.approx(evals[0][key], rel=1e-6)

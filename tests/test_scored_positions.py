@@ -19,8 +19,8 @@ import models
 import objectives
 from data.pipeline import make_loader
 from experiments.base import base_config
-from launch import step as step_lib
-from launch.experiment import with_example_mask
+from runtime import step as step_lib
+from runtime.loop import with_example_mask
 
 B, T, S, V = 3, 12, 4, 29
 

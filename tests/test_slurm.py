@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from launch import slurm
+from cluster import slurm
+from launch import slurm as slurm_cli
 from tests.conftest import REPO
 from tests.test_train_cli import assert_usage_error
 
@@ -258,15 +259,15 @@ def test_submit_without_sbatch_is_refused_before_writing(tmp_path):
 def test_cli_writes_the_script_and_keeps_a_different_earlier_one(tmp_path, capsys):
     workdir = tmp_path / "run"
     argv = ["launch.slurm", f"--config={CONFIG}", f"--workdir={workdir}", "--tasks-per-node=2"]
-    assert slurm.main([*argv, "--config.train.steps=5"]) == 0
+    assert slurm_cli.main([*argv, "--config.train.steps=5"]) == 0
     path = workdir / "slurm" / "train.sbatch"
     first = path.read_text()
     out = capsys.readouterr().out
     assert first in out and f"wrote {path}" in out
     assert "--ntasks-per-node=2" in first and "--config.train.steps=5" in first
-    assert slurm.main([*argv, "--config.train.steps=5"]) == 0  # the same: nothing moves
+    assert slurm_cli.main([*argv, "--config.train.steps=5"]) == 0  # the same: nothing moves
     assert sorted(p.name for p in path.parent.iterdir()) == ["train.sbatch"]
-    assert slurm.main([*argv, "--config.train.steps=6"]) == 0
+    assert slurm_cli.main([*argv, "--config.train.steps=6"]) == 0
     assert "--config.train.steps=6" in path.read_text()
     assert (path.parent / "train.1.sbatch").read_text() == first
     assert "kept the previous, different script as" in capsys.readouterr().out

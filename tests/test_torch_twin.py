@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 from benchmarks import torch_reference_lm as twin  # noqa: E402
 from experiments import reference_lm  # noqa: E402
-from launch import optimizer as optimizer_lib  # noqa: E402
+from runtime import optimizer as optimizer_lib  # noqa: E402
 
 
 def small_config():
@@ -106,7 +106,7 @@ def test_learning_rate_schedule_matches_optax():
 
 def test_train_steps_match_archlab_optimizer():
     """Four steps of the twin's make_train_step (default and fused AdamW) against archlab's
-    optax optimizer (launch/optimizer.make_optimizer: clipping, AdamW, decay mask, warmup) fed
+    optax optimizer (runtime/optimizer.make_optimizer: clipping, AdamW, decay mask, warmup) fed
     the same gradients: the parameters agree after every step. (The gradients are the same
     function's, checked above through the logits; this keeps XLA from compiling a backward.)
     """

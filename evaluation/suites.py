@@ -20,9 +20,9 @@ import numpy as np
 import data
 from analysis import calibration, figures, slices
 from data import corruptions
-from launch.experiment import Experiment
-from launch.predictions import Items, Predictor
+from evaluation.predictions import Items, Predictor
 from registry import Registry
+from runtime.assembly import Experiment
 
 Result = dict[str, Any]
 SUITES: Registry[Callable[[SuiteContext], Result]] = Registry("evaluation suite")

@@ -1,15 +1,13 @@
-"""What a config becomes before and during training: the pieces `launch.train` assembles and the
-one training loop. `launch.benchmark` builds the same pieces and times the same loop.
+"""What a config becomes before training: the pieces `launch.train` assembles and
+`launch.benchmark` times, and the state the loop (`runtime.loop`) starts from.
 
 The story, in order: checks -> mesh -> data -> model, objective and optimizer -> sharded state
-specs -> jitted steps (`build`); then a fresh or restored state (`initial_state`); then the loop
-(`train_loop`: step, log, eval, checkpoint).
+specs -> jitted steps (`build`); then a fresh or restored state (`initial_state`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +16,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
@@ -27,14 +24,12 @@ from jax.sharding import PartitionSpec as P
 import data
 import models
 import objectives
-from launch import checkpoint
-from launch import mesh as mesh_lib
-from launch import optimizer as optimizer_lib
-from launch import privacy as privacy_lib
-from launch.errors import UsageError
-from launch.metric_writers import MetricWriter
-from launch.progress import Progress
-from launch.step import (
+from runtime import checkpoint
+from runtime import mesh as mesh_lib
+from runtime import optimizer as optimizer_lib
+from runtime import privacy as privacy_lib
+from runtime.errors import UsageError
+from runtime.step import (
     MODEL_INPUT,
     TrainState,
     init_state,
@@ -43,12 +38,6 @@ from launch.step import (
 )
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class NonFiniteLoss(Exception):
-    def __init__(self, step: int, value: float):
-        super().__init__(f"loss is {value} at step {step}")
-        self.step = step
 
 
 def check_names(config: ml_collections.ConfigDict) -> None:
@@ -219,112 +208,3 @@ def initial_state(exp: Experiment, manager: ocp.CheckpointManager) -> tuple[int,
         return 0, fresh_state(exp), False
     step, state = restored
     return step, state, True
-
-
-def with_example_mask(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Pads a short final batch to `size` rows; `example_mask` tells objectives which are real
-    (the loader's own mask, when it padded a shard, is kept)."""
-    real = len(next(iter(batch.values())))
-    batch = {"example_mask": np.ones(real, np.float32), **batch}
-    return {
-        k: np.concatenate([v, np.zeros((size - real, *v.shape[1:]), v.dtype)])
-        for k, v in batch.items()
-    }
-
-
-def evaluate(
-    eval_step: Any,
-    params: Any,
-    dataset: Any,
-    config: ml_collections.ConfigDict,
-    sharding: NamedSharding,
-) -> dict[str, float]:
-    """Mean of each metric over the whole evaluation split (or its first eval.num_batches
-    batches), weighted by the scored items per batch."""
-    per_process = config.eval.batch_size // jax.process_count()
-    loader = dataset.eval_loader(per_process, jax.process_index(), jax.process_count())
-    totals: dict[str, float] = {}
-    weight = 0.0
-    for i, batch in enumerate(loader):
-        if config.eval.num_batches and i >= config.eval.num_batches:
-            break
-        batch = mesh_lib.put_batch(with_example_mask(batch, per_process), sharding)
-        metrics = jax.device_get(eval_step(params, batch))
-        w = float(metrics.pop("weight"))
-        weight += w
-        for k, v in metrics.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * w
-    if weight == 0:
-        raise RuntimeError(f"evaluation split {dataset.spec.eval_split!r} has no scored items")
-    means = {k: v / weight for k, v in totals.items()}
-    means.update(objectives.derived_metrics(means))  # perplexity: exp of the mean, not a mean
-    return {f"eval/{k}": v for k, v in means.items()}
-
-
-def train_loop(
-    exp: Experiment,
-    state: TrainState,
-    start_step: int,
-    manager: ocp.CheckpointManager,
-    writer: MetricWriter,
-    progress: Progress,
-    preempted: list[bool],
-) -> str:
-    """Steps from `start_step` to `train.steps`: logs every `train.log_every` steps, evaluates every
-    `eval.every`, checkpoints every `checkpoint.every` and when `preempted` becomes non-empty.
-    Returns the run's status: 'completed', 'preempted' or 'diverged'."""
-    config = exp.config
-    pending_losses: list[tuple[int, jax.Array]] = []  # checked lazily: no host sync per step
-
-    def check_finite() -> None:
-        values = jax.device_get([loss for _, loss in pending_losses])
-        for (step, _), value in zip(pending_losses, values, strict=True):
-            if not np.isfinite(value):
-                raise NonFiniteLoss(step, float(value))
-        pending_losses.clear()
-
-    timer, timer_step = time.monotonic(), start_step
-    try:
-        with exp.context():
-            for step in range(start_step + 1, config.train.steps + 1):
-                batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
-                state, metrics = exp.train_step(state, batch)
-                pending_losses.append((step, metrics["total_loss"]))
-                progress.advance(step)
-                last = step == config.train.steps
-                scalars: dict[str, float] = {}
-                if step % config.train.log_every == 0 or last:
-                    check_finite()
-                    values = jax.device_get(metrics)
-                    rate = (step - timer_step) / max(time.monotonic() - timer, 1e-9)
-                    scalars.update(
-                        {f"train/{k}": float(v) for k, v in values.items() if k != "weight"}
-                    )
-                    scalars["train/learning_rate"] = float(exp.schedule(step - 1))
-                    scalars["perf/steps_per_sec"] = rate
-                    scalars["perf/tokens_per_sec"] = rate * exp.tokens_per_step
-                    if exp.privacy is not None:
-                        scalars.update(exp.privacy.metrics(step))
-                if step % config.eval.every == 0 or last:
-                    scalars.update(
-                        evaluate(
-                            exp.eval_step, state.params, exp.dataset, config, exp.batch_sharding
-                        )
-                    )
-                if scalars:
-                    writer.write(step, scalars)
-                    progress.report(step, scalars)
-                    timer, timer_step = time.monotonic(), step
-                if step % config.checkpoint.every == 0 or last or preempted:
-                    check_finite()  # never checkpoint a state that went non-finite
-                    checkpoint.save(manager, step, state, exp.train_iter)
-                if preempted and not last:
-                    progress.message(f"SIGTERM: checkpointed step {step}; rerun to resume")
-                    return "preempted"
-    except NonFiniteLoss as e:
-        progress.message(
-            f"error: {e}; stopped. Last good checkpoint: step "
-            f"{manager.latest_step()} in {manager.directory}"
-        )
-        return "diverged"
-    return "completed"

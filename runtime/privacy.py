@@ -1,6 +1,6 @@
 """DP-SGD's privacy accounting: the (epsilon, delta) a run has spent, from `dp_accounting`.
 
-The mechanism (launch/optimizer.py, launch/step.py): every step clips each example's gradient to
+The mechanism (runtime/optimizer.py, runtime/step.py): every step clips each example's gradient to
 L2 norm C, sums them, adds Gaussian noise of standard deviation sigma * C to the sum and divides
 by the batch size B (optax.contrib.differentially_private_aggregate). Adding or removing one
 example moves that sum by at most C, so one step is a Gaussian mechanism with noise multiplier
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import ml_collections
 
-from launch.errors import UsageError
+from runtime.errors import UsageError
 
 if TYPE_CHECKING:
     import dp_accounting

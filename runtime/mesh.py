@@ -18,7 +18,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from launch.errors import UsageError
+from runtime.errors import UsageError
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
 # The batch is split over every axis but 'tensor': experts are spread over the 'expert' axis and

@@ -106,7 +106,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
     With privacy.dp_sgd the update takes per-example gradients (a leading batch axis): the DP
     aggregate turns them into a clipped, noised mean first, and the rule sees an ordinary
-    gradient (launch.privacy refuses global-norm clipping beside it)."""
+    gradient (runtime.privacy refuses global-norm clipping beside it)."""
     c = config.optimizer
     mask = lambda params: decay_mask(params, c.decay_embeddings)  # noqa: E731
     rule = OPTIMIZERS.get(c.name)(c, learning_rate_schedule(config), mask)

@@ -22,9 +22,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import data
-from launch import mesh as mesh_lib
-from launch.experiment import Experiment, with_example_mask
-from launch.step import MODEL_INPUT
+from runtime import mesh as mesh_lib
+from runtime.assembly import Experiment
+from runtime.loop import with_example_mask
+from runtime.step import MODEL_INPUT
 
 # Host-side change of one batch's model input: (input array, batch index) -> new input array.
 InputTransform = Callable[[np.ndarray, int], np.ndarray]

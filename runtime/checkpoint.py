@@ -13,7 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 
 import data
-from launch.errors import UsageError
+from runtime.errors import UsageError
 
 STATE, DATA = "state", "data_iterator"
 

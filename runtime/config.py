@@ -18,7 +18,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from launch.errors import UsageError
+from runtime.errors import UsageError
 
 
 def flatten(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:

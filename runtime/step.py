@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from launch.mesh import unbox
+from runtime.mesh import unbox
 
 Batch = dict[str, jax.Array]
 Objective = Callable[[jax.Array, Batch, dict[str, jax.Array]], tuple[jax.Array, dict]]
@@ -78,7 +78,7 @@ def make_train_step(
 
     With `per_example_grads` (DP-SGD) `tx` receives every example's own gradient on a leading
     batch axis, and its first transform clips, noises and averages them; `microbatches` is
-    then 1 (launch.privacy checks)."""
+    then 1 (runtime.privacy checks)."""
 
     def loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
         def loss_fn(p: Any) -> tuple:

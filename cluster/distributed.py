@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import jax
 
-from launch.errors import UsageError
+from runtime.errors import UsageError
 
 
 @dataclass(frozen=True)

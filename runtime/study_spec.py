@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 
 from analysis.study import RELATIONS, Claim, StudySpec
-from launch.config import load_python_file
-from launch.errors import UsageError
+from runtime.config import load_python_file
+from runtime.errors import UsageError
 
 REQUIRED = ("ARMS", "BASELINE", "SEEDS", "METRIC", "HIGHER_IS_BETTER", "HYPOTHESIS", "CLAIMS")
 

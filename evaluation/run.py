@@ -1,0 +1,123 @@
+"""A trained run through the evaluation suites its config names: `<run>/eval/` and the model card.
+
+`launch.train` calls `evaluate_checkpoint` when a run completes, in the same process;
+`launch.evaluate` does the same for a finished run. The suites are in `evaluation.suites`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from analysis import model_card, slices
+from analysis.runs import CONFIG_FILE, EVAL_DIR, eval_file, jsonable, read_json
+from evaluation import suites
+from evaluation.predictions import Predictor
+from experiments.base import base_config
+from runtime import assembly, checkpoint
+from runtime.config import flatten
+from runtime.errors import UsageError
+
+
+def suite_names(spec: str) -> list[str]:
+    """'calibration,slices' -> the names, each checked (unknown: an error listing the valid)."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    for name in names:
+        suites.SUITES.get(name)
+    return names
+
+
+def evaluate_run(
+    exp: assembly.Experiment, params: Any, workdir: str, step: int, names: list[str]
+) -> dict[str, Any]:
+    """Runs the suites on `params` (the state after `step`), writes <workdir>/eval/ and the
+    model card, and returns eval/summary.json's contents."""
+    out_dir = os.path.join(workdir, EVAL_DIR)
+    os.makedirs(out_dir, exist_ok=True)
+    predictor = Predictor(exp)
+    items = predictor.run(params, exp.dataset)
+    context = suites.SuiteContext(exp, params, items, out_dir, predictor)
+    results = {name: jsonable(result) for name, result in suites.run(names, context).items()}
+    for name, result in results.items():
+        _write_json(eval_file(workdir, name), result)
+
+    hits = int(items.correct.sum())
+    summary = jsonable(
+        {
+            "step": step,
+            "split": exp.dataset.spec.eval_split,
+            "items": len(items),
+            "accuracy": hits / len(items),
+            "accuracy_ci": list(slices.wilson_interval(hits, len(items))),
+            "nll": suites.accuracy_and_nll(items)["nll"],
+            "suites": names,
+            "headline": {
+                f"{name}/{key}": value
+                for name, result in results.items()
+                for key, value in result.get("headline", {}).items()
+            },
+            "not_applicable": not_applicable(results),
+            # For the model card, which is rewritten later (by a study) without the builder.
+            "data_sheet": inspect.getdoc(inspect.getmodule(type(exp.dataset.builder))) or "",
+            "data_license": exp.dataset.builder.LICENSE,
+        }
+    )
+    _write_json(eval_file(workdir, "summary"), summary)
+    model_card.write(workdir)
+    return summary
+
+
+def not_applicable(results: dict[str, Any]) -> dict[str, str]:
+    """{'groups': reason, 'robustness/length': reason}: what each suite could not do, and why."""
+    out = {}
+    for name, result in results.items():
+        reason = result.get("not_applicable")
+        if isinstance(reason, dict):
+            out.update({f"{name}/{part}": why for part, why in reason.items()})
+        elif reason:
+            out[name] = reason
+    return out
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2, allow_nan=False)
+    os.replace(path + ".tmp", path)
+
+
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config the run recorded in config.json (the whole config, every key)."""
+    recorded = read_json(os.path.join(workdir, CONFIG_FILE))
+    if recorded is None:
+        raise UsageError(f"{workdir!r} is not a run directory (no {CONFIG_FILE})")
+    config = ml_collections.ConfigDict(recorded)
+    # A key added since the run was recorded would take today's default, which need not be what
+    # the run trained with (mqar's `answers` default changed from shown to hidden), so the run is
+    # evaluated by the code it was trained with or not at all.
+    missing = sorted(set(flatten(base_config())) - set(flatten(config)))
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise UsageError(
+            f"{workdir}/{CONFIG_FILE} predates config key {missing[0]}{more}: evaluate it at "
+            "the commit its manifest records, or retrain it"
+        )
+    return config
+
+
+def evaluate_checkpoint(exp: assembly.Experiment, workdir: str, names: list[str]) -> dict[str, Any]:
+    """Restores the run's newest checkpoint into `exp` and evaluates it (see evaluate_run)."""
+    if jax.process_count() > 1:
+        raise UsageError("the evaluation suites run in one process: use launch.evaluate")
+    manager = checkpoint.make_manager(workdir, exp.config.checkpoint.max_to_keep, False)
+    try:
+        if manager.latest_step() is None:
+            raise UsageError(f"run {workdir!r} has no checkpoint to evaluate")
+        step, state, _ = assembly.initial_state(exp, manager)
+    finally:
+        manager.close()
+    return evaluate_run(exp, state.params, workdir, step, names)
