@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 RUN_DIR ?= studies/mqar_mixers-$(shell date +%Y%m%d-%H%M%S)
-# The main job: every sequence-mixer arm of the MQAR study, 3 seeds each, at its quick setting.
-MAIN_ARMS ?= attention,linear,retnet,gla,mamba2,deltanet,mamba,hyena
+# The main job: the MQAR study's MAIN_ARMS (every sequence-mixer arm; ARMS=a,b to choose), 3 seeds
+# each, at its quick setting. The arm list is read from the study file, never copied here.
+MAIN_ARMS = $(PY) -c 'from experiments.mqar_mixers import MAIN_ARMS; print(",".join(MAIN_ARMS))'
 
 .PHONY: run test test-slow lint install clean-venv
 
@@ -20,8 +21,8 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 run: $(INSTALLED)
-	$(PY) -m launch.study experiments/mqar_mixers.py --setting=quick --arms=$(MAIN_ARMS) \
-		--workdir=$(RUN_DIR)
+	$(PY) -m launch.study experiments/mqar_mixers.py --setting=quick \
+		--arms=$(or $(ARMS),$$($(MAIN_ARMS))) --workdir=$(RUN_DIR)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder

@@ -9,17 +9,7 @@ so the report separates what clipping costs from what the noise costs.
     python -m launch.study experiments/dp_digits.py --workdir=studies/dp_digits
     --config=experiments/dp_digits.py:dp_eps1        one arm
 
-Measured with that command on the shared 2-core CPU (2026-11-29; 12 runs, 2 at a time, 6m30s
-wall, 40-95 s a run with the end-of-run evaluation suites), final eval accuracy over 3 seeds,
-mean +- 95% t-interval half-width:
-
-    non_private         0.9867 +- 0.0166
-    clip_only           0.9844 +- 0.0096   -0.2 points, Welch p 0.65 (3 seeds cannot resolve it)
-    dp_eps5 (eps 5.48)  0.9211 +- 0.0191   -6.6 points, CI of the difference [4.9, 8.2]
-    dp_eps1 (eps 1.07)  0.8100 +- 0.0083   -17.7 points
-
-Verdict: supported (non_private beats dp_eps5, Holm p 0.00068; dp_eps5 beats dp_eps1, Holm p
-0.00068), and the cost at epsilon 5.5 stayed under 10 points.
+What the study measured, and why lr 1e-2: `dp_digits.md` beside this file.
 """
 
 import ml_collections
@@ -53,9 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
     c = digits_mlp.get_config()  # the MLP, data and 300-step budget of the digits smoke test
     c.train.log_every = 50
-    # Measured at 300 steps (seed 0): AdamW at lr 1e-3 reached 0.97 without DP but only 0.76
-    # with DP at noise 1.0; at lr 1e-2, 0.98 and 0.93. Adam's normalisation makes the clip's
-    # scale nearly irrelevant (clip 0.5, 1 and 2 gave 0.92-0.93).
+    # At lr 1e-3 DP-SGD's noise costs far more than at 1e-2 in 300 steps (dp_digits.md).
     c.optimizer.learning_rate = 1e-2
     c.optimizer.warmup_steps = 20
     c.optimizer.grad_clip_norm = 0.0  # DP-SGD clips per example; every arm alike without it

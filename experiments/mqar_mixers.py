@@ -3,27 +3,12 @@
 Hypothesis: at width 64 with two layers, every mixer learns the small MQAR setting (vocab 256,
 T 64, 4 key-value pairs, the positions around the queries padded: Zoology's Figure 2 form); the
 hard setting (T 128, 8 pairs, random filler tokens: mqar's default) separates attention, whose
-state grows with T, from the fixed-state mixers. Measured on 2026-11-30 (one seed, 600 steps):
-attention, Based, retnet, gla, DeltaNet, the hybrid and MoE pass 0.98 on the small setting;
-mamba2 and mamba recall with more steps (LEARNING below); Hyena, without its filters' decay
-window, 0.25 (0.065 with it), and it passes 0.9 only at width 128 (LEARNING): at width 64 its
-best is 0.88, its recall falling with the number of pairs (1.0 / 0.99 / 0.88 / 0.50 with 1 / 2 /
-4 / 8), interference in a state too narrow for the pairs. On the hard setting only attention,
-Based, DeltaNet, the hybrid and MoE recall.
+state grows with T, from the fixed-state mixers.
 
-Why the small setting pads: with random filler, 52 of the 64 positions hold random tokens (half
-of them from the keys' range) that a fixed-state mixer writes into its state unless it learns to
-skip them. Measured with random filler, retnet, gla and mamba2 sat at chance among the 4
-in-context values for 1500-4500 steps before recalling, and Mamba-1 was still at chance at step
-8000 of 12,000 (it learns at T 16, where only 4 positions are filler). Padded, retnet and gla
-pass 0.9 by step 300-400 and Mamba-1 by step 2500.
-
-The data hide each answer, as Zoology does (mqar's `answers=hidden`, the default). With
-`data.mqar.answers=shown` each value also follows its query in the stream, and a model that
-recalls nothing answers the n-th of 4 queries by eliminating the values already given: 1/4,
-1/3, 1/2, 1, about 0.52 in all. Before 2026-11-30 this study ran with answers shown, and the
-0.45-0.50 plateaus of mamba and hyena were exactly that (0.25 / 0.34 / 0.48 / 0.91 by the
-`query_order` slice in eval/slices.json).
+The small setting pads the filler because with random filler the fixed-state mixers must also
+learn to keep 52 random tokens out of their state; the data hide each answer, as Zoology does,
+because a shown answer lets a model that recalls nothing score about 0.52 by elimination. What
+was measured, and the runs behind every choice below, are in `mqar_mixers.md` beside this file.
 
     --config=experiments/mqar_mixers.py              the baseline arm, small setting
     --config=experiments/mqar_mixers.py:mamba        one arm
@@ -40,9 +25,8 @@ from experiments.base import base_config
 # the comparison is of sequence mixers.
 ARMS: dict[str, dict] = {
     "attention": {"model.mixer": "attention"},
-    # Based's Taylor feature map (1 + q.k + (q.k)^2 / 2 over 16-dim projections). Measured on
-    # this CPU: 0.82 accuracy at step 200 with it; with elu + 1 (Katharopoulos) 0.20 at step
-    # 200 and 0.86 after 2000 steps.
+    # Based's Taylor feature map (1 + q.k + (q.k)^2 / 2 over 16-dim projections): it learns far
+    # sooner than elu + 1 (mqar_mixers.md).
     "linear": {"model.mixer": "linear", "model.linear.feature_map": "taylor"},
     # The gated arms read their state linearly, with SiLU and unit-norm (L2) queries and keys;
     # they learn, but slowly (LEARNING below).
@@ -56,11 +40,10 @@ ARMS: dict[str, dict] = {
     "deltanet": {"model.mixer": "deltanet"},
     "mamba": {"model.mixer": "mamba", "model.channel_mixer": "none", "model.num_layers": 4},
     # Without safari's decay window, which keeps most channels from reaching across the input
-    # as recall must (measured in models/hyena.py's docstring).
+    # as recall must (mqar_mixers.md).
     "hyena": {"model.mixer": "hyena", "model.hyena.modulate": False},
-    # Attention first: measured on this CPU, "attention,mamba" passed 0.9 accuracy at step 200,
-    # while "mamba,attention" sat at 0.14 after 600 steps (the attention layer then has to find
-    # the keys in a residual stream the Mamba layer has already rewritten).
+    # Attention first: after a Mamba layer, attention has to find the keys in a residual stream
+    # that layer has already rewritten, and the other order learns far slower (mqar_mixers.md).
     "hybrid": {"model.layer_pattern": "attention,mamba"},
     "moe": {"model.mixer": "attention", "model.channel_mixer": "moe"},
 }
@@ -68,15 +51,7 @@ ARMS: dict[str, dict] = {
 # for Hyena also twice the width and more data). The `learn` setting applies them
 # (tests/test_mqar_learning.py trains every arm so); `small` and `hard` train every arm alike, so
 # the claims compare mixers rather than budgets.
-# Measured on this CPU (small setting, one seed), mamba2 and mamba sit at or below chance among
-# the 4 in-context values (0.25) and then jump to recall: mamba2 over 9000 steps 0.081 at 1500,
-# 0.786 at 3000, 0.958 at 3500, 0.997 at 9000; mamba over 6000 steps 0.254 at 500, 0.561 at
-# 1000, 0.881 at 2000, 0.906 at 2500, 0.953 at 3000, 0.961 at 6000. (With random filler retnet
-# and gla needed 6000 and 5000 steps, mamba2 9000, and mamba was at chance at step 8000 of 12,000.)
-# Hyena needs width, as Zoology finds for gated convolutions: at width 128 over 100,000 sequences
-# it passes 0.9 by step 7000 (0.37 at 2000, 0.70 at 4000, 0.88 at 6000, 0.911 at 8000). At width
-# 64 its best was 0.88 (lr 1e-2, 100,000 sequences, 8000 steps; 0.85 after 16,000), and with
-# 20,000 sequences it memorises them (lr 1e-2, 6000 steps: train 1.0, eval 0.86).
+# How each arm's budget was found, run by run, is in mqar_mixers.md.
 LEARNING: dict[str, dict] = {
     "mamba2": {"train.steps": 9000},
     "mamba": {"train.steps": 6000},
@@ -87,6 +62,9 @@ LEARNING: dict[str, dict] = {
         "train.steps": 8000,
     },
 }
+# The arms that vary only the sequence mixer (not the hybrid's layer pattern or MoE's channel
+# mixer): the main job (`make run`) compares these.
+MAIN_ARMS = ("attention", "linear", "retnet", "gla", "mamba2", "deltanet", "mamba", "hyena")
 BASELINE = "attention"
 SEEDS = 3
 METRIC = "eval/accuracy"
@@ -108,9 +86,7 @@ SETTINGS: dict[str, dict] = {
     },
     # The main job (`make run`): the 8 sequence-mixer arms x 3 seeds in minutes on 2 cores, so
     # 2,400 training sequences per run instead of 38,400. Nothing reaches 0.9 here: it compares
-    # how fast the mixers start to recall. Measured on a fresh clone: 9m16s for the 24 runs
-    # without the evaluation suites, 13m05s with them (and the install); most of it start-up
-    # and compilation rather than steps.
+    # how fast the mixers start to recall (its wall time: mqar_mixers.md).
     "quick": {
         "train.batch_size": 16,
         "train.steps": 150,
@@ -144,13 +120,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def small_recall_config() -> ml_collections.ConfigDict:
-    """The block and budget shared by the synthetic recall studies (this one and MAD).
-
-    Measured on this CPU (attention, lr 3e-3, batch 64): 4 heads of width 16 and no short conv
-    sat at ~0.31 accuracy (choosing among the in-context values) for 3000 steps; 1 head of 64
-    jumped to > 0.99 at ~1500 steps; 1 head with a short conv (kernel 4) in front of the mixer
-    passed 0.98 by step 300.
-    """
+    """The block and budget shared by the synthetic recall studies (this one and MAD): one wide
+    head with a short conv in front of the mixer, which attention learns recall with in a few
+    hundred steps where narrower heads or no conv take thousands (mqar_mixers.md)."""
     c = base_config()
     c.model.num_heads = 1
     c.model.short_conv = 4
@@ -160,7 +132,7 @@ def small_recall_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 3e-3
     c.optimizer.warmup_steps = 50
     c.checkpoint.every = 200
-    # At T 64 on CPU a lax.scan over time is 2.2x faster per Mamba train step than the
-    # associative scan (measured side by side); the two agree to float32 rounding.
+    # At T 64 on CPU a lax.scan over time is the faster Mamba train step (mqar_mixers.md); the
+    # two scans agree to float32 rounding.
     c.model.mamba.scan = "sequential"
     return c

@@ -21,14 +21,10 @@ log(target) / slow_decay_pct to log(target) / fast_decay_pct (fixed, as in safar
 evaluated at the training length L = `seq_len`; a shorter input uses their first T taps, a
 longer one is an error.
 
-The window is a prior for short memory, and with safari's rates it is a strong one: at the
-input's last position the window is 0.046 on the slowest channel and 2e-7 on the fastest, and
-only the slowest eighth of the channels keep more than `target`. A task that must carry a token
-across the whole input (recall: the pairs come first, the queries anywhere after) has those few
-channels to do it with. Measured on `mqar` (experiments/mqar_mixers.py, width 64, learning rate
-1e-2, 6000 steps, one seed): 0.63 accuracy with the window, 0.86 without (`modulate=False`). By
-query-key distance (2-3 / 4-7 / 8-15 / 16-31 / 32-63), the modulated filters recall 0.72 / 0.68 /
-0.67 / 0.62 / 0.54, the unmodulated ones 0.81 / 0.86 / 0.87 / 0.87 / 0.86.
+The window is a prior for short memory, and with safari's rates a strong one: only the slowest
+channels reach across the whole input, so a task that must carry a token that far (recall) has
+few channels to do it with; `modulate=False` drops it (what that does to MQAR:
+experiments/mqar_mixers.md).
 
 The long convolution is computed in float32, either by FFT zero-padded to 2T
 (`long_conv='fft'`, O(T log T)) or directly (`long_conv='direct'`, a depthwise convolution with a

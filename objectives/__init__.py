@@ -2,8 +2,8 @@
 
 # Objective modules are imported for their side effect: registering into OBJECTIVES.
 from objectives import distill, xent  # noqa: F401
-from objectives.build import OPTION_DEFAULTS, get_objective
+from objectives.build import OPTION_DEFAULTS, bind_options, get_objective
 from objectives.metrics import derived_metrics
 from objectives.registry import OBJECTIVES
 
-__all__ = ["OBJECTIVES", "OPTION_DEFAULTS", "derived_metrics", "get_objective"]
+__all__ = ["OBJECTIVES", "OPTION_DEFAULTS", "bind_options", "derived_metrics", "get_objective"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from objectives.registry import OBJECTIVES, Objective
@@ -32,12 +33,14 @@ def _check(options: dict[str, float]) -> None:
 
 
 def get_objective(objective_config: Any) -> Objective:
-    """Look up `objective_config.name` and bind the options it takes (see OPTION_DEFAULTS).
+    """Look up `objective_config.name` and bind the options it takes (see `bind_options`)."""
+    return bind_options(OBJECTIVES.get(objective_config.name), objective_config)
 
-    A key missing from the section takes its default, so configs written before an option existed
-    still load.
-    """
-    fn = OBJECTIVES.get(objective_config.name)
+
+def bind_options(fn: Callable[..., Any], objective_config: Any) -> Objective:
+    """`fn` with the options it declares as keyword-only parameters bound from the config section
+    (see OPTION_DEFAULTS), each checked. A key missing from the section takes its default, so
+    configs written before an option existed still load."""
     options = {
         key: float(objective_config.get(key, default)) for key, default in OPTION_DEFAULTS.items()
     }

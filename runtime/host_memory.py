@@ -1,18 +1,15 @@
 """Host memory for XLA on CPU: keep freed buffers in the process instead of returning them.
 
-XLA's CPU runtime allocates each step's temporaries (about 1.2 GB for the reference LM) as one
-block with malloc and frees it when the step ends. glibc serves a block that large with a fresh
-mmap and unmaps it on free, so every step page-faults its whole scratch space in again: 290,000
-faults and about 0.5 s of kernel time per 2.4 s step on the 2-core CPU. Told never to use mmap,
-never to trim, and to keep a single arena (XLA's pool threads would otherwise allocate from
-per-thread arenas, which hand such a block to mmap regardless), glibc reuses the same pages every
-step: no faults after the first few steps, and the reference LM's step 2.33 -> 2.20 s in the
-benchmark of README "Speed".
+XLA's CPU runtime allocates each step's temporaries as one large block with malloc and frees it
+when the step ends. glibc serves a block that large with a fresh mmap and unmaps it on free, so
+every step page-faults its whole scratch space in again. Told never to use mmap, never to trim,
+and to keep a single arena (XLA's pool threads would otherwise allocate from per-thread arenas,
+which hand such a block to mmap regardless), glibc reuses the same pages every step. What it
+saves and costs on the reference LM is in experiments/reference_lm.md.
 
-The costs: the process keeps its peak heap until it exits (4.7 GB instead of 2.6 GB for the
-reference LM), and all threads share one malloc arena. `ARCHLAB_KEEP_FREED_MEMORY=0` turns it
-off, and a user's own `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` is left to rule. Outside glibc this
-does nothing.
+The costs: the process keeps its peak heap until it exits, and all threads share one malloc
+arena. `ARCHLAB_KEEP_FREED_MEMORY=0` turns it off, and a user's own `MALLOC_ARENA_MAX` or
+`GLIBC_TUNABLES` is left to rule. Outside glibc this does nothing.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import models
 import objectives
 from data.pipeline import make_loader
 from experiments.base import base_config
+from objectives import distill
 from runtime import step as step_lib
 from runtime.loop import with_example_mask
 
@@ -38,7 +39,8 @@ def tiny_lm(**overrides: Any) -> tuple[Any, Any]:
 
 
 def objective(name: str, **options: float) -> Any:
-    return objectives.get_objective(ml_collections.ConfigDict(dict(name=name, **options)))
+    fn = distill.distillation if name == "distillation" else objectives.OBJECTIVES.get(name)
+    return objectives.bind_options(fn, ml_collections.ConfigDict(dict(name=name, **options)))
 
 
 def scored_batch(seed: int = 0) -> dict[str, np.ndarray]:

@@ -210,3 +210,12 @@ def test_a_study_runs_as_a_slurm_job_array(slurm_cluster, data_dir, tmp_path):
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["arms"]["attention"]["seeds_completed"] == 1
     assert [f["arm"] for f in summary["failed_runs"]] == ["broken"]
+
+
+def test_the_main_jobs_arms_are_the_mqar_studys_sequence_mixer_arms():
+    """`make run` reads MAIN_ARMS from the study file: each must be an arm there, and only the
+    arms that change the block rather than the mixer are left out."""
+    from experiments import mqar_mixers
+
+    assert set(mqar_mixers.MAIN_ARMS) <= set(mqar_mixers.ARMS)
+    assert set(mqar_mixers.ARMS) - set(mqar_mixers.MAIN_ARMS) == {"hybrid", "moe"}
