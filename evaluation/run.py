@@ -113,11 +113,11 @@ def evaluate_checkpoint(exp: assembly.Experiment, workdir: str, names: list[str]
     """Restores the run's newest checkpoint into `exp` and evaluates it (see evaluate_run)."""
     if jax.process_count() > 1:
         raise UsageError("the evaluation suites run in one process: use launch.evaluate")
-    manager = checkpoint.make_manager(workdir, exp.config.checkpoint.max_to_keep, False)
+    if not checkpoint.has_checkpoints(workdir):
+        raise UsageError(f"run {workdir!r} has no checkpoint to evaluate")
+    checkpoints = checkpoint.Checkpoints(workdir, exp.config.checkpoint.max_to_keep, False)
     try:
-        if manager.latest_step() is None:
-            raise UsageError(f"run {workdir!r} has no checkpoint to evaluate")
-        step, state, _ = assembly.initial_state(exp, manager)
+        step, state, _ = assembly.initial_state(exp, checkpoints)
     finally:
-        manager.close()
+        checkpoints.close()
     return evaluate_run(exp, state.params, workdir, step, names)

@@ -160,14 +160,14 @@ def loop_steps_per_second(exp: assembly.Experiment, warmup: int) -> float:
     """End-to-end rate of the training loop, from its own `perf/steps_per_sec` records: only
     logging intervals that start after the warm-up steps (so compilation is out) count."""
     with tempfile.TemporaryDirectory() as workdir:
-        manager = checkpoint.make_manager(workdir, max_to_keep=1, async_save=False)
+        checkpoints = checkpoint.Checkpoints(workdir, max_to_keep=1, async_save=False)
         writer = MetricWriter(workdir, 0)
         progress = Progress(0, exp.config.train.steps, quiet=True)
         state = assembly.fresh_state(exp)
         try:
-            status = loop.train_loop(exp, state, 0, manager, writer, progress, [])
+            status = loop.train_loop(exp, state, 0, checkpoints, writer, progress, [])
         finally:
-            manager.close()
+            checkpoints.close()
             writer.close()
         if status != "completed":
             raise RuntimeError(f"the benchmark's training loop ended {status}")

@@ -88,10 +88,10 @@ def main(argv: list[str]) -> int:
     exp = assembly.build(config)
     claim_workdir(workdir, to_json(config))  # the config is good: from here on the run is real
 
-    manager = checkpoint.make_manager(
+    checkpoints = checkpoint.Checkpoints(
         workdir, config.checkpoint.max_to_keep, config.checkpoint.async_save
     )
-    start_step, state, restored = assembly.initial_state(exp, manager)
+    start_step, state, restored = assembly.initial_state(exp, checkpoints)
     num_params = models.count_params(state.params)
     record = manifest.read(workdir) or {
         "config": json.loads(to_json(config)),
@@ -152,10 +152,9 @@ def main(argv: list[str]) -> int:
         )
     status = "failed"  # until the loop says otherwise
     try:
-        status = loop.train_loop(exp, state, start_step, manager, writer, progress, preempted)
+        status = loop.train_loop(exp, state, start_step, checkpoints, writer, progress, preempted)
     finally:
-        manager.wait_until_finished()
-        manager.close()
+        checkpoints.close()
         writer.close()
         progress.close()
         record.update(status=status, end_time=manifest.now())

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -199,11 +198,13 @@ def fresh_state(exp: Experiment) -> TrainState:
         )()
 
 
-def initial_state(exp: Experiment, manager: ocp.CheckpointManager) -> tuple[int, TrainState, bool]:
-    """(start step, state, restored?): the newest complete checkpoint, with the data iterator
+def initial_state(
+    exp: Experiment, checkpoints: checkpoint.Checkpoints
+) -> tuple[int, TrainState, bool]:
+    """(start step, state, restored?): the newest checkpoint that verifies, with the data iterator
     where it was, or a fresh init."""
     with exp.context():
-        restored = checkpoint.restore_latest(manager, exp.abstract_state, exp.train_iter)
+        restored = checkpoints.restore_latest(exp.abstract_state, exp.train_iter)
     if restored is None:
         return 0, fresh_state(exp), False
     step, state = restored

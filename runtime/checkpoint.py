@@ -1,79 +1,212 @@
-"""Orbax checkpoints of the train state and the Grain iterator, written atomically.
+"""Orbax checkpoints of the train state and the Grain iterator, written atomically and sealed.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a process
-killed mid-write leaves the previous checkpoint as the latest one. We never hand-roll that.
+killed mid-write leaves the previous checkpoint as the latest one. We never hand-roll that. What
+Orbax does not do is notice a checkpoint whose bytes changed after it was written (a bad disk, a
+partial copy, a stray write): it restores it, and the run goes on from garbage. So once Orbax has
+finalised a step, process 0 seals it with the sha256 of every file in it (`checkpoint_seal`), and
+a restore takes the newest checkpoint whose seal holds and that loads; newer ones that do not are
+moved aside into `checkpoints_rejected/` (never deleted) with a one-line warning. Rotation keeps
+the newest `max_to_keep` sealed checkpoints and never deletes a sealed one newer than those.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 import data
+from runtime import checkpoint_seal as seal
 from runtime.errors import UsageError
 
 STATE, DATA = "state", "data_iterator"
+CHECKPOINT_DIR = "checkpoints"
+REJECTED_DIR = "checkpoints_rejected"  # beside it: checkpoints that failed, kept for inspection
 
 
-def make_manager(workdir: str, max_to_keep: int, async_save: bool) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
-        enable_async_checkpointing=async_save,
-        create=True,
-        cleanup_tmp_directories=True,
-    )
-    return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=options,
-        item_names=(STATE, DATA),
-    )
+class Checkpoints:
+    """A run's checkpoints: save, seal, rotate, and restore the newest one that verifies."""
 
+    def __init__(self, workdir: str, max_to_keep: int, async_save: bool):
+        self.workdir = workdir
+        self.max_to_keep = max_to_keep
+        # Orbax keeps every step: rotation is ours, because it must count sealed steps only.
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None,
+            enable_async_checkpointing=async_save,
+            create=True,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
+            options=options,
+            item_names=(STATE, DATA),
+        )
+        self._unsealed: list[int] = []  # saved by this run, not yet sealed
+        # Every process keeps the same list, so that all of them rotate alike (Orbax's delete is
+        # collective); only process 0 writes the seals.
+        self._sealed = [s for s in self.manager.all_steps() if seal.has_seal(self.step_dir(s))]
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, iterator: Any) -> None:
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            **{
-                STATE: ocp.args.StandardSave(state),
-                DATA: data.iterator_checkpoint_args(iterator, restore=False),
-            }
-        ),
-        force=True,
-    )
+    @property
+    def directory(self) -> str:
+        return str(self.manager.directory)
 
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
 
-def restore_latest(
-    manager: ocp.CheckpointManager, abstract_state: Any, iterator: Any
-) -> tuple[int, Any] | None:
-    """(step, state) from the newest complete checkpoint, or None; restores `iterator` in place."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    try:
-        restored = manager.restore(
+    def latest_step(self) -> int | None:
+        """The newest checkpoint this run has (those still being written are sealed at close)."""
+        return max([*self._sealed, *self._unsealed], default=None)
+
+    def save(self, step: int, state: Any, iterator: Any) -> None:
+        self.seal_finished(wait=True)
+        self.manager.save(
             step,
             args=ocp.args.Composite(
                 **{
-                    STATE: ocp.args.StandardRestore(abstract_state),
-                    DATA: data.iterator_checkpoint_args(iterator, restore=True),
+                    STATE: ocp.args.StandardSave(state),
+                    DATA: data.iterator_checkpoint_args(iterator, restore=False),
                 }
             ),
+            force=True,
         )
-    except KeyError as e:
-        # Grain's set_state reading a DataLoader's saved state: it has no 'next_index'. Any other
-        # KeyError (say, a checkpoint missing its data_iterator item) is not this and propagates.
-        if e.args != ("next_index",):
-            raise
+        self._unsealed.append(step)
+
+    def seal_finished(self, wait: bool = False) -> None:
+        """Seals the steps this run saved once Orbax has finalised them; cheap when there are
+        none. Called after every step, so a checkpoint is sealed soon after it is written; with
+        `wait` (before the next save, at close) it waits for the save and then rotates."""
+        if not self._unsealed:
+            return
+        if wait:
+            self.manager.wait_until_finished()
+        elif self.manager.is_saving_in_progress():
+            return
+        for step in self._unsealed:
+            if jax.process_index() == 0:
+                seal.write_seal(self.step_dir(step))
+            self._sealed.append(step)
+        self._unsealed.clear()
+        if wait:
+            self._rotate()
+
+    def close(self) -> None:
+        """Waits for the last save, seals it and rotates; then releases Orbax's threads."""
+        try:
+            self.seal_finished(wait=True)
+        finally:
+            self.manager.close()
+
+    def _rotate(self) -> None:
+        """Keeps the newest `max_to_keep` sealed checkpoints and anything newer than the oldest
+        of them; deletes the rest."""
+        kept = sorted(self._sealed)[-self.max_to_keep :]
+        for step in self.manager.all_steps():
+            if step < kept[0]:
+                self.manager.delete(step)
+        self._sealed = kept
+
+    def restore_latest(self, abstract_state: Any, iterator: Any) -> tuple[int, Any] | None:
+        """(step, state) from the newest checkpoint that verifies and loads, or None when there
+        is none at all; restores `iterator` in place. Newer ones that fail are moved aside with a
+        warning; when checkpoints exist but none verifies, a UsageError names what was wrong."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
+            return None
+        # Where nothing is sealed the checkpoints predate seals, or the run was killed before its
+        # first seal: they load unverified.
+        legacy = not self._sealed
+        rejected: list[tuple[int, str]] = []
+        for step in steps:
+            problem = None if legacy else seal.check_seal(self.step_dir(step))
+            if problem is None:
+                try:
+                    state = self._restore(step, abstract_state, iterator)
+                except UsageError:
+                    raise
+                except Exception as e:  # an unreadable checkpoint, whatever Orbax raises
+                    problem = f"does not load ({type(e).__name__}: {first_line(e)})"
+            if problem is None:
+                if legacy:
+                    warn(f"checkpoint step {step} has no seal, nor has any other: unverified")
+                self._set_aside(rejected)
+                return step, state
+            rejected.append((step, problem))
+        listed = "; ".join(f"step {s} {why}" for s, why in rejected)
         raise UsageError(
-            f"the checkpoint at step {step} in {manager.directory} holds a data-iterator state "
-            f"this version cannot read (no {e}): it was written by another input pipeline (runs "
-            "checkpointed before commit 4010e17 read data with Grain's DataLoader). Resume it "
-            "with the commit its manifest records, or start a new --workdir"
-        ) from e
-    return step, restored[STATE]
+            f"no checkpoint in {self.directory} verifies ({listed}); nothing was changed: "
+            "inspect them, or start a new --workdir"
+        )
+
+    def _restore(self, step: int, abstract_state: Any, iterator: Any) -> Any:
+        try:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{
+                        STATE: ocp.args.StandardRestore(abstract_state),
+                        DATA: data.iterator_checkpoint_args(iterator, restore=True),
+                    }
+                ),
+            )
+        except KeyError as e:
+            # Grain's set_state reading a DataLoader's saved state: it has no 'next_index'. Any
+            # other KeyError (say, a checkpoint missing its data_iterator item) is not this.
+            if e.args != ("next_index",):
+                raise
+            raise UsageError(
+                f"the checkpoint at step {step} in {self.directory} holds a data-iterator state "
+                f"this version cannot read (no {e}): it was written by another input pipeline "
+                "(runs checkpointed before commit 4010e17 read data with Grain's DataLoader). "
+                "Resume it with the commit its manifest records, or start a new --workdir"
+            ) from e
+        return restored[STATE]
+
+    def _set_aside(self, rejected: list[tuple[int, str]]) -> None:
+        """Moves checkpoints that failed out of Orbax's directory, each with a warning."""
+        if not rejected:
+            return
+        if jax.process_index() == 0:
+            aside = os.path.join(self.workdir, REJECTED_DIR)
+            os.makedirs(aside, exist_ok=True)
+            for step, problem in rejected:
+                target = unused_path(os.path.join(aside, str(step)))
+                os.rename(self.step_dir(step), target)
+                warn(f"checkpoint step {step} {problem}: moved aside to {target}")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("archlab_checkpoints_set_aside")
+        gone = {step for step, _ in rejected}
+        self._sealed = [step for step in self._sealed if step not in gone]
+        self.manager.reload()
+
+
+def has_checkpoints(workdir: str) -> bool:
+    """Whether the run has any step directory, without creating anything."""
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def unused_path(path: str) -> str:
+    """`path`, or `path.1`, `path.2`, ...: the first that does not exist."""
+    candidate, n = path, 0
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}.{n}"
+    return candidate
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+def warn(message: str) -> None:
+    if jax.process_index() == 0:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def abstract_like(state: Any, shardings: Any) -> Any:

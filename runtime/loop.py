@@ -9,7 +9,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 
 import objectives
@@ -21,9 +20,11 @@ from runtime.progress import Progress
 from runtime.step import TrainState
 
 
-class NonFiniteLoss(Exception):
-    def __init__(self, step: int, value: float):
-        super().__init__(f"loss is {value} at step {step}")
+class Diverged(Exception):
+    """A step whose loss, or whose update of the parameters, was not finite."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"{what} at step {step}")
         self.step = step
 
 
@@ -71,7 +72,7 @@ def train_loop(
     exp: Experiment,
     state: TrainState,
     start_step: int,
-    manager: ocp.CheckpointManager,
+    checkpoints: checkpoint.Checkpoints,
     writer: MetricWriter,
     progress: Progress,
     preempted: list[bool],
@@ -80,14 +81,17 @@ def train_loop(
     `eval.every`, checkpoints every `checkpoint.every` and when `preempted` becomes non-empty.
     Returns the run's status: 'completed', 'preempted' or 'diverged'."""
     config = exp.config
-    pending_losses: list[tuple[int, jax.Array]] = []  # checked lazily: no host sync per step
+    # (step, loss, were the updated parameters finite?), checked lazily: no host sync per step.
+    pending: list[tuple[int, jax.Array, jax.Array]] = []
 
     def check_finite() -> None:
-        values = jax.device_get([loss for _, loss in pending_losses])
-        for (step, _), value in zip(pending_losses, values, strict=True):
-            if not np.isfinite(value):
-                raise NonFiniteLoss(step, float(value))
-        pending_losses.clear()
+        values = jax.device_get([(loss, finite) for _, loss, finite in pending])
+        for (step, _, _), (loss, finite) in zip(pending, values, strict=True):
+            if not np.isfinite(loss):
+                raise Diverged(step, f"loss is {float(loss)}")
+            if not finite:
+                raise Diverged(step, "the update made the parameters non-finite")
+        pending.clear()
 
     timer, timer_step = time.monotonic(), start_step
     try:
@@ -95,7 +99,7 @@ def train_loop(
             for step in range(start_step + 1, config.train.steps + 1):
                 batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
                 state, metrics = exp.train_step(state, batch)
-                pending_losses.append((step, metrics["total_loss"]))
+                pending.append((step, metrics["total_loss"], metrics.pop("params_finite")))
                 progress.advance(step)
                 last = step == config.train.steps
                 scalars: dict[str, float] = {}
@@ -122,15 +126,16 @@ def train_loop(
                     progress.report(step, scalars)
                     timer, timer_step = time.monotonic(), step
                 if step % config.checkpoint.every == 0 or last or preempted:
-                    check_finite()  # never checkpoint a state that went non-finite
-                    checkpoint.save(manager, step, state, exp.train_iter)
+                    check_finite()  # never checkpoint a state that is not finite
+                    checkpoints.save(step, state, exp.train_iter)
+                checkpoints.seal_finished()
                 if preempted and not last:
                     progress.message(f"SIGTERM: checkpointed step {step}; rerun to resume")
                     return "preempted"
-    except NonFiniteLoss as e:
+    except Diverged as e:
         progress.message(
             f"error: {e}; stopped. Last good checkpoint: step "
-            f"{manager.latest_step()} in {manager.directory}"
+            f"{checkpoints.latest_step()} in {checkpoints.directory}"
         )
         return "diverged"
     return "completed"

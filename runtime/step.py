@@ -140,10 +140,25 @@ def make_train_step(
         # With per-example gradients the norm logged is still the batch gradient's (their mean,
         # before clipping and noise), so the metric means the same in DP and non-DP runs.
         batch_grads = jax.tree.map(lambda g: jnp.mean(g, 0), grads) if per_example_grads else grads
-        metrics = {**metrics, "total_loss": loss, "grad_norm": optax.tree.norm(batch_grads)}
+        metrics = {
+            **metrics,
+            "total_loss": loss,
+            "grad_norm": optax.tree.norm(batch_grads),
+            # The loss is computed before the update, so it cannot tell whether the state about to
+            # be checkpointed is finite; this can. The optimizer state is not checked: a
+            # non-finite moment makes the parameters non-finite at the same update.
+            "params_finite": all_finite(new_state.params),
+        }
         return new_state, metrics
 
     return step
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """One boolean: is every element of every array in `tree` finite?"""
+    return jax.tree.reduce(
+        jnp.logical_and, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree), jnp.bool_(True)
+    )
 
 
 def batch_means(losses: jax.Array, metrics: dict[str, jax.Array]) -> tuple:

@@ -317,14 +317,17 @@ def test_a_checkpoint_from_the_old_input_pipeline_is_a_clear_error(data_dir: Pat
         return ds.loader("train", batch_size=8, seed=7, shuffle=True, num_epochs=None)
 
     state = {"w": jnp.zeros(3)}
-    manager = checkpoint.make_manager(str(tmp_path), max_to_keep=1, async_save=False)
-    checkpoint.save(manager, 1, state, iter(loader()))
-    manager.wait_until_finished()
+    checkpoints = checkpoint.Checkpoints(str(tmp_path), max_to_keep=1, async_save=False)
+    checkpoints.save(1, state, iter(loader()))
+    checkpoints.close()
+    # Such a run's checkpoints predate seals too: the old state, written by the old code.
+    (tmp_path / "checkpoints" / "1" / checkpoint.seal.SEAL_FILE).unlink()
     saved = tmp_path / "checkpoints" / "1" / checkpoint.DATA / "process_0-of-1.json"
     old_state = {"version": 2, "last_seen_indices": {"0": 7}, "last_worker_index": -1}
     saved.write_text(json.dumps({**old_state, "worker_count": 0}))
+    checkpoints = checkpoint.Checkpoints(str(tmp_path), max_to_keep=1, async_save=False)
     with pytest.raises(UsageError, match="step 1 .* another input pipeline .* new --workdir"):
-        checkpoint.restore_latest(manager, state, iter(loader()))
+        checkpoints.restore_latest(state, iter(loader()))
     assert json.loads(saved.read_text())["last_seen_indices"] == {"0": 7}  # left as it was
 
 

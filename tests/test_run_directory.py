@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -69,22 +70,33 @@ def test_metrics_jsonl_and_tensorboard_agree(finished_run):
     assert [e.value for e in scalars] == pytest.approx([r["train/loss"] for r in rows], rel=1e-6)
 
 
-def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+def test_a_non_finite_update_stops_the_run_before_it_is_checkpointed(data_dir, tmp_path):
+    """The loss of step N is computed before step N's update, so a finite loss does not make the
+    state after it finite: the run stops at the first update that is not, and every checkpoint
+    it kept holds finite parameters (issue 25: it used to save step 2's inf as 'last good')."""
     workdir = tmp_path / "diverges"
     result = run_train(
         data_dir,
         workdir,
         "--config.optimizer.name=sgd",
-        "--config.optimizer.learning_rate=1e12",
+        "--config.optimizer.learning_rate=1e38",
+        "--config.optimizer.warmup_steps=1",
         "--config.optimizer.grad_clip_norm=0",
         "--config.checkpoint.every=1",
         "--config.train.log_every=1",
     )
     assert result.returncode == 1
-    assert "loss is nan at step" in result.stdout or "loss is inf at step" in result.stdout
-    bad_step = int(result.stdout.split(" at step ")[1].split(";")[0])
+    said = result.stdout.split("error: ")[1]
+    assert said.startswith("the update made the parameters non-finite at step ")
+    bad_step = int(said.split(" at step ")[1].split(";")[0])
+    assert f"Last good checkpoint: step {bad_step - 1} " in said
     kept = sorted(int(p.name) for p in Path(workdir, "checkpoints").iterdir() if p.name.isdigit())
     assert kept and max(kept) == bad_step - 1
+    for step in kept:
+        manager = ocp.CheckpointManager(Path(workdir, "checkpoints"), item_names=("state",))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        for leaf in jax.tree.leaves(restored["state"]["params"]):
+            assert np.isfinite(np.asarray(leaf)).all(), f"step {step} holds a non-finite parameter"
     assert json.loads(Path(workdir, "manifest.json").read_text())["status"] == "diverged"
 
 
