@@ -18,7 +18,6 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from experiments.base import base_config
 from runtime.errors import UsageError
 
 
@@ -61,6 +60,10 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         raise UsageError(f"config file {spec!r} does not load: {type(e).__name__}: {e}") from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise UsageError(f"config file {spec!r}: get_config() must return a ConfigDict")
+    # Here rather than at the top: it imports the models (JAX), which a config file does anyway
+    # but the tools that only compare configs need not.
+    from experiments.base import base_config
+
     _check_keys(base_config(), flatten(config), f"set by config file {spec!r}")
     return config
 
