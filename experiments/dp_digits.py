@@ -15,6 +15,7 @@ What the study measured, and why lr 1e-2: `dp_digits.md` beside this file.
 import ml_collections
 
 from experiments import digits_mlp
+from runtime.config import apply_overrides
 
 _PRIVATE = {"privacy.dp_sgd": True}
 ARMS: dict[str, dict] = {
@@ -49,5 +50,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.grad_clip_norm = 0.0  # DP-SGD clips per example; every arm alike without it
     c.privacy.l2_clip_norm = 1.0
     c.privacy.delta = 1e-5  # well below 1 / 1497 training examples
-    c.update_from_flattened_dict(ARMS[arm])
+    apply_overrides(c, ARMS[arm], f"ARMS[{arm!r}]")
     return c

@@ -10,6 +10,7 @@ import ml_collections
 
 from experiments import mqar_mixers
 from experiments.mqar_mixers import small_recall_config
+from runtime.config import apply_overrides
 
 TASKS = (
     "in_context_recall",
@@ -50,5 +51,5 @@ def get_config(arm: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
     c = small_recall_config()
     c.eval.every = 200
-    c.update_from_flattened_dict(ARMS[arm])
+    apply_overrides(c, ARMS[arm], f"ARMS[{arm!r}]")
     return c

@@ -20,6 +20,7 @@ was measured, and the runs behind every choice below, are in `mqar_mixers.md` be
 import ml_collections
 
 from experiments.base import base_config
+from runtime.config import apply_overrides
 
 # Arm -> config overrides. Every arm keeps the same block (pre-norm, short conv, SwiGLU), so
 # the comparison is of sequence mixers.
@@ -114,8 +115,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # random tokens out of their state (see the docstring); `hard` sets it back.
     c.data.mqar.filler = "pad"
     c.eval.every = 100
-    learning = LEARNING.get(arm, {}) if setting == "learn" else {}
-    c.update_from_flattened_dict({**ARMS[arm], **SETTINGS[setting], **learning})
+    apply_overrides(c, ARMS[arm], f"ARMS[{arm!r}]")
+    apply_overrides(c, SETTINGS[setting], f"SETTINGS[{setting!r}]")
+    if setting == "learn":
+        apply_overrides(c, LEARNING.get(arm, {}), f"LEARNING[{arm!r}]")
     return c
 
 

@@ -36,6 +36,8 @@ import sys
 import time
 from typing import Any
 
+import ml_collections
+
 from analysis import study as study_lib
 from analysis.runs import is_run, load_run, read_json
 from runtime import manifest
@@ -114,9 +116,25 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[Any, list[str]
     if args.setting is not None and args.setting not in spec.settings:
         valid = ", ".join(spec.settings) or "none (the study declares no SETTINGS)"
         raise UsageError(f"unknown setting {args.setting!r}; valid: {valid}")
-    for arm in arms:  # each arm's config builds, and every override names a real key
-        check_override_keys(load_config_file(spec.config_arg(arm, args.setting)), overrides)
+    configs = build_every_config(spec)
+    for arm in arms:  # every command-line override names a real key
+        check_override_keys(configs[arm, args.setting], overrides)
     return spec, arms, list(range(seeds))
+
+
+def build_every_config(
+    spec: study_lib.StudySpec,
+) -> dict[tuple[str, str | None], ml_collections.ConfigDict]:
+    """Every arm's config in every setting (and in none: the file's default), by (arm, setting).
+
+    All of them, not only those this launch runs, and before anything runs: a misspelled key in
+    any ARMS, SETTINGS or LEARNING entry of the file is an error now rather than a run that
+    trains at the default. Cheap: get_config only."""
+    return {
+        (arm, setting): load_config_file(spec.config_arg(arm, setting))
+        for arm in spec.arms
+        for setting in (None, *spec.settings)
+    }
 
 
 def claim_study_dir(workdir: str, launch: dict[str, Any]) -> None:

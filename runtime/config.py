@@ -10,7 +10,7 @@ import difflib
 import importlib.util
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -47,30 +47,57 @@ def load_python_file(path: str, what: str = "config file") -> ModuleType:
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """Loads `path.py[:arg]` the way config_flags does, but reports failures in one line."""
+    """Loads `path.py[:arg]` the way config_flags does, but reports failures in one line, and
+    refuses a config with a key base_config() lacks (`c.model.d_modle = 3` in get_config): a
+    ConfigDict adds such a key silently and nothing reads it."""
     path, _, arg = spec.partition(":")
     module = load_python_file(path)
     try:
         config = module.get_config(arg) if arg else module.get_config()
-    except Exception as e:  # any failure here is the config file's, not ours
+    except UsageError as e:  # apply_overrides's: it names the entry, this the file
+        raise UsageError(f"config file {spec!r}: {e}") from e
+    except Exception as e:  # any other failure here is the config file's, not ours
         raise UsageError(f"config file {spec!r} does not load: {type(e).__name__}: {e}") from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise UsageError(f"config file {spec!r}: get_config() must return a ConfigDict")
+    # Here rather than at the top: it imports the models (JAX), which a config file does anyway
+    # but the tools that only compare configs need not.
+    from experiments.base import base_config
+
+    _check_keys(base_config(), flatten(config), f"set by config file {spec!r}")
     return config
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, Any], where: str
+) -> None:
+    """Sets {'optimizer.learning_rate': 0.5, ...} on `config`, every key checked first:
+    update_from_flattened_dict would add a misspelled key that nothing reads, so the run would
+    train at the default and a study report it as an ablation. `where` names the entry in its
+    file, e.g. "ARMS['mamba']"; load_config_file adds the file."""
+    _check_keys(config, overrides, f"in {where}")
+    try:
+        config.update_from_flattened_dict(dict(overrides))
+    except (TypeError, ValueError) as e:  # a value the key's type does not take
+        raise UsageError(f"{where}: {e}") from e
 
 
 def check_override_keys(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     """Every `--config.<key>=...` must name an existing key; suggest the closest one if not."""
+    keys = [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    _check_keys(config, keys, "on the command line")
+
+
+def _check_keys(config: ml_collections.ConfigDict, keys: Iterable[str], where: str) -> None:
+    """The one check of every override, wherever it comes from: each dotted key names a key or
+    a section of `config`, else a UsageError naming where it came from and the nearest key."""
     known = set(flatten(config))
-    prefixes = {k.rsplit(".", i)[0] for k in known for i in range(k.count(".") + 1)}
-    for arg in argv:
-        if not arg.startswith("--config."):
-            continue
-        key = arg[len("--config.") :].split("=", 1)[0]
-        if key not in known and key not in prefixes:
+    sections = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+    for key in keys:
+        if key not in known and key not in sections:
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"unknown config key {key!r}{hint}")
+            raise UsageError(f"unknown config key {key!r} {where}{hint}")
 
 
 def parse_flags(argv: list[str]) -> None:

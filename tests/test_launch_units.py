@@ -10,7 +10,7 @@ import pytest
 
 from experiments.base import base_config
 from runtime import optimizer as optimizer_lib
-from runtime.config import check_override_keys, differing_keys, flatten
+from runtime.config import apply_overrides, check_override_keys, differing_keys, flatten
 from runtime.errors import UsageError
 from runtime.mesh import mesh_shape
 
@@ -20,6 +20,21 @@ def test_override_of_unknown_key_suggests_the_closest_one():
     check_override_keys(config, ["--config.model.d_model=8", "--config.train=x"])
     with pytest.raises(UsageError, match="unknown config key 'train.stpes'.*'train.steps'"):
         check_override_keys(config, ["--config.train.stpes=3"])
+
+
+def test_overrides_from_a_file_are_checked_and_name_their_entry():
+    config = base_config()
+    apply_overrides(config, {"optimizer.learning_rate": 0.5, "data.mqar.seq_len": 32}, "ARMS['a']")
+    assert (config.optimizer.learning_rate, config.data.mqar.seq_len) == (0.5, 32)
+    with pytest.raises(
+        UsageError,
+        match=r"unknown config key 'optimizer.learnig_rate' in ARMS\['b'\]"
+        r" \(did you mean 'optimizer.learning_rate'\?\)",
+    ):
+        apply_overrides(config, {"optimizer.learnig_rate": 0.1}, "ARMS['b']")
+    with pytest.raises(UsageError, match=r"SETTINGS\['hard'\]: .*learning_rate"):
+        apply_overrides(config, {"optimizer.learning_rate": "fast"}, "SETTINGS['hard']")
+    assert config.optimizer.learning_rate == 0.5 and "learnig_rate" not in config.optimizer
 
 
 def test_differing_keys_are_named_by_their_dotted_path():

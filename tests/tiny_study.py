@@ -6,6 +6,7 @@ Hypothesis for the tests' sake only; at 20 steps neither arm learns much.
 import ml_collections
 
 from experiments import mqar_mixers
+from runtime.config import apply_overrides
 from tests.conftest import tiny_overrides
 
 ARMS = {
@@ -25,9 +26,11 @@ SETTINGS = {"default": {}, "longer": {"train.steps": 30}}
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arm, _, setting = (arg or BASELINE).partition(",")
+    setting = setting or "default"
     config = mqar_mixers.get_config(BASELINE)
-    config.update_from_flattened_dict(tiny_overrides())
+    apply_overrides(config, tiny_overrides(), "conftest's TINY")
     # The study's report shows the suites' headline numbers per arm: the cheapest suite suffices.
     config.eval.suites = "calibration"
-    config.update_from_flattened_dict({**ARMS[arm], **SETTINGS[setting or "default"]})
+    apply_overrides(config, ARMS[arm], f"ARMS[{arm!r}]")
+    apply_overrides(config, SETTINGS[setting], f"SETTINGS[{setting!r}]")
     return config
