@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -13,17 +12,9 @@ import pytest
 
 from runtime import source
 from runtime.errors import UsageError
+from tests.conftest import git, worktrees
 
 BINARY = bytes(range(256)) * 4  # every byte value, NUL included
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def files(tree: Path) -> dict[str, bytes]:
@@ -33,10 +24,6 @@ def files(tree: Path) -> dict[str, bytes]:
         for p in tree.rglob("*")
         if p.is_file() and ".git" not in p.relative_to(tree).parts
     }
-
-
-def worktrees(repo: Path) -> list[str]:
-    return [line for line in git(repo, "worktree", "list", "--porcelain").splitlines() if line]
 
 
 @pytest.fixture
