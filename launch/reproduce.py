@@ -1,13 +1,19 @@
 """Reruns a completed run from its manifest and checks that it comes out bitwise identical.
 
-    python -m launch.reproduce --workdir <run> [--into <new_dir>]
+    python -m launch.reproduce --workdir <run> [--into <new_dir>] [--here]
 
 The run's first attempt command (`manifest["attempts"][0]["command"]`, a `launch.train`
-command line) is run again with the current Python interpreter and environment, from the
-repository root, into a fresh directory: `--into`, or `<run>.repro-<UTC timestamp>` next to the
-run. An existing non-empty directory is refused; nothing is ever overwritten. A relative
-`--config` path is taken relative to the directory the run was launched from. The rerun's output
-streams to stderr.
+command line) is run again with the current Python interpreter and environment into a fresh
+directory: `--into`, or `<run>.repro-<UTC timestamp>` next to the run. An existing non-empty
+directory is refused; nothing is ever overwritten. The rerun's output streams to stderr.
+
+By default it runs the code that attempt ran: the recorded commit, checked out in a temporary
+git worktree of this repository, with the recorded patch of uncommitted changes applied
+(runtime/source.py), run from that worktree with PYTHONPATH pointing at it; the worktree is
+removed afterwards, also when the rerun fails. Data are shared: the dataset cache is outside the
+tree. `--here` reruns with the code as it is now instead, from the repository root. A relative
+`--config` path is taken relative to the directory the run was launched from (in the worktree:
+the same place in the rebuilt tree).
 
 Then three things must be identical:
 - `metrics.jsonl` without timing (`analysis.runs.deterministic_rows`), row by row and key by
@@ -18,14 +24,17 @@ Prints "reproduced: N rows identical" and exits 0, or prints the first differenc
 old and new value) with how many rows and values differ, and exits 1. A rerun that fails exits
 1 with the tail of its output.
 
-Before running it warns (stderr) when the code may differ from the run's: another commit, a
-dirty tree now or then, other package versions; and when a CPU run was made on a CPU with
-another model, SIMD extensions or thread count (XLA compiles for the host). The environment
-still matters: a run that used 8 forced CPU devices needs the same XLA_FLAGS, and a run on
-another backend may differ.
+Before running it warns (stderr) when the rerun may not compute what the run computed: other
+package versions; a CPU run made on a CPU with another model, SIMD extensions or thread count
+(XLA compiles for the host); a run resumed on other code than its first attempt's; and with
+`--here`, another commit or a dirty tree now or then. The environment still matters: a run that
+used 8 forced CPU devices needs the same XLA_FLAGS, and a run on another backend may differ.
 
 Exit status 2 with one `error: ...` line: the workdir is missing or not a run, has no manifest,
-its manifest is malformed, or the run did not complete (its status is named).
+its manifest is malformed, or the run did not complete (its status is named); and without
+`--here`: the run recorded no commit, its commit is not in this repository, its uncommitted
+changes were not recorded (above the size bound, or before patches were) or its patch does not
+apply.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from analysis.runs import (
     read_json,
 )
 from runtime import manifest as manifest_lib
+from runtime import source
 from runtime.config import differing_keys
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 
@@ -66,6 +76,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", required=True, help="the completed run to reproduce")
     parser.add_argument("--into", help="new run directory (default: <run>.repro-<UTC time>)")
+    parser.add_argument(
+        "--here",
+        action="store_true",
+        help="rerun with the code as it is now, not the run's recorded commit and patch",
+    )
     return parser.parse_args(argv)
 
 
@@ -145,17 +160,59 @@ def _flag_value(command: list[str], name: str) -> str | None:
     return command[i + 1] if separate else command[i].split("=", 1)[1]
 
 
-def rerun_command(recorded: list[str], new_workdir: str, recorded_cwd: str | None) -> list[str]:
+def rerun_command(
+    recorded: list[str],
+    new_workdir: str,
+    recorded_cwd: str | None,
+    moved: tuple[str, str] | None = None,
+) -> list[str]:
     """The recorded command with this interpreter, the new workdir and a config path that still
-    points at the same file from the repository root."""
+    points at the same file: made absolute from the directory the run was launched from, and,
+    with `moved` = (the recorded repository's top level, the rebuilt tree's), moved into the
+    rebuilt tree when it lies in the recorded repository."""
     command = [sys.executable, *recorded[1:]]
     command = _set_flag(command, "workdir", os.path.abspath(new_workdir))
     config = _flag_value(command, "config")
-    if config is not None and recorded_cwd:
+    if config is not None:
         path, colon, arg = config.partition(":")
-        if not os.path.isabs(path):
-            command = _set_flag(command, "config", os.path.join(recorded_cwd, path) + colon + arg)
+        if recorded_cwd and not os.path.isabs(path):
+            path = os.path.join(recorded_cwd, path)
+        if moved is not None and os.path.isabs(path):
+            inside = os.path.relpath(os.path.normpath(path), os.path.normpath(moved[0]))
+            if inside != ".." and not inside.startswith(".." + os.sep):
+                path = os.path.join(moved[1], inside)
+        command = _set_flag(command, "config", path + colon + arg)
     return command
+
+
+def recorded_source(manifest: dict[str, Any], workdir: str) -> tuple[str, bytes | None]:
+    """The commit and patch of the first attempt (whose command is rerun), checked."""
+    git = manifest["attempts"][0].get("git")
+    if not isinstance(git, dict):
+        raise UsageError(
+            f"malformed {os.path.join(workdir, MANIFEST_FILE)}: attempts[0] records no git "
+            "state; rerun with --here"
+        )
+    if not git.get("commit"):
+        raise UsageError(
+            f"run {workdir!r} records no git commit (it was not run from a git checkout): "
+            "rerun with --here"
+        )
+    if not git.get("dirty"):
+        return git["commit"], None
+    if git.get("patch"):
+        return git["commit"], source.read_patch(workdir, git)
+    if git.get("patch_bytes"):
+        raise UsageError(
+            f"run {workdir!r} was made with uncommitted changes whose patch "
+            f"({git['patch_bytes']:,} bytes) is above the {source.PATCH_LIMIT_BYTES:,}-byte "
+            "bound, so only its sha256 was recorded: rerun with --here from a tree that holds "
+            "those changes"
+        )
+    raise UsageError(
+        f"run {workdir!r} was made with uncommitted changes that its manifest does not hold "
+        "(it predates recorded patches): rerun with --here from a tree that holds those changes"
+    )
 
 
 def target_directory(workdir: str, into: str | None) -> str:
@@ -168,13 +225,8 @@ def target_directory(workdir: str, into: str | None) -> str:
     return into
 
 
-def provenance_warnings(
-    manifest: dict[str, Any],
-    git_now: dict[str, Any],
-    versions_now: dict[str, Any],
-    cpu_now: dict[str, Any],
-) -> list[str]:
-    """Why the rerun might not run the code the run ran, or not the same machine code."""
+def code_warnings(manifest: dict[str, Any], git_now: dict[str, Any]) -> list[str]:
+    """With --here: why the code now may not be the code the run ran."""
     then = manifest.get("git") or {}
     warnings = []
     if then.get("commit") != git_now.get("commit"):
@@ -185,7 +237,7 @@ def provenance_warnings(
     if then.get("dirty"):
         warnings.append(
             f"the run was made with uncommitted changes (diff sha256 {then.get('diff_sha256')}), "
-            "which are not recorded"
+            "which --here does not apply"
         )
     if git_now.get("dirty"):
         same = then.get("dirty") and then.get("diff_sha256") == git_now.get("diff_sha256")
@@ -193,6 +245,35 @@ def provenance_warnings(
             "the working tree has uncommitted changes now"
             + (" (the same diff as then)" if same else "")
         )
+    return warnings
+
+
+def resumed_code_warnings(manifest: dict[str, Any]) -> list[str]:
+    """Attempts that resumed the run on other code than the first attempt's, which the default
+    mode rebuilds: the run's later steps came from that other code."""
+    attempts = manifest["attempts"]
+    first = attempts[0].get("git") or {}
+    warnings = []
+    for number, attempt in enumerate(attempts[1:], start=2):
+        # A malformed entry says nothing about its code.
+        git = (attempt.get("git") or {}) if isinstance(attempt, dict) else first
+        if (git.get("commit"), git.get("diff_sha256")) != (
+            first.get("commit"),
+            first.get("diff_sha256"),
+        ):
+            warnings.append(
+                f"attempt {number} resumed the run at step {attempt.get('resumed_from_step')} "
+                f"on other code (commit {git.get('commit')}, diff {git.get('diff_sha256')}) "
+                "than the first attempt's, which the rerun runs throughout"
+            )
+    return warnings
+
+
+def environment_warnings(
+    manifest: dict[str, Any], versions_now: dict[str, Any], cpu_now: dict[str, Any]
+) -> list[str]:
+    """Why the same code might not compute the same numbers here."""
+    warnings = []
     recorded = manifest.get("versions") or {}
     changed = [
         f"{name} {recorded[name]} -> {versions_now.get(name)}"
@@ -223,10 +304,26 @@ def _describe_cpu(cpu: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------- the rerun
-def run_streaming(command: list[str], cwd: str) -> tuple[int, str]:
+def rebuilt_tree_env(root: str) -> dict[str, str]:
+    """This environment with imports resolving to the rebuilt tree at `root`: it leads
+    PYTHONPATH, and this checkout leaves it, so that no module comes from today's code."""
+    today = os.path.realpath(manifest_lib.REPO_ROOT)
+    kept = [
+        p
+        for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if p and os.path.realpath(p) != today
+    ]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, *kept])}
+
+
+def run_streaming(
+    command: list[str], cwd: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Runs `command`, streaming its output to stderr; returns (exit status, output tail)."""
     tail: collections.deque[bytes] = collections.deque(maxlen=64)  # chunks, enough for the tail
-    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as p:
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as p:
         while chunk := p.stdout.read1(65536):
             sys.stderr.buffer.write(chunk)
             sys.stderr.buffer.flush()
@@ -329,14 +426,37 @@ def main(argv: list[str]) -> int:
     original = load_completed_run(args.workdir)
     recorded = first_command(original.manifest, os.path.join(args.workdir, MANIFEST_FILE))
     into = target_directory(args.workdir, args.into)
-    command = rerun_command(recorded, into, original.manifest["attempts"][0].get("cwd"))
+    recorded_cwd = original.manifest["attempts"][0].get("cwd")
+    warnings = environment_warnings(original.manifest, manifest_lib.versions(), manifest_lib.cpu())
 
-    for warning in provenance_warnings(
-        original.manifest, manifest_lib.git_state(), manifest_lib.versions(), manifest_lib.cpu()
-    ):
+    if args.here:
+        here = source.current(manifest_lib.REPO_ROOT).record()
+        for warning in code_warnings(original.manifest, here) + warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        command = rerun_command(recorded, into, recorded_cwd)
+        return rerun_and_compare(original, command, into, manifest_lib.REPO_ROOT)
+
+    commit, patch = recorded_source(original.manifest, args.workdir)
+    for warning in resumed_code_warnings(original.manifest) + warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    with source.rebuilt(manifest_lib.REPO_ROOT, commit, patch) as tree:
+        applied = f" + its patch ({len(patch):,} bytes)" if patch else ""
+        print(f"rebuilt commit {commit}{applied} in {tree}", file=sys.stderr)
+        toplevel_now = source.toplevel(manifest_lib.REPO_ROOT)
+        # Runs recorded before the top level was lack it: most were made in this checkout.
+        toplevel_then = original.manifest["attempts"][0]["git"].get("toplevel") or toplevel_now
+        command = rerun_command(recorded, into, recorded_cwd, moved=(toplevel_then, tree))
+        # This checkout's place in its repository: "." unless archlab is part of a larger one.
+        inside = os.path.relpath(os.path.realpath(manifest_lib.REPO_ROOT), toplevel_now)
+        root = os.path.normpath(os.path.join(tree, inside))
+        return rerun_and_compare(original, command, into, root, rebuilt_tree_env(root))
+
+
+def rerun_and_compare(
+    original: Run, command: list[str], into: str, cwd: str, env: dict[str, str] | None = None
+) -> int:
     print(f"rerunning into {into}: {' '.join(command)}", file=sys.stderr, flush=True)
-    status, tail = run_streaming(command, manifest_lib.REPO_ROOT)
+    status, tail = run_streaming(command, cwd, env)
     rerun = load_run(into) if is_run(into) else None
     if status != 0 or rerun is None or rerun.status != "completed":
         state = rerun.status if rerun else "no run directory"

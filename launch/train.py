@@ -27,7 +27,7 @@ from ml_collections import config_flags
 import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
-from runtime import assembly, checkpoint, host_memory, loop, manifest
+from runtime import assembly, checkpoint, host_memory, loop, manifest, source
 from runtime.config import differing_keys, parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter
@@ -103,7 +103,10 @@ def main(argv: list[str]) -> int:
         # Analytic costs where the family states them: FLOPs per token, decoding state size.
         "model": exp.model.describe() if hasattr(exp.model, "describe") else {},
     }
-    git = manifest.git_state()
+    code = source.current(manifest.REPO_ROOT)
+    if warning := code.warning():
+        print(f"warning: {warning}", file=sys.stderr)
+    git = code.record()
     previous = record["attempts"][-1]["git"] if record["attempts"] else None
     if previous and (previous["commit"], previous["diff_sha256"]) != (
         git["commit"],
@@ -130,6 +133,7 @@ def main(argv: list[str]) -> int:
         record["privacy"] = exp.privacy.guarantee(config.train.steps)
     resumed_from = start_step if restored else None
     record["attempts"].append(manifest.new_attempt("launch.train", argv, resumed_from, git))
+    manifest.write_patch(workdir, code)
     manifest.write(workdir, record)
 
     # Preemption: SIGTERM asks the loop to checkpoint and leave after the current step.

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import sys
 from typing import Any
 
 import jax
 
 from analysis.runs import MANIFEST_FILE, read_json
+from runtime.source import Source
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = (
@@ -33,37 +32,6 @@ PACKAGES = (
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", REPO_ROOT, *args], capture_output=True, text=True, timeout=30, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout
-
-
-def git_state() -> dict[str, Any]:
-    """Commit, dirty flag and a hash of the uncommitted diff, untracked files' contents included."""
-    commit = _git("rev-parse", "HEAD")
-    if commit is None:
-        return {"commit": None, "dirty": None, "diff_sha256": None}
-    status = _git("status", "--porcelain") or ""
-    diff = (_git("diff", "HEAD") or "") + status
-    # Untracked files are code too: their contents enter the hash, not just their names.
-    for name in (_git("ls-files", "--others", "--exclude-standard") or "").splitlines():
-        try:
-            with open(os.path.join(REPO_ROOT, name), "rb") as f:
-                diff += name + hashlib.sha256(f.read()).hexdigest()
-        except OSError:
-            continue
-    return {
-        "commit": commit.strip(),
-        "dirty": bool(status.strip()),
-        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if status.strip() else None,
-    }
 
 
 # Instruction-set extensions XLA's CPU code generator targets on the host it runs on: float
@@ -140,11 +108,23 @@ def read(workdir: str) -> dict[str, Any] | None:
 
 def write(workdir: str, manifest: dict[str, Any]) -> None:
     """Atomic: a kill mid-write leaves the previous manifest intact."""
+    text = json.dumps(manifest, indent=2, sort_keys=True)
+    _write_atomic(os.path.join(workdir, MANIFEST_FILE), text.encode())
+
+
+def write_patch(workdir: str, source: Source) -> None:
+    """The uncommitted changes the run runs with, beside its manifest (which names the file in
+    `git.patch`): the manifest stays small for the tools that read every run of a study, and
+    the patch is a plain file that `git apply` takes. Attempts with the same changes share it."""
+    if source.patch_file and not os.path.exists(os.path.join(workdir, source.patch_file)):
+        _write_atomic(os.path.join(workdir, source.patch_file), source.patch)
+
+
+def _write_atomic(path: str, content: bytes) -> None:
     if jax.process_index() != 0:
         return
-    path = os.path.join(workdir, MANIFEST_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
+    with open(path + ".tmp", "wb") as f:
+        f.write(content)
     os.replace(path + ".tmp", path)
 
 

@@ -130,6 +130,25 @@ def run_command(
     )
 
 
+# Whoever runs the tests: commits need a name, and must not ask for a signature.
+IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false")
+
+
+def git(repo: Path, *args: str) -> str:
+    """Real git in `repo`, as a user runs it; its output."""
+    return subprocess.run(
+        ["git", "-C", str(repo), *IDENTITY, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def worktrees(repo: Path) -> list[str]:
+    """`git worktree list`, one entry each: the repository's own and any added."""
+    return git(repo, "worktree", "list", "--porcelain").split("\n\n")
+
+
 def metrics(workdir: Path | str, *, drop_perf: bool = True) -> list[dict]:
     rows = read_metrics(str(workdir))
     return deterministic_rows(rows) if drop_perf else rows
