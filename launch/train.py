@@ -3,10 +3,10 @@
     python -m launch.train --config=experiments/mqar_mixers.py[:arm] --workdir=runs/x \
         [--config.train.steps=200 ...]
 
-Rerunning the same command on the same workdir resumes from the newest checkpoint. The story, in
-order: command line -> checks -> (multi-process runtime) -> the experiment's pieces
-(`runtime.assembly.build`) -> claim the workdir -> restore or init -> manifest -> the loop
-(`launch.loop.train_loop`) -> manifest.
+Rerunning the same command on the same workdir resumes from the newest checkpoint. `main` reads
+as its sections: checks -> the experiment's pieces (`runtime.assembly.build`) and the run
+directory -> state and the attempt's record (`runtime.manifest`) -> training (`runtime.loop`) ->
+evaluation suites.
 
 One of N processes: under `srun` with several tasks the run joins JAX's runtime by itself;
 elsewhere (Kubernetes, by hand) give --coordinator_address, --num_processes and --process_id.
@@ -27,7 +27,7 @@ from ml_collections import config_flags
 import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
-from runtime import assembly, checkpoint, host_memory, loop, manifest, source
+from runtime import assembly, checkpoint, host_memory, loop, manifest
 from runtime.config import differing_keys, parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter
@@ -81,68 +81,71 @@ def claim_workdir(workdir: str, config_json: str) -> None:
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
     keeps_freed_memory = host_memory.keep_freed_memory()  # before JAX starts its threads
+
+    # Checks: everything that needs neither devices nor data.
     config, workdir, coordinator = parse_command_line(argv)
     assembly.check_names(config)
     suite_names(config.eval.suites)  # an unknown suite fails now, not after training
+
+    # The experiment's pieces, then the run directory: a config that does not fit the devices or
+    # the data fails before anything is written.
     distributed.initialize(coordinator)  # before any device is touched
     exp = assembly.build(config)
-    claim_workdir(workdir, to_json(config))  # the config is good: from here on the run is real
+    claim_workdir(workdir, to_json(config))
 
+    # State: the newest checkpoint that verifies, or a fresh init; then this attempt's record.
     checkpoints = checkpoint.Checkpoints(
         workdir, config.checkpoint.max_to_keep, config.checkpoint.async_save
     )
     start_step, state, restored = assembly.initial_state(exp, checkpoints)
     num_params = models.count_params(state.params)
-    record = manifest.read(workdir) or {
-        "config": json.loads(to_json(config)),
-        "seed": config.seed,
-        "attempts": [],
-        "start_time": manifest.now(),
-        "num_params": num_params,
-        "tokens_per_step": exp.tokens_per_step,  # examples per step for non-sequence data
-        # Analytic costs where the family states them: FLOPs per token, decoding state size.
-        "model": exp.model.describe() if hasattr(exp.model, "describe") else {},
-    }
-    code = source.current(manifest.REPO_ROOT)
-    if warning := code.warning():
-        print(f"warning: {warning}", file=sys.stderr)
-    git = code.record()
-    previous = record["attempts"][-1]["git"] if record["attempts"] else None
-    if previous and (previous["commit"], previous["diff_sha256"]) != (
-        git["commit"],
-        git["diff_sha256"],
-    ):
-        print(
-            f"warning: resuming a run started at commit {previous['commit']} "
-            f"(diff {previous['diff_sha256']}) with code at {git['commit']} "
-            f"(diff {git['diff_sha256']})",
-            file=sys.stderr,
-        )
-    record.update(
-        git=git,
-        versions=manifest.versions(),
-        environment={
-            **manifest.environment(exp.mesh),
-            "malloc_keeps_freed_memory": keeps_freed_memory,
-        },
-        datasets={exp.dataset.spec.name: exp.dataset.fingerprint},
-        status="running",
+    record = manifest.begin_attempt(
+        workdir,
+        exp,
+        num_params,
+        argv,
+        resumed_from_step=start_step if restored else None,
+        extra_environment={"malloc_keeps_freed_memory": keeps_freed_memory},
     )
-    if exp.privacy is not None:
-        # The (epsilon, delta) of the whole run: it also bounds every checkpoint before the end.
-        record["privacy"] = exp.privacy.guarantee(config.train.steps)
-    resumed_from = start_step if restored else None
-    record["attempts"].append(manifest.new_attempt("launch.train", argv, resumed_from, git))
-    manifest.write_patch(workdir, code)
-    manifest.write(workdir, record)
 
-    # Preemption: SIGTERM asks the loop to checkpoint and leave after the current step.
+    # Training: SIGTERM asks the loop to checkpoint and leave after the current step.
     preempted: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
-
     writer = MetricWriter(workdir, start_step)
     progress = Progress(start_step, config.train.steps)
-    resumed = f", resumed at step {start_step}" if restored else ""
+    announce(progress, exp, workdir, num_params, start_step if restored else None)
+    status = "failed"  # until the loop says otherwise
+    try:
+        status = loop.train_loop(exp, state, start_step, checkpoints, writer, progress, preempted)
+    finally:
+        checkpoints.close()
+        writer.close()
+        progress.close()
+        manifest.end_attempt(workdir, record, status)
+    if status != "completed":
+        return 1 if status == "diverged" else 0
+
+    # Evaluation suites and the model card, in this process.
+    suites = suite_names(config.eval.suites)
+    if suites and jax.process_count() > 1:
+        progress.message("evaluation suites skipped (several processes): run launch.evaluate")
+    elif suites:
+        summary = evaluate_checkpoint(exp, workdir, suites)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary["headline"].items() if v is not None)
+        progress.message(f"evaluation suites ({', '.join(suites)}): {shown}")
+    progress.message(f"done: {os.path.abspath(workdir)}")
+    return 0
+
+
+def announce(
+    progress: Progress,
+    exp: assembly.Experiment,
+    workdir: str,
+    num_params: int,
+    resumed_at: int | None,
+) -> None:
+    """What a person starting the run should see first, and a leaking dataset's warning."""
+    resumed = f", resumed at step {resumed_at}" if resumed_at is not None else ""
     progress.message(
         f"run directory: {os.path.abspath(workdir)}  ({num_params:,} parameters, "
         f"mesh {dict(exp.mesh.shape)}{resumed})"
@@ -154,27 +157,6 @@ def main(argv: list[str]) -> int:
             f"so eval metrics partly measure memorisation (python -m launch.datacheck "
             f"--data={name} with this run's data.{name} parameters lists them)"
         )
-    status = "failed"  # until the loop says otherwise
-    try:
-        status = loop.train_loop(exp, state, start_step, checkpoints, writer, progress, preempted)
-    finally:
-        checkpoints.close()
-        writer.close()
-        progress.close()
-        record.update(status=status, end_time=manifest.now())
-        record["attempts"][-1].update(end_time=manifest.now(), status=status)
-        manifest.write(workdir, record)
-    if status != "completed":
-        return 1 if status == "diverged" else 0
-    suites = suite_names(config.eval.suites)
-    if suites and jax.process_count() > 1:
-        progress.message("evaluation suites skipped (several processes): run launch.evaluate")
-    elif suites:
-        summary = evaluate_checkpoint(exp, workdir, suites)
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary["headline"].items() if v is not None)
-        progress.message(f"evaluation suites ({', '.join(suites)}): {shown}")
-    progress.message(f"done: {os.path.abspath(workdir)}")
-    return 0
 
 
 if __name__ == "__main__":

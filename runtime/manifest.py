@@ -13,6 +13,7 @@ from typing import Any
 import jax
 
 from analysis.runs import MANIFEST_FILE, read_json
+from runtime import source
 from runtime.source import Source
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,3 +142,62 @@ def new_attempt(
         "end_time": None,
         "status": "running",
     }
+
+
+def begin_attempt(
+    workdir: str,
+    exp: Any,
+    num_params: int,
+    argv: list[str],
+    resumed_from_step: int | None,
+    extra_environment: dict[str, Any],
+) -> dict[str, Any]:
+    """Reads (or starts) the run's manifest, records this launch as a new attempt with the code,
+    packages, environment and data it runs with, writes it, and returns it."""
+    config = exp.config
+    record = read(workdir) or {
+        "config": json.loads(config.to_json_best_effort()),
+        "seed": config.seed,
+        "attempts": [],
+        "start_time": now(),
+        "num_params": num_params,
+        "tokens_per_step": exp.tokens_per_step,  # examples per step for non-sequence data
+        # Analytic costs where the family states them: FLOPs per token, decoding state size.
+        "model": exp.model.describe() if hasattr(exp.model, "describe") else {},
+    }
+    code = source.current(REPO_ROOT)
+    if warning := code.warning():
+        print(f"warning: {warning}", file=sys.stderr)
+    git = code.record()
+    previous = record["attempts"][-1]["git"] if record["attempts"] else None
+    if previous and (previous["commit"], previous["diff_sha256"]) != (
+        git["commit"],
+        git["diff_sha256"],
+    ):
+        print(
+            f"warning: resuming a run started at commit {previous['commit']} "
+            f"(diff {previous['diff_sha256']}) with code at {git['commit']} "
+            f"(diff {git['diff_sha256']})",
+            file=sys.stderr,
+        )
+    record.update(
+        git=git,
+        versions=versions(),
+        environment={**environment(exp.mesh), **extra_environment},
+        datasets={exp.dataset.spec.name: exp.dataset.fingerprint},
+        status="running",
+    )
+    if exp.privacy is not None:
+        # The (epsilon, delta) of the whole run: it also bounds every checkpoint before the end.
+        record["privacy"] = exp.privacy.guarantee(config.train.steps)
+    record["attempts"].append(new_attempt("launch.train", argv, resumed_from_step, git))
+    write_patch(workdir, code)
+    write(workdir, record)
+    return record
+
+
+def end_attempt(workdir: str, record: dict[str, Any], status: str) -> None:
+    """The run's and this attempt's status and end time, written."""
+    record.update(status=status, end_time=now())
+    record["attempts"][-1].update(end_time=now(), status=status)
+    write(workdir, record)
