@@ -14,9 +14,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.runs import eval_file, load_run, read_json
+from analysis.runs import MODEL_CARD_FILE, eval_file, load_run, read_json
 
-CARD_FILE = "model_card.md"
+CARD_FILE = MODEL_CARD_FILE
 UNKNOWN = "not recorded"
 
 

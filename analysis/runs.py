@@ -21,6 +21,7 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 TIMING_PREFIX = "perf/"
 EVAL_DIR = "eval"  # launch.evaluate's output: summary.json, one <suite>.json each, plots
+MODEL_CARD_FILE = "model_card.md"
 
 
 def eval_file(workdir: str, name: str) -> str:
@@ -73,6 +74,24 @@ def deterministic_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def is_run(path: str) -> bool:
     return os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
+def missing_outputs(workdir: str) -> list[str]:
+    """What the run's config asks for beyond training that is not there yet: each evaluation
+    suite's result, the suites' summary and the model card (written in that order)."""
+    config = read_json(os.path.join(workdir, CONFIG_FILE)) or {}
+    suites = [s.strip() for s in config.get("eval", {}).get("suites", "").split(",") if s.strip()]
+    if not suites:
+        return []
+    wanted = [*(eval_file(workdir, s) for s in suites), eval_file(workdir, "summary")]
+    wanted.append(os.path.join(workdir, MODEL_CARD_FILE))
+    return [os.path.relpath(path, workdir) for path in wanted if not os.path.isfile(path)]
+
+
+def is_complete(workdir: str) -> bool:
+    """Trained to the end, and everything its config asks for after training is there."""
+    manifest = read_json(os.path.join(workdir, MANIFEST_FILE))
+    return bool(manifest) and manifest.get("status") == "completed" and not missing_outputs(workdir)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from data import (  # noqa: F401
     text,
 )
 from data.config import DataConfigError
-from data.dataset import Dataset, default_params, load
+from data.dataset import Dataset, default_params, load, shape_spec
 from data.pipeline import iterator_checkpoint_args
 from data.registry import DATASETS
 from data.spec import DatasetSpec
@@ -30,6 +30,7 @@ __all__ = [
     "Dataset",
     "DatasetSpec",
     "default_params",
+    "shape_spec",
     "iterator_checkpoint_args",
     "load",
 ]

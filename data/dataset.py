@@ -12,7 +12,7 @@ import grain
 from data import pipeline
 from data.builder import ArchlabBuilder, declared_dtypes
 from data.config import DataConfigError
-from data.prepare import prepare, resolve_data_dir
+from data.prepare import prepare, resolve_data_dir, unprepared_builder
 from data.registry import DATASETS
 from data.spec import DatasetSpec
 
@@ -89,6 +89,19 @@ class Dataset:
 def default_params(name: str) -> dict[str, Any]:
     """The parameters dataset `name` accepts, with their defaults."""
     return DATASETS.get(name).CONFIG_CLASS.defaults()
+
+
+def shape_spec(
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> DatasetSpec:
+    """What dataset `name` with `params` will be, known before any data is generated: its shapes
+    (vocabulary, length, classes, scored positions), which models are built from; its split
+    sizes are empty until it is prepared. Raises as `load` does."""
+    builder_cls = DATASETS.get(name)
+    config = builder_cls.CONFIG_CLASS.from_params(dict(params) if params else {})
+    return unprepared_builder(builder_cls, config, resolve_data_dir(data_dir)).spec()
 
 
 def load(

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:])
     config = run_config(args.workdir)
     names = suite_names(args.suite if args.suite is not None else config.eval.suites)
-    assembly.check_names(config)
+    assembly.check(config)
     summary = evaluate_checkpoint(assembly.build(config), args.workdir, names)
     step = summary["step"]
     print(json.dumps({"step": step, "accuracy": summary["accuracy"], **summary["headline"]}))

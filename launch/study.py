@@ -39,11 +39,12 @@ from typing import Any
 import ml_collections
 
 from analysis import study as study_lib
-from analysis.runs import is_run, load_run, read_json
+from analysis.runs import is_complete, is_run, load_run, read_json
 from runtime import manifest
 from runtime.config import check_override_keys, load_config_file
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 from runtime.study_spec import load_study
+from runtime.workdir import check_writable_directory
 
 BACKENDS = ("local", "slurm")
 STUDY_FILE = "study.json"  # what the workdir's study was launched with
@@ -140,6 +141,7 @@ def build_every_config(
 def claim_study_dir(workdir: str, launch: dict[str, Any]) -> None:
     """A study directory belongs to one study file, setting and set of overrides; arms and
     seeds may grow between launches."""
+    check_writable_directory(workdir)
     path = os.path.join(workdir, STUDY_FILE)
     if os.path.exists(path):
         with open(path) as f:
@@ -280,7 +282,7 @@ class SlurmRunner:
             print(f"waiting for the array started earlier: job {previous['job_id']}", flush=True)
             self.job_id = previous["job_id"]
             slurm.wait_for_job(self.job_id, self.POLL_SECONDS)
-            tasks = [t for t in tasks if not is_completed(t.workdir)]
+            tasks = [t for t in tasks if not is_complete(t.workdir)]
         if not tasks:
             return []
         for task in tasks:
@@ -335,10 +337,6 @@ def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
         return "".join(f.readlines()[-lines:])
 
 
-def is_completed(run: str) -> bool:
-    return is_run(run) and load_run(run).status == "completed"
-
-
 def make_tasks(
     spec: Any, workdir: str, arms: list[str], seeds: list[int], setting: str | None, overrides
 ) -> tuple[list[Task], int]:
@@ -350,7 +348,7 @@ def make_tasks(
     for seed in seeds:
         for arm in arms:
             run = study_lib.run_dir(workdir, arm, seed)
-            if is_completed(run):
+            if is_complete(run):
                 done += 1
                 continue
             command = [

@@ -14,7 +14,6 @@ elsewhere (Kubernetes, by hand) give --coordinator_address, --num_processes and 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -28,10 +27,11 @@ import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
 from runtime import assembly, checkpoint, host_memory, loop, manifest
-from runtime.config import differing_keys, parse_flags, to_json
+from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter
 from runtime.progress import Progress
+from runtime.workdir import check_workdir, claim_workdir
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file[:arg].", lock_config=True
@@ -57,26 +57,6 @@ def parse_command_line(
     return _CONFIG.value, _WORKDIR.value, coordinator
 
 
-def claim_workdir(workdir: str, config_json: str) -> None:
-    """A workdir belongs to one config: resuming is fine, overwriting another run never is."""
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            keys = differing_keys(json.load(f), json.loads(config_json))
-        if keys:
-            shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
-            raise UsageError(
-                f"workdir {workdir!r} holds a run with a different config "
-                f"(differs in {shown}); use a new --workdir"
-            )
-        return
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            f.write(config_json)
-        os.replace(path + ".tmp", path)
-
-
 # ------------------------------------------------------------------------------------------ main
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
@@ -84,8 +64,9 @@ def main(argv: list[str]) -> int:
 
     # Checks: everything that needs neither devices nor data.
     config, workdir, coordinator = parse_command_line(argv)
-    assembly.check_names(config)
+    assembly.check(config)
     suite_names(config.eval.suites)  # an unknown suite fails now, not after training
+    check_workdir(workdir, to_json(config))
 
     # The experiment's pieces, then the run directory: a config that does not fit the devices or
     # the data fails before anything is written.

@@ -53,6 +53,8 @@ def check_names(config: ml_collections.ConfigDict) -> None:
         )
     for key in (
         "train.steps",
+        "train.batch_size",
+        "eval.batch_size",
         "train.log_every",
         "eval.every",
         "checkpoint.every",
@@ -62,6 +64,30 @@ def check_names(config: ml_collections.ConfigDict) -> None:
         if config[section][name] < 1:
             raise UsageError(f"{key} must be >= 1, got {config[section][name]}")
     privacy_lib.check_config(config)
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Everything about a config that needs neither devices nor data: its names and numbers, the
+    dataset's parameters, and the model and objective against the shapes the data will have."""
+    check_names(config)
+    try:
+        spec = data.shape_spec(
+            config.data.name, config.data[config.data.name].to_dict(), config.data.dir or None
+        )
+    except data.DataConfigError as e:
+        raise UsageError(str(e)) from e
+    model_and_objective(config, spec)
+
+
+def model_and_objective(config: ml_collections.ConfigDict, spec: data.DatasetSpec) -> tuple:
+    """The model for data of `spec`'s shapes and the objective; a config that does not fit itself
+    or the data is a UsageError."""
+    try:
+        model = models.build_model(config.model, spec, COMPUTE_DTYPES[config.train.compute_dtype])
+        objective = objectives.get_objective(config.objective)
+    except ValueError as e:
+        raise UsageError(f"{config.model.name!r} with {config.objective.name!r}: {e}") from e
+    return model, objective
 
 
 @dataclass
@@ -99,7 +125,7 @@ class Experiment:
 def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Experiment:
     """Checks the config against the devices (default: all) and data, then builds every piece.
     Raises UsageError for a config that does not fit (batch vs mesh, model vs data)."""
-    check_names(config)
+    check(config)
     mesh = mesh_lib.make_mesh(config, devices)
     mesh_lib.check_batch_size(
         "train.batch_size", config.train.batch_size, mesh, config.train.grad_accum_steps
@@ -127,11 +153,7 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         )
     )
 
-    try:
-        model = models.build_model(config.model, spec, COMPUTE_DTYPES[config.train.compute_dtype])
-        objective = objectives.get_objective(config.objective)
-    except ValueError as e:  # a model or objective config that does not fit itself or the data
-        raise UsageError(f"{config.model.name!r} with {config.objective.name!r}: {e}") from e
+    model, objective = model_and_objective(config, spec)
     tx = optimizer_lib.make_optimizer(config)
     rules = mesh_lib.logical_rules(config)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,3 +220,24 @@ def test_the_main_jobs_arms_are_the_mqar_studys_sequence_mixer_arms():
 
     assert set(mqar_mixers.MAIN_ARMS) <= set(mqar_mixers.ARMS)
     assert set(mqar_mixers.ARMS) - set(mqar_mixers.MAIN_ARMS) == {"hybrid", "moe"}
+
+
+def test_a_run_whose_evaluation_was_lost_is_finished_by_the_rerun(
+    data_dir, tmp_path, finished_study
+):
+    """A study killed while a run's suites ran finds that run 'completed' in its manifest but
+    without eval/: complete means everything the config asks for, so the rerun finishes it."""
+    workdir = tmp_path / "tiny"
+    shutil.copytree(finished_study[0], workdir)
+    run = Path(run_dir(str(workdir), "deltanet", 1))
+    shutil.rmtree(run / "eval")
+    (run / "model_card.md").unlink()
+    assert load_run(str(run)).status == "completed"
+
+    result = run_study(data_dir, workdir, "--arms=deltanet", "--workers=2")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 runs done, 1 to run" in result.stdout
+    assert (run / "eval" / "summary.json").is_file() and (run / "model_card.md").is_file()
+    assert len(attempts(str(run))) == 2  # resumed at its last step: no step trained again
+    assert attempts(str(run))[-1]["resumed_from_step"] == 20

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_train
+from tests.conftest import TINY, run_command, run_train
 
 
 def assert_usage_error(result, *fragments: str) -> None:
@@ -76,3 +78,55 @@ def test_model_config_that_does_not_fit_is_a_one_line_error(data_dir, tmp_path):
     assert not (tmp_path / "run").exists()
     result = run_train(data_dir, tmp_path / "run", "--config.objective.z_loss=-1")
     assert_usage_error(result, "'next_token_xent'", "z_loss")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("--config.model.mixer=atention", ["unknown", "'atention'", "attention"]),
+        ("--config.model.num_heads=3", ["not divisible by num_heads=3"]),
+        ("--config.train.batch_size=0", ["train.batch_size must be >= 1"]),
+        ("--config.data.mqar.num_kv_pairs=0", ["mqar"]),
+    ],
+)
+def test_checks_that_need_no_data_fail_before_any_data_is_prepared(tmp_path, override, fragments):
+    fresh = tmp_path / "datasets"
+    fresh.mkdir()
+    result = run_train(str(fresh), tmp_path / "run", override)
+    assert_usage_error(result, *fragments)
+    assert list(fresh.iterdir()) == [], "the dataset was prepared before the check"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_workdir_of_another_config_is_refused_before_any_data_is_prepared(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    assert run_train(data_dir, workdir, "--config.train.steps=5").returncode == 0
+    fresh = tmp_path / "datasets"
+    fresh.mkdir()
+    result = run_train(str(fresh), workdir, "--config.train.steps=5", "--config.seed=1")
+    assert_usage_error(result, "different config", "seed")
+    assert list(fresh.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["launch.train", "launch.study"])
+def test_a_workdir_that_is_a_file_or_under_one_is_a_one_line_error(tmp_path, module):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n")
+    fresh = tmp_path / "datasets"
+    fresh.mkdir()
+    target = {"launch.train": [*TINY], "launch.study": ["tests/tiny_study.py"]}[module]
+    for workdir, fragment in ((a_file, "is a file, not a directory"), (a_file / "run", "a file")):
+        result = run_command(
+            [sys.executable, "-m", module, *target, f"--workdir={workdir}"], str(fresh)
+        )
+        assert_usage_error(result, f"--workdir='{workdir}'", fragment)
+    assert a_file.read_text() == "mine\n"
+    assert list(fresh.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
+def test_a_workdir_that_cannot_be_written_is_a_one_line_error(data_dir, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_train(data_dir, locked / "run")
+    assert_usage_error(result, "cannot be written")

@@ -1,0 +1,57 @@
+"""A run directory: one that can be written, and that belongs to one config.
+
+Checked before any device or data is touched, so a wrong --workdir costs nothing; claimed (its
+config.json written) only once the config has been built, so a config that fails leaves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from runtime.config import differing_keys
+from runtime.errors import UsageError
+
+CONFIG_FILE = "config.json"
+
+
+def check_writable_directory(path: str, flag: str = "--workdir") -> None:
+    """`path` is a directory this process can write into, or can be created as one."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag}={path!r} is a file, not a directory")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{flag}={path!r} cannot be created: {existing!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}={path!r} cannot be written (no write permission on {existing!r})")
+
+
+def check_workdir(workdir: str, config_json: str) -> None:
+    """A workdir belongs to one config: resuming is fine, overwriting another run never is."""
+    check_writable_directory(workdir)
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keys = differing_keys(json.load(f), json.loads(config_json))
+    if keys:
+        shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+        raise UsageError(
+            f"workdir {workdir!r} holds a run with a different config "
+            f"(differs in {shown}); use a new --workdir"
+        )
+
+
+def claim_workdir(workdir: str, config_json: str) -> None:
+    """Creates the workdir with its config.json (checked by `check_workdir` beforehand)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(path) or jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(config_json)
+    os.replace(path + ".tmp", path)
