@@ -18,7 +18,9 @@ from analysis.summary_reader import (
     as_pair,
     confidence_label,
     direction,
+    is_baseline,
     metric_stats,
+    study_blocks,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ def _arm_colors(summary: Mapping[str, Any]) -> dict[str, str]:
     colors = {}
     others = iter(ARM_COLORS * (1 + len(arm_order(summary)) // len(ARM_COLORS)))
     for arm in arm_order(summary):
-        colors[arm] = BASELINE_COLOR if arm == summary.get("baseline") else next(others)
+        colors[arm] = BASELINE_COLOR if is_baseline(summary, arm) else next(others)
     return colors
 
 
@@ -68,9 +70,8 @@ def learning_curves_png(summary: Mapping[str, Any]) -> bytes:
         steps, mean = _floats(curve.get("steps")), _floats(curve.get("mean"))
         if not steps or len(mean) != len(steps):
             continue
-        is_baseline = arm == summary.get("baseline")
-        label = arm_label(summary, arm)
-        ax.plot(steps, mean, color=colors[arm], linewidth=2.2 if is_baseline else 1.6, label=label)
+        width = 2.2 if is_baseline(summary, arm) else 1.6
+        ax.plot(steps, mean, color=colors[arm], linewidth=width, label=arm_label(summary, arm))
         lo, hi = _floats(curve.get("lo")), _floats(curve.get("hi"))
         if len(lo) == len(steps) == len(hi):
             ax.fill_between(steps, lo, hi, color=colors[arm], alpha=0.15, linewidth=0)
@@ -93,18 +94,31 @@ def primary_metric_png(summary: Mapping[str, Any]) -> bytes:
         return _placeholder(fig, ax, "no arms")
     colors = _arm_colors(summary)
     baseline = summary.get("baseline")
+    # A block's baseline mean is drawn across its own block's bars only: the arms of other
+    # blocks are not compared with it.
+    spans = {
+        b: (arms.index(members[0]), arms.index(members[-1]))
+        for _, b, members in study_blocks(summary)
+        if members
+    }
     for x, arm in enumerate(arms):
         stats = metric_stats(arm_entry(summary, arm), metric)
         final, values = as_mapping(stats.get("final")), _floats(stats.get("final_values"))
         _draw_arm_bar(ax, x, final, values, colors[arm])
-        if arm == baseline:
-            mean = as_float(as_mapping(stats.get("final")).get("mean"))
-            if math.isfinite(mean):
-                ax.axhline(mean, color=BASELINE_COLOR, linestyle="--", linewidth=1, zorder=1)
+        mean = as_float(final.get("mean"))
+        if arm in spans and math.isfinite(mean):
+            first, last = spans[arm]
+            ax.hlines(mean, first - 0.4, last + 0.4, BASELINE_COLOR, "--", linewidth=1, zorder=1)
+        elif arm == baseline and math.isfinite(mean):
+            ax.axhline(mean, color=BASELINE_COLOR, linestyle="--", linewidth=1, zorder=1)
     ax.set_xlim(-0.6, len(arms) - 0.4)
-    ax.set_xticks(range(len(arms)), [f"{a}\n(baseline)" if a == baseline else a for a in arms])
-    for tick, arm in zip(ax.get_xticklabels(), arms, strict=True):
-        tick.set_fontweight("bold" if arm == baseline else "normal")
+    marked = [is_baseline(summary, a) for a in arms]
+    ax.set_xticks(
+        range(len(arms)),
+        [f"{a}\n(baseline)" if m else a for a, m in zip(arms, marked, strict=True)],
+    )
+    for tick, m in zip(ax.get_xticklabels(), marked, strict=True):
+        tick.set_fontweight("bold" if m else "normal")
     ax.set_ylabel(f"final {metric}")
     conf = confidence_label(summary)
     ax.set_title(f"Final {metric} ({direction(summary)}); whiskers: {conf} t-CI", loc="left")

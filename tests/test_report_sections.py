@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import re
 
+import numpy as np
 import pytest
 
 from analysis.report.formatting import (
@@ -19,6 +20,8 @@ from analysis.report.formatting import (
 )
 from analysis.report.html_page import inline_html
 from analysis.summary_reader import arm_label
+from experiments.mad_tasks import MIXERS, TASKS
+from tests.fabricated_runs import mad_summary, mad_values
 from tests.report_summary import (
     METRIC,
     build_summary,
@@ -217,3 +220,65 @@ def test_minimal_summary_renders(tmp_path):
     s = {"study": "bare", "metric": METRIC, "baseline": "a", "arms": {"a": {}, "b": {}}}
     page, _ = render(tmp_path, s)
     assert "<td>a (baseline)</td>" in page and "<td>b</td>" in page
+
+
+# --- a study whose arms are compared within blocks ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mad(tmp_path_factory) -> dict:
+    """The MAD study's report (blocked by task), summarized from hand-written runs."""
+    mad_summary_ = mad_summary(tmp_path_factory.mktemp("mad") / "study")
+    return {**rendered_reports(mad_summary_, tmp_path_factory), "summary": mad_summary_}
+
+
+def test_a_blocked_report_states_its_blocking_and_the_holm_family(mad):
+    md = mad["md"]
+    assert "blocked by `data.name`: 6 blocks, a baseline each" in md.split("## Verdict")[0]
+    arms = md_section(md, "Arms")
+    assert (
+        "The arms are blocked by `data.name`: each arm is compared only with the baseline of its "
+        "own block (Welch's t-test), never with an arm of another block; the Holm adjustment "
+        "runs over all 30 comparisons made, every block together."
+    ) in " ".join(arms.split())
+    headings = re.findall(r"^### Block `(\w+)`: baseline `([\w-]+)`$", arms, re.M)
+    assert headings == [(task, f"attention-{task}") for task in TASKS]
+
+
+def test_each_block_has_its_own_arms_table_with_its_baseline_first_and_marked(mad):
+    for task in TASKS:
+        table = html_section(mad["html"], f"arms-table-{task}")
+        rows = re.findall(r"<tr[^>]*><td>([^<]*)</td>", table)
+        assert rows[0] == f"attention-{task} (baseline)"
+        assert sorted(rows[1:]) == sorted(f"{m}-{task}" for m in MIXERS if m != "attention")
+        assert table.count('class="marked"') == 1
+        assert f'<tr class="marked"><td>attention-{task} (baseline)</td>' in table
+
+
+def test_a_blocked_arm_shows_its_difference_from_its_own_blocks_baseline(mad):
+    table = html_section(mad["html"], "arms-table-noisy_recall")
+    row = re.search(r"<tr><td>mamba-noisy_recall</td>.*?</tr>", table).group(0)
+    own = np.mean(mad_values("mamba-noisy_recall")) - np.mean(mad_values("attention-noisy_recall"))
+    assert f">{fmt_signed(own)}<" in row
+    holm_p = mad["summary"]["comparisons"]["mamba-noisy_recall"]["holm_p"]
+    assert f">{fmt_p(holm_p)}<" in row
+
+
+def test_every_blocks_baseline_is_marked_in_the_other_tables(mad):
+    baselines = [f"attention-{t} (baseline)" for t in TASKS]
+    config = html_section(mad["html"], "config-table")
+    assert re.findall(r'<tr class="marked"><td>([^<]*)</td>', config) == baselines
+    compute = html_section(mad["html"], "compute-table")
+    assert re.findall(r"<td>([^<]*\(baseline\))</td>", compute) == baselines
+
+
+def test_an_equivalence_claim_is_reported_with_its_tost_numbers(mad):
+    (claim,) = [c for c in mad["summary"]["claims"] if c["relation"] == "matches"]
+    md = mad["md"]
+    assert (
+        "- **SUPPORTED** — arm `mamba-memorization` matches arm `attention-memorization` "
+        "within ±0.0625 on eval/accuracy"
+    ) in md
+    reason = claim["verdict"]["reason"]
+    assert f"TOST p {claim['equivalence']['p']:.2g}" in reason and reason in md
+    assert md.index(reason) < md.index("## Arms")

@@ -43,7 +43,9 @@ from analysis.summary_reader import (
     as_mapping,
     confidence_label,
     direction,
+    is_baseline,
     metric_stats,
+    study_blocks,
 )
 
 CURVES_PNG = "learning_curves.png"
@@ -77,6 +79,9 @@ def _header(summary: Mapping[str, Any]) -> list[Block]:
     facts.append(f"primary metric `{summary.get('metric') or DASH}` ({direction(summary)})")
     if summary.get("baseline"):
         facts.append(f"baseline `{summary['baseline']}`")
+    elif summary.get("block_by"):
+        n = len(study_blocks(summary))
+        facts.append(f"blocked by `{summary['block_by']}`: {n} blocks, a baseline each")
     blocks: list[Block] = [
         Heading(1, f"Study report: {summary.get('study') or 'unnamed study'}"),
         Paragraph(" · ".join(facts), "meta"),
@@ -178,11 +183,51 @@ def _leak_warning(leak: Any) -> str:
 def _arms_section(summary: Mapping[str, Any]) -> list[Block]:
     metric = summary.get("metric") or ""
     conf = confidence_label(summary)
+    measured = (
+        f"Final `{metric}` ({direction(summary)}) over seeds: mean ± half-width of the "
+        f"{conf} t-interval."
+    )
+    arms = arm_order(summary)
+    out: list[Block] = [Heading(2, "Arms", "arms")]
+    if summary.get("block_by"):
+        tested = [
+            c
+            for c in as_mapping(summary.get("comparisons")).values()
+            if as_mapping(c).get("comparison")
+        ]
+        out.append(
+            Paragraph(
+                f"{measured} The arms are blocked by `{summary['block_by']}`: each arm is compared "
+                "only with the baseline of its own block (Welch's t-test), never with an arm of "
+                f"another block; the Holm adjustment runs over all {len(tested)} comparisons "
+                "made, every block together.",
+                "muted",
+            )
+        )
+        for block, baseline, members in study_blocks(summary):
+            out.append(Heading(3, f"Block `{block}`: baseline `{baseline}`"))
+            out.append(_arms_table(summary, members, f"arms-table-{block}"))
+    else:
+        out.append(
+            Paragraph(
+                f"{measured} Each arm is compared with the baseline `{summary.get('baseline')}` "
+                "(Welch's t-test; Holm-adjusted across the arms).",
+                "muted",
+            )
+        )
+        out.append(_arms_table(summary, arms, "arms-table"))
+    notes = _arms_notes(summary, arms)
+    if notes:
+        out.append(Bullets(tuple(notes), "notes"))
+    return out
+
+
+def _arms_table(summary: Mapping[str, Any], arms: Sequence[str], anchor: str) -> Table:
     headers = (
         "Arm",
         "Seeds",
         "Final (mean ± CI)",
-        f"{conf} t-CI",
+        f"{confidence_label(summary)} t-CI",
         "Best (mean)",
         "Δ vs baseline",
         "Relative Δ",
@@ -193,26 +238,12 @@ def _arms_section(summary: Mapping[str, Any]) -> list[Block]:
         "Resolution",
     )
     numeric = (False, True, True, True, True, True, True, True, True, True, True, False)
-    baseline = summary.get("baseline")
-    arms = arm_order(summary)
-    rows = tuple(_arm_row(summary, arm, arm == baseline) for arm in arms)
-    blocks: list[Block] = [
-        Heading(2, "Arms", "arms"),
-        Paragraph(
-            f"Final `{metric}` ({direction(summary)}) over seeds: mean ± half-width of the "
-            f"{conf} t-interval. Each arm is compared with the baseline `{baseline}` "
-            "(Welch's t-test; Holm-adjusted across the arms).",
-            "muted",
-        ),
-        Table(headers, rows, numeric, tuple(arm == baseline for arm in arms), "arms-table"),
-    ]
-    notes = _arms_notes(summary, arms)
-    if notes:
-        blocks.append(Bullets(tuple(notes), "notes"))
-    return blocks
+    marked = tuple(is_baseline(summary, arm) for arm in arms)
+    rows = tuple(_arm_row(summary, arm, m) for arm, m in zip(arms, marked, strict=True))
+    return Table(headers, rows, numeric, marked, anchor)
 
 
-def _arm_row(summary: Mapping[str, Any], name: str, is_baseline: bool) -> tuple[str, ...]:
+def _arm_row(summary: Mapping[str, Any], name: str, baseline: bool) -> tuple[str, ...]:
     arm = arm_entry(summary, name)
     stats = metric_stats(arm, summary.get("metric") or "")
     final, best = as_mapping(stats.get("final")), as_mapping(stats.get("best"))
@@ -220,7 +251,7 @@ def _arm_row(summary: Mapping[str, Any], name: str, is_baseline: bool) -> tuple[
     row = (arm_label(summary, name), seeds, mean_pm(final), ci_bounds(final), _mean_or_dash(best))
     if not final:
         return (*row, *[DASH] * 6, "no completed seeds")
-    if is_baseline:
+    if baseline:
         return (*row, *[""] * 6, "baseline")
     entry = as_mapping(as_mapping(summary.get("comparisons")).get(name))
     comparison = as_mapping(entry.get("comparison"))
@@ -277,7 +308,7 @@ def _arms_notes(summary: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
         entry = as_mapping(as_mapping(summary.get("comparisons")).get(arm))
         comparison = as_mapping(entry.get("comparison"))
         if not comparison:
-            if entry.get("note") and arm != summary.get("baseline"):
+            if entry.get("note") and not is_baseline(summary, arm):
                 notes.append(f"`{arm}`: {entry['note']}.")
             continue
         if comparison.get("resolvable") is False and comparison.get("resolution"):
@@ -313,7 +344,7 @@ def _other_metrics_section(summary: Mapping[str, Any]) -> list[Block]:
         for a in arms
     )
     numeric = (False, *(True for _ in metrics))
-    marked = tuple(a == summary.get("baseline") for a in arms)
+    marked = tuple(is_baseline(summary, a) for a in arms)
     blocks.append(Table(("Arm", *metrics), rows, numeric, marked, "metrics-table"))
     return blocks
 
@@ -374,6 +405,11 @@ def _band(summary: Mapping[str, Any]) -> str:
 def _plots_section(summary: Mapping[str, Any]) -> list[Block]:
     metric = summary.get("metric") or "primary metric"
     conf = confidence_label(summary)
+    dashed = (
+        "each dashed line is a block's baseline mean, across that block's bars"
+        if summary.get("block_by")
+        else "the dashed line is the baseline's mean"
+    )
     return [
         Heading(2, "Plots", "plots"),
         Image(
@@ -386,7 +422,7 @@ def _plots_section(summary: Mapping[str, Any]) -> list[Block]:
             PRIMARY_PNG,
             f"Final {metric} per arm",
             f"Final {metric} per arm: bars are the mean over seeds, whiskers the {conf} "
-            "t-interval, dots the individual seeds; the dashed line is the baseline's mean.",
+            f"t-interval, dots the individual seeds; {dashed}.",
         ),
     ]
 
@@ -461,7 +497,7 @@ def _config_table(summary: Mapping[str, Any]) -> Table:
                 ", ".join(f"`{k}={v}`" for k, v in overrides.items()) or "none",
             )
         )
-    marked = tuple(a == summary.get("baseline") for a in arm_order(summary))
+    marked = tuple(is_baseline(summary, a) for a in arm_order(summary))
     headers = ("Arm", "Config hash", "Arm overrides")
     return Table(headers, tuple(rows), (False, False, False), marked, "config-table")
 
