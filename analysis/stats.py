@@ -14,6 +14,8 @@ often "these seeds cannot tell", and these functions are written to say so rathe
 - `minimum_detectable_difference`: what difference n seeds per arm can detect (for planning).
 - `one_sided_worse_test`: is a candidate worse than a baseline by more than a margin (the
   regression gate, launch/compare.py).
+- `equivalence_test` and `equivalence_verdict`: are two arms within a margin of each other
+  (TOST), for a claim of "no difference": a non-significant difference is not one.
 
 Everything here is pure: sequences of floats in, frozen dataclasses out. Non-finite values are
 rejected: a diverged seed is a finding the report has to state, not a number to average.
@@ -507,6 +509,53 @@ def one_sided_worse_test(
     _check_confidence(confidence)
     if not (math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite number >= 0; got {margin}")
+    welch = _welch_difference(baseline, candidate)
+    difference = welch.difference
+    worsening = -difference if higher_is_better else difference
+    t, p = _one_sided_welch(worsening - margin, welch)
+    lower = worsening - welch.quantile(confidence) * welch.se
+    return WorseTest(
+        n_baseline=welch.n_baseline,
+        n_candidate=welch.n_candidate,
+        higher_is_better=higher_is_better,
+        margin=float(margin),
+        confidence=confidence,
+        difference=difference,
+        worsening=worsening,
+        t=t,
+        df=welch.df,
+        p=p,
+        worsening_lower_bound=lower,
+        significant=bool(p < 1 - confidence),  # NaN compares False: untestable is not flagged
+    )
+
+
+# --- one-sided Welch tests: the gate's, and the two of an equivalence test --------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _WelchDifference:
+    """Candidate mean minus baseline mean, its Welch standard error and degrees of freedom."""
+
+    n_baseline: int
+    n_candidate: int
+    baseline_mean: float
+    candidate_mean: float
+    se: float
+    df: float  # Welch-Satterthwaite; NaN when neither arm has spread (se == 0)
+
+    @property
+    def difference(self) -> float:
+        return self.candidate_mean - self.baseline_mean
+
+    def quantile(self, level: float) -> float:
+        """The t quantile at `level` for these df; 0 without spread, where bounds are the point."""
+        return float(st.t.ppf(level, self.df)) if self.se > 0 else 0.0
+
+
+def _welch_difference(
+    baseline: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray
+) -> _WelchDifference:
     base = _as_sample(baseline, "baseline")
     cand = _as_sample(candidate, "candidate")
     if base.size < 2 or cand.size < 2:
@@ -516,31 +565,132 @@ def one_sided_worse_test(
         )
     mean_b, var_b = _mean_and_variance(base)
     mean_c, var_c = _mean_and_variance(cand)
-    difference = mean_c - mean_b
-    worsening = -difference if higher_is_better else difference
-    excess = worsening - margin
     se_b, se_c = var_b / base.size, var_c / cand.size
     se = math.sqrt(se_b + se_c)
-    if se == 0:
+    df = (
+        (se_b + se_c) ** 2 / (se_b**2 / (base.size - 1) + se_c**2 / (cand.size - 1))
+        if se > 0
+        else math.nan
+    )
+    return _WelchDifference(int(base.size), int(cand.size), mean_b, mean_c, se, df)
+
+
+def _one_sided_welch(excess: float, welch: _WelchDifference) -> tuple[float, float]:
+    """t and p of H0 "the true `excess` is <= 0" against H1 "> 0", `excess` being a shift of the
+    difference by a margin. Without spread the test is taken at its limit: p is 0 when the
+    excess is positive, 1 when negative, NaN (untestable) when it is exactly 0."""
+    if welch.se == 0:
         t = math.copysign(math.inf, excess) if excess != 0 else math.nan
-        p = 0.0 if excess > 0 else 1.0 if excess < 0 else math.nan
-        df, lower = math.nan, worsening
-    else:
-        df = (se_b + se_c) ** 2 / (se_b**2 / (base.size - 1) + se_c**2 / (cand.size - 1))
-        t = excess / se
-        p = float(st.t.sf(t, df))
-        lower = worsening - float(st.t.ppf(confidence, df)) * se
-    return WorseTest(
-        n_baseline=int(base.size),
-        n_candidate=int(cand.size),
-        higher_is_better=higher_is_better,
+        return t, 0.0 if excess > 0 else 1.0 if excess < 0 else math.nan
+    t = excess / welch.se
+    return t, float(st.t.sf(t, welch.df))
+
+
+# --- equivalence: a claim that two arms do not differ ---------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EquivalenceTest:
+    """Are the two arms' means within `margin` of each other? (`equivalence_test`, TOST)
+
+    `p` is the larger of the two one-sided p-values: equivalence is shown at level alpha
+    exactly when `p < alpha`, which is when the (1 - 2 alpha) Welch interval of the difference,
+    `ci`, lies inside (-margin, +margin).
+    """
+
+    n_baseline: int
+    n_candidate: int
+    margin: float  # in the metric's units, > 0
+    alpha: float
+    baseline_mean: float
+    candidate_mean: float
+    difference: float  # candidate mean - baseline mean
+    df: float  # Welch-Satterthwaite; NaN when neither arm has spread
+    t_lower: float  # against H0 "difference <= -margin"
+    p_lower: float
+    t_upper: float  # against H0 "difference >= +margin"
+    p_upper: float
+    p: float  # max(p_lower, p_upper), unadjusted; NaN when untestable
+    ci: tuple[float, float]  # the (1 - 2 alpha) Welch interval of `difference`
+    equivalent: bool  # p < alpha, before any multiple-comparison adjustment
+
+
+def equivalence_test(
+    baseline: Sequence[float] | np.ndarray,
+    candidate: Sequence[float] | np.ndarray,
+    margin: float,
+    alpha: float = 0.05,
+) -> EquivalenceTest:
+    """Two one-sided Welch t-tests (TOST) of "the arms' means differ by less than `margin`".
+
+    With d the true difference (candidate - baseline), it rejects H0 "d <= -margin" and H0
+    "d >= +margin", each with a one-sided Welch test at `alpha`; equivalence is shown only when
+    both are rejected. Each test is scipy's `ttest_ind(equal_var=False)` on the candidate
+    shifted by the margin (`alternative="greater"` for +margin, `"less"` for -margin). A study
+    whose seeds are too few or too noisy cannot show equivalence, however close its means: a
+    non-significant difference is not evidence of none. Each arm needs at least 2 values.
+
+    When neither arm has any spread the tests are taken at their limit, as `compare` does:
+    equivalent when |difference| < margin, not when it exceeds it, untestable (NaN p) when it
+    equals it.
+    """
+    if not (math.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin must be a finite number > 0; got {margin}")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must lie in (0, 0.5); got {alpha}")
+    welch = _welch_difference(baseline, candidate)
+    difference = welch.difference
+    t_lower, p_lower = _one_sided_welch(difference + margin, welch)
+    t_upper, p_upper = _one_sided_welch(margin - difference, welch)
+    p = float(np.max([p_lower, p_upper]))  # np.max, unlike max(), keeps a NaN
+    half_width = welch.quantile(1 - alpha) * welch.se
+    return EquivalenceTest(
+        n_baseline=welch.n_baseline,
+        n_candidate=welch.n_candidate,
         margin=float(margin),
-        confidence=confidence,
+        alpha=alpha,
+        baseline_mean=welch.baseline_mean,
+        candidate_mean=welch.candidate_mean,
         difference=difference,
-        worsening=worsening,
-        t=t,
-        df=df,
+        df=welch.df,
+        t_lower=t_lower,
+        p_lower=p_lower,
+        t_upper=t_upper,
+        p_upper=p_upper,
         p=p,
-        worsening_lower_bound=lower,
-        significant=bool(p < 1 - confidence),  # NaN compares False: untestable is not flagged
+        ci=(difference - half_width, difference + half_width),
+        equivalent=bool(p < alpha),  # NaN compares False: untestable is not equivalent
+    )
+
+
+def equivalence_verdict(
+    test: EquivalenceTest,
+    adjusted_p: float,
+    alpha: float = 0.05,
+    names: tuple[str, str] = ("candidate", "baseline"),
+) -> Verdict:
+    """Judge the claim "the candidate arm matches the baseline arm within the test's margin".
+
+    `adjusted_p` is the test's `p` after `holm` over all the study's claims. Supported only when
+    it is below alpha: TOST rejected both "lower by the margin or more" and "higher by the
+    margin or more". Otherwise inconclusive, never refuted: failing to show equivalence does
+    not show a difference (that is a "beats" claim's job).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1); got {alpha}")
+    t = test
+    level = f"{1 - 2 * t.alpha:.0%}"
+    numbers = (
+        f"{names[0]} {t.candidate_mean:.4g} vs {names[1]} {t.baseline_mean:.4g}, "
+        f"difference {t.difference:+.3g}, margin ±{t.margin:.3g}; TOST p {t.p:.2g} "
+        f"(lower {t.p_lower:.2g}, upper {t.p_upper:.2g}; Holm-adjusted {adjusted_p:.2g}, "
+        f"alpha {alpha:g}); {level} CI of difference [{t.ci[0]:+.3g}, {t.ci[1]:+.3g}]"
+    )
+    if math.isnan(adjusted_p):
+        return Verdict("inconclusive", f"could not be tested: {numbers}")
+    if adjusted_p < alpha:
+        return Verdict("supported", f"equivalent within ±{t.margin:.3g}: {numbers}")
+    return Verdict(
+        "inconclusive",
+        f"equivalence not shown (a difference of the margin or more is not ruled out): {numbers}",
     )

@@ -3,7 +3,8 @@
 `StudySpec` is what a study file declares (runtime/study_spec.py reads and checks it);
 `summarize_study` reads every run directory of a study and returns the summary the reports are
 rendered from: per arm the primary metric (final and best) and every eval metric over seeds,
-each arm against the baseline, the claims' verdicts, learning curves, compute and provenance.
+each arm against its baseline (the baseline of its block, when the study has blocks), the
+claims' verdicts, learning curves, compute and provenance.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import numpy as np
 from analysis import stats
 from analysis.runs import Run, eval_file, is_run, jsonable, load_run, read_json
 
-RELATIONS = ("beats", "loses to")
+DIFFERENCE_RELATIONS = ("beats", "loses to")  # (arm, relation, other arm): a Welch t-test
+EQUIVALENCE_RELATION = "matches"  # (arm, "matches", other arm, margin): a TOST
+RELATIONS = (*DIFFERENCE_RELATIONS, EQUIVALENCE_RELATION)
 RUNS_DIR = "runs"
 # Training FLOPs per token: the backward pass costs about twice the forward (Kaplan et al.).
 TRAINING_FLOPS_PER_FORWARD_FLOP = 3
@@ -30,12 +33,14 @@ TRAINING_FLOPS_PER_FORWARD_FLOP = 3
 @dataclasses.dataclass(frozen=True)
 class Claim:
     candidate: str
-    relation: str  # "beats" | "loses to"
+    relation: str  # one of RELATIONS
     other: str
+    margin: float | None = None  # "matches" only: the largest difference that counts as none
 
     @property
     def text(self) -> str:
-        return f"arm `{self.candidate}` {self.relation} arm `{self.other}`"
+        within = f" within ±{self.margin:g}" if self.relation == EQUIVALENCE_RELATION else ""
+        return f"arm `{self.candidate}` {self.relation} arm `{self.other}`{within}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +48,23 @@ class StudySpec:
     name: str  # the file's stem: "mqar_mixers"
     path: str
     arms: dict[str, dict[str, Any]]  # arm -> config overrides
-    baseline: str
+    baselines: dict[str, str]  # block -> the arm the block's other arms are compared with
+    block_of: dict[str, str]  # arm -> its block; every arm in one block, "", without BLOCK_BY
+    block_by: str | None  # the override key whose value is an arm's block; None: no blocks
     seeds: int
     metric: str
     higher_is_better: bool
     hypothesis: str
     claims: tuple[Claim, ...]
     settings: tuple[str, ...]  # () when the study has no named settings
+
+    @property
+    def baseline(self) -> str | None:
+        """The study's one baseline; None when it has blocks, each with its own."""
+        return None if self.block_by else self.baselines[""]
+
+    def baseline_of(self, arm: str) -> str:
+        return self.baselines[self.block_of[arm]]
 
     def config_arg(self, arm: str, setting: str | None) -> str:
         """The `--config=` value that builds one arm, as launch.train takes it."""
@@ -192,12 +207,19 @@ def _compare(
 
 
 def _comparisons(spec: StudySpec, arms: dict[str, Any], confidence: float) -> dict[str, Any]:
-    """Every arm against the baseline, Holm-adjusted together."""
+    """Every arm against its baseline (its block's, with blocks: arms of different blocks
+    are never compared), Holm-adjusted together over every comparison made, all blocks."""
     out = {}
     for arm in arms:
-        if arm != spec.baseline:
-            comparison, note = _compare(spec, arms, spec.baseline, arm, confidence)
-            out[arm] = {"comparison": comparison, "holm_p": None, "note": note}
+        baseline = spec.baseline_of(arm)
+        if arm != baseline:
+            comparison, note = _compare(spec, arms, baseline, arm, confidence)
+            out[arm] = {
+                "baseline": baseline,
+                "comparison": comparison,
+                "holm_p": None,
+                "note": note,
+            }
     tested = [a for a in out if out[a]["comparison"] is not None]
     adjusted = stats.holm([out[a]["comparison"].welch_p for a in tested]) if tested else []
     for arm, p in zip(tested, adjusted, strict=True):
@@ -208,7 +230,8 @@ def _comparisons(spec: StudySpec, arms: dict[str, Any], confidence: float) -> di
 def _claims(
     spec: StudySpec, arms: dict[str, Any], confidence: float, alpha: float
 ) -> list[dict[str, Any]]:
-    """The hypothesis' claims: each candidate against its other arm, Holm-adjusted together."""
+    """The hypothesis' claims: each candidate against its other arm, Holm-adjusted together
+    (a "matches" claim's p is its TOST p: each claim is one test in the family)."""
     out = []
     for claim in spec.claims:
         entry = {
@@ -220,6 +243,8 @@ def _claims(
             "comparison": None,
             "adjusted_p": None,
         }
+        if claim.relation == EQUIVALENCE_RELATION:
+            entry.update(margin=claim.margin, equivalence=None)
         if claim.candidate not in arms or claim.other not in arms:
             entry["verdict"] = stats.Verdict(
                 "inconclusive", "not run: an arm of the claim was left out (--arms)"
@@ -229,15 +254,48 @@ def _claims(
             entry["comparison"] = comparison
             if comparison is None:
                 entry["verdict"] = stats.Verdict("inconclusive", note)
+            elif claim.relation == EQUIVALENCE_RELATION:
+                entry["equivalence"] = stats.equivalence_test(
+                    _final_values(arms[claim.other], spec.metric),
+                    _final_values(arms[claim.candidate], spec.metric),
+                    claim.margin,
+                    alpha,
+                )
         out.append(entry)
     tested = [c for c in out if c["comparison"] is not None]
-    adjusted = stats.holm([c["comparison"].welch_p for c in tested]) if tested else []
+    adjusted = stats.holm([_claim_p(c) for c in tested]) if tested else []
     for entry, p in zip(tested, adjusted, strict=True):
         entry["adjusted_p"] = float(p)
-        direction = "better" if entry["relation"] == "beats" else "worse"
         names = (entry["candidate"], entry["other"])
-        entry["verdict"] = stats.verdict(entry["comparison"], float(p), direction, alpha, names)
+        if entry["relation"] == EQUIVALENCE_RELATION:
+            entry["verdict"] = stats.equivalence_verdict(
+                entry["equivalence"], float(p), alpha, names
+            )
+        else:
+            direction = "better" if entry["relation"] == "beats" else "worse"
+            entry["verdict"] = stats.verdict(entry["comparison"], float(p), direction, alpha, names)
     return out
+
+
+def _claim_p(entry: dict[str, Any]) -> float:
+    """The unadjusted p-value a claim's verdict rests on."""
+    if entry["relation"] == EQUIVALENCE_RELATION:
+        return entry["equivalence"].p
+    return entry["comparison"].welch_p
+
+
+def _blocks(spec: StudySpec, arms: Sequence[str]) -> dict[str, Any]:
+    """Each block that ran: its baseline and its arms (baseline first); {} without blocks."""
+    if not spec.block_by:
+        return {}
+    blocks: dict[str, Any] = {}
+    for arm in arms:
+        block = spec.block_of[arm]
+        baseline = spec.baselines[block]
+        entry = blocks.setdefault(block, {"baseline": baseline, "arms": [baseline]})
+        if arm != baseline:
+            entry["arms"].append(arm)
+    return blocks
 
 
 def overall_verdict(claims: Sequence[dict[str, Any]]) -> str:
@@ -321,6 +379,8 @@ def summarize_study(
         "metric": spec.metric,
         "higher_is_better": spec.higher_is_better,
         "baseline": spec.baseline,
+        "block_by": spec.block_by,
+        "blocks": _blocks(spec, arms),
         "confidence": confidence,
         "alpha": alpha,
         "seeds": list(seeds),

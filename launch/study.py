@@ -103,8 +103,9 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[Any, list[str]
         unknown = [a for a in arms if a not in spec.arms]
         if unknown:
             raise UsageError(f"unknown arm {unknown[0]!r}; valid: {', '.join(spec.arms)}")
-        if spec.baseline not in arms:  # every comparison is against it
-            arms.insert(0, spec.baseline)
+        # Every comparison is against an arm's baseline (its block's, with blocks).
+        baselines = dict.fromkeys(spec.baseline_of(arm) for arm in arms)
+        arms = [b for b in baselines if b not in arms] + arms
     seeds = args.seeds if args.seeds is not None else spec.seeds
     if seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {seeds}")

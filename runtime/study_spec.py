@@ -11,16 +11,36 @@ from `"<arm>"` or `"<arm>,<setting>"`), it declares:
     HYPOTHESIS = "In words, with its success criterion."
     CLAIMS = [("deltanet", "beats", "mamba")]   # the criterion, as comparisons on METRIC
     SETTINGS = {"small": {...}, "hard": {...}}  # optional: named variants of every arm
+    BLOCK_BY = "data.name"                 # optional: compare arms only within blocks
 
 A claim is (arm, relation, other arm) with relation "beats" or "loses to" on the primary
-metric's final value; the study's verdict is the claims' verdicts.
+metric's final value (a Welch t-test), or (arm, "matches", other arm, margin): the two do not
+differ by `margin` or more, in METRIC's units (an equivalence test, TOST: a difference that is
+merely not significant is no evidence of none). The study's verdict is the claims' verdicts.
+
+Blocks: when arms differ in something that makes their metric incomparable (the task they are
+trained and scored on), BLOCK_BY names the override key whose value puts an arm in its block.
+Every arm sets that key in its overrides, and BASELINE then maps each block to its own
+baseline arm, e.g. `BASELINE = {task: f"attention-{task}" for task in TASKS}`. Each arm is
+compared only with its block's baseline (Holm's adjustment runs over all those comparisons
+together), and a claim may only compare two arms of one block.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+from collections.abc import Mapping
+from typing import Any
 
-from analysis.study import RELATIONS, Claim, StudySpec
+from analysis.study import (
+    DIFFERENCE_RELATIONS,
+    EQUIVALENCE_RELATION,
+    RELATIONS,
+    Claim,
+    StudySpec,
+)
 from runtime.config import load_python_file
 from runtime.errors import UsageError
 
@@ -41,28 +61,31 @@ def load_study(path: str) -> StudySpec:
     where = f"study file {path!r}"
     if not arms:
         raise UsageError(f"{where}: ARMS is empty")
-    if module.BASELINE not in arms:
-        raise UsageError(f"{where}: BASELINE {module.BASELINE!r} is not an arm; valid: {valid}")
+    block_by = getattr(module, "BLOCK_BY", None)
+    if block_by is None:
+        if isinstance(module.BASELINE, Mapping):
+            raise UsageError(
+                f"{where}: BASELINE maps blocks to baselines but the study declares no BLOCK_BY "
+                "(the config key whose value is an arm's block)"
+            )
+        if module.BASELINE not in arms:
+            raise UsageError(f"{where}: BASELINE {module.BASELINE!r} is not an arm; valid: {valid}")
+        block_of, baselines = dict.fromkeys(arms, ""), {"": module.BASELINE}
+    else:
+        block_of = _blocks(where, arms, block_by)
+        baselines = _block_baselines(where, arms, block_by, block_of, module.BASELINE)
     if not isinstance(module.SEEDS, int) or module.SEEDS < 1:
         raise UsageError(f"{where}: SEEDS must be an integer >= 1, got {module.SEEDS!r}")
     if not isinstance(module.HIGHER_IS_BETTER, bool):
         raise UsageError(f"{where}: HIGHER_IS_BETTER must be True or False")
-    claims = []
-    for claim in module.CLAIMS:
-        if len(claim) != 3 or claim[1] not in RELATIONS:
-            raise UsageError(
-                f"{where}: claim {claim!r} must be (arm, relation, arm) with relation "
-                f"one of {', '.join(repr(r) for r in RELATIONS)}"
-            )
-        for arm in (claim[0], claim[2]):
-            if arm not in arms:
-                raise UsageError(f"{where}: claim names arm {arm!r}; valid: {valid}")
-        claims.append(Claim(*claim))
+    claims = [_claim(where, claim, arms, block_by, block_of) for claim in module.CLAIMS]
     return StudySpec(
         name=os.path.splitext(os.path.basename(path))[0],
         path=path,
         arms=arms,
-        baseline=module.BASELINE,
+        baselines=baselines,
+        block_of=block_of,
+        block_by=block_by,
         seeds=module.SEEDS,
         metric=module.METRIC,
         higher_is_better=module.HIGHER_IS_BETTER,
@@ -70,3 +93,104 @@ def load_study(path: str) -> StudySpec:
         claims=tuple(claims),
         settings=tuple(getattr(module, "SETTINGS", {})),
     )
+
+
+def _blocks(where: str, arms: dict[str, dict[str, Any]], block_by: Any) -> dict[str, str]:
+    """Each arm's block: the value its overrides give the BLOCK_BY key, as a string."""
+    if not isinstance(block_by, str) or not block_by:
+        raise UsageError(f"{where}: BLOCK_BY must name a config key, got {block_by!r}")
+    set_keys = sorted({key for overrides in arms.values() for key in overrides})
+    if block_by not in set_keys:
+        close = difflib.get_close_matches(block_by, set_keys, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(
+            f"{where}: BLOCK_BY {block_by!r} is not a key any arm sets{hint}; the arms set: "
+            f"{', '.join(set_keys)}"
+        )
+    unset = [arm for arm, overrides in arms.items() if block_by not in overrides]
+    if unset:
+        raise UsageError(
+            f"{where}: arm {unset[0]!r} does not set BLOCK_BY key {block_by!r}: every arm must, "
+            "to say which block it is in"
+        )
+    return {arm: str(overrides[block_by]) for arm, overrides in arms.items()}
+
+
+def _block_baselines(
+    where: str,
+    arms: dict[str, dict[str, Any]],
+    block_by: str,
+    block_of: dict[str, str],
+    baseline: Any,
+) -> dict[str, str]:
+    """BASELINE as {block: its baseline arm}, checked to name one arm of each block."""
+    blocks = list(dict.fromkeys(block_of.values()))
+    if not isinstance(baseline, Mapping):
+        raise UsageError(
+            f"{where}: with BLOCK_BY, BASELINE maps each block (a value of {block_by!r}) to its "
+            f"baseline arm, e.g. {{{blocks[0]!r}: <arm>}}; got {baseline!r}"
+        )
+    named = {str(block): arm for block, arm in baseline.items()}
+    for block in named:
+        if block not in blocks:
+            raise UsageError(
+                f"{where}: BASELINE names block {block!r}, which no arm is in; blocks "
+                f"({block_by}): {', '.join(blocks)}"
+            )
+    for block in blocks:
+        members = [arm for arm in arms if block_of[arm] == block]
+        if block not in named:
+            raise UsageError(
+                f"{where}: block {block!r} ({block_by}) has no baseline in BASELINE; its arms: "
+                f"{', '.join(members)}"
+            )
+        arm = named[block]
+        if arm not in arms:
+            close = difflib.get_close_matches(str(arm), members, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(
+                f"{where}: BASELINE of block {block!r} is {arm!r}, not an arm{hint}; the block's "
+                f"arms: {', '.join(members)}"
+            )
+        if block_of[arm] != block:
+            raise UsageError(
+                f"{where}: BASELINE of block {block!r} is arm {arm!r}, which is in block "
+                f"{block_of[arm]!r}; the block's arms: {', '.join(members)}"
+            )
+    return {block: named[block] for block in blocks}
+
+
+def _claim(
+    where: str,
+    claim: Any,
+    arms: dict[str, dict[str, Any]],
+    block_by: str | None,
+    block_of: dict[str, str],
+) -> Claim:
+    relations = ", ".join(repr(r) for r in DIFFERENCE_RELATIONS)
+    form = (
+        f"(arm, relation, arm) with relation {relations}, or "
+        f"(arm, {EQUIVALENCE_RELATION!r}, arm, margin)"
+    )
+    relation = claim[1] if isinstance(claim, tuple | list) and len(claim) in (3, 4) else None
+    if relation not in RELATIONS or len(claim) != (4 if relation == EQUIVALENCE_RELATION else 3):
+        raise UsageError(f"{where}: claim {claim!r} must be {form}")
+    margin = claim[3] if len(claim) == 4 else None
+    if margin is not None and (
+        isinstance(margin, bool)
+        or not isinstance(margin, int | float)
+        or not (math.isfinite(margin) and margin > 0)
+    ):
+        raise UsageError(
+            f"{where}: claim {claim!r}: the margin of {EQUIVALENCE_RELATION!r} must be a number "
+            f"> 0 in the metric's units, got {margin!r}"
+        )
+    for arm in (claim[0], claim[2]):
+        if arm not in arms:
+            raise UsageError(f"{where}: claim names arm {arm!r}; valid: {', '.join(arms)}")
+    if block_of[claim[0]] != block_of[claim[2]]:
+        raise UsageError(
+            f"{where}: claim {claim!r} compares arms of different blocks ({block_by} "
+            f"{block_of[claim[0]]!r} vs {block_of[claim[2]]!r}); a claim compares arms of one block"
+        )
+    return Claim(claim[0], relation, claim[2], None if margin is None else float(margin))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.fabricated_runs import write_run, write_seeds
 
 # Final eval/accuracy of four seeds, and a candidate that is clearly worse on every seed.
 BASE_ACC = [0.80, 0.82, 0.79, 0.81]
@@ -23,23 +24,6 @@ WORSE_ACC = [0.72, 0.74, 0.71, 0.73]
 # Seeds that agree closely, and a candidate 0.005 below them on every seed.
 TIGHT_ACC = [0.800, 0.802, 0.799, 0.801]
 SLIGHTLY_WORSE_ACC = [0.795, 0.797, 0.794, 0.796]
-
-
-def write_run(workdir: Path, final: dict[str, float], status: str = "completed") -> Path:
-    """A run directory as launch.train leaves it, with `final` as the last logged row."""
-    workdir.mkdir(parents=True)
-    (workdir / "config.json").write_text("{}")
-    (workdir / "manifest.json").write_text(json.dumps({"status": status}))
-    first = {k: v * 0.5 for k, v in final.items()}  # an earlier, different row
-    rows = [{"step": 10, **first, "perf/steps_per_sec": 3.0}, {"step": 20, **final}]
-    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return workdir
-
-
-def write_seeds(arm_dir: Path, metric: str, values: list[float]) -> Path:
-    for i, value in enumerate(values):
-        write_run(arm_dir / f"seed_{i}", {metric: value})
-    return arm_dir
 
 
 def gate(*args: str) -> subprocess.CompletedProcess:

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import data
-from analysis import report
+from analysis.report.markdown import render_markdown
+from analysis.report.sections import report_blocks
 from analysis.study import dataset_leaks
 from data import overlap
 from data.config import ParamsConfig, param
@@ -241,10 +242,10 @@ def test_a_report_over_a_leaking_dataset_says_so_loudly(data_dir):
     exact = leaking["overlap"]["eval"]["test"]["exact"]["count"]
 
     summary = {"study": "s", "provenance": {"datasets": {"mqar": clean}, "dataset_leaks": leaks}}
-    markdown = report.render_markdown(report.report_blocks(summary))
+    markdown = render_markdown(report_blocks(summary))
     alert = f"Dataset `mqar` (variant `{leaking['config_name']}`) leaks: {exact} of 50 `test`"
     # Under the verdicts, and again in Provenance.
     assert markdown.count(alert) == 2
-    assert alert not in report.render_markdown(
-        report.report_blocks({"study": "s", "provenance": {"datasets": {"mqar": clean}}})
+    assert alert not in render_markdown(
+        report_blocks({"study": "s", "provenance": {"datasets": {"mqar": clean}}})
     )

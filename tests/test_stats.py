@@ -370,3 +370,95 @@ def test_verdict_rejects_an_unknown_claim():
 
     with pytest.raises(ValueError, match="claim"):
         stats.verdict(c, c.welch_p, claim="different")
+
+
+# --- equivalence (TOST) ----------------------------------------------------------------------
+
+# Two arms of unequal seed counts and spreads whose means are 0.002 apart.
+CLOSE_BASELINE = [0.801, 0.806, 0.797, 0.803]
+CLOSE_CANDIDATE = [0.796, 0.804, 0.799]
+
+
+def test_tost_is_two_one_sided_welch_tests_of_the_shifted_candidate():
+    # The reference: scipy's one-sided Welch tests, the candidate shifted by the margin.
+    margin = 0.01
+    t = stats.equivalence_test(CLOSE_BASELINE, CLOSE_CANDIDATE, margin)
+    base, cand = np.array(CLOSE_BASELINE), np.array(CLOSE_CANDIDATE)
+    lower = st.ttest_ind(cand + margin, base, equal_var=False, alternative="greater")
+    upper = st.ttest_ind(cand - margin, base, equal_var=False, alternative="less")
+
+    assert t.p_lower == pytest.approx(lower.pvalue, rel=1e-9)
+    assert t.p_upper == pytest.approx(upper.pvalue, rel=1e-9)
+    assert t.t_lower == pytest.approx(lower.statistic, rel=1e-9)
+    assert t.t_upper == pytest.approx(-upper.statistic, rel=1e-9)
+    assert t.df == pytest.approx(lower.df, rel=1e-9)
+    assert t.p == max(t.p_lower, t.p_upper)
+    assert t.difference == pytest.approx(cand.mean() - base.mean(), abs=1e-15)
+
+
+def test_tost_rejects_exactly_when_its_90_percent_interval_lies_inside_the_margin():
+    two_sided = st.ttest_ind(CLOSE_CANDIDATE, CLOSE_BASELINE, equal_var=False)
+    interval = two_sided.confidence_interval(confidence_level=0.90)
+    for margin in (0.005, 0.0075, 0.01, 0.02):
+        t = stats.equivalence_test(CLOSE_BASELINE, CLOSE_CANDIDATE, margin, alpha=0.05)
+        assert t.ci == pytest.approx((interval.low, interval.high), rel=1e-9)
+        inside = -margin < interval.low and interval.high < margin
+        assert t.equivalent == inside == (t.p < 0.05)
+    assert not stats.equivalence_test(CLOSE_BASELINE, CLOSE_CANDIDATE, 0.005).equivalent
+    assert stats.equivalence_test(CLOSE_BASELINE, CLOSE_CANDIDATE, 0.02).equivalent
+
+
+def test_equal_means_with_noisy_seeds_are_not_shown_equivalent():
+    # No significant difference (p ~ 1) is not evidence of no difference.
+    noisy_a, noisy_b = [0.70, 0.80, 0.90], [0.90, 0.70, 0.80]
+    assert stats.compare(noisy_a, noisy_b, True).welch_p > 0.9
+    t = stats.equivalence_test(noisy_a, noisy_b, margin=0.05)
+    assert t.difference == pytest.approx(0, abs=1e-12)
+    assert not t.equivalent and t.p > 0.05
+
+
+def test_arms_without_spread_are_judged_at_the_limit():
+    same = stats.equivalence_test([0.5, 0.5, 0.5], [0.52, 0.52], margin=0.05)
+    assert same.equivalent and same.p == 0.0 and same.ci == (same.difference, same.difference)
+    far = stats.equivalence_test([0.5, 0.5, 0.5], [0.6, 0.6], margin=0.05)
+    assert not far.equivalent and far.p == 1.0
+    on_the_margin = stats.equivalence_test([0.5, 0.5], [0.75, 0.75], margin=0.25)
+    assert math.isnan(on_the_margin.p) and not on_the_margin.equivalent
+
+
+@pytest.mark.parametrize(
+    ("margin", "alpha", "match"),
+    [
+        (0.0, 0.05, "margin"),
+        (-0.1, 0.05, "margin"),
+        (math.inf, 0.05, "margin"),
+        (0.1, 0.5, "alpha"),
+    ],
+)
+def test_equivalence_test_rejects_a_margin_or_alpha_it_cannot_use(margin, alpha, match):
+    with pytest.raises(ValueError, match=match):
+        stats.equivalence_test(CLOSE_BASELINE, CLOSE_CANDIDATE, margin, alpha=alpha)
+
+
+def test_equivalence_verdict_is_supported_only_when_the_adjusted_tost_rejects():
+    t = stats.equivalence_test(CLOSE_BASELINE, CLOSE_CANDIDATE, margin=0.01)
+    names = ("mamba", "attention")
+    supported = stats.equivalence_verdict(t, t.p, names=names)
+    assert supported.outcome == "supported"
+    assert supported.reason.startswith("equivalent within ±0.01: mamba 0.7997 vs attention 0.8018")
+    assert f"TOST p {t.p:.2g}" in supported.reason and "90% CI of difference" in supported.reason
+
+    adjusted = stats.holm([t.p, 0.5, 0.9])[0]
+    assert t.p < 0.05 < adjusted
+    held_back = stats.equivalence_verdict(t, adjusted, names=names)
+    assert held_back.outcome == "inconclusive" and "equivalence not shown" in held_back.reason
+    assert f"Holm-adjusted {adjusted:.2g}" in held_back.reason
+
+
+def test_equivalence_verdict_is_never_refuted():
+    far = stats.equivalence_test([0.50, 0.51, 0.49], [0.80, 0.81, 0.79], margin=0.05)
+    assert far.p > 0.99
+    assert stats.equivalence_verdict(far, far.p).outcome == "inconclusive"
+    untested = stats.equivalence_test([0.5, 0.5], [0.75, 0.75], margin=0.25)
+    verdict = stats.equivalence_verdict(untested, untested.p)
+    assert verdict.outcome == "inconclusive" and verdict.reason.startswith("could not be tested")
