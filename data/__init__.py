@@ -19,7 +19,7 @@ from data import (  # noqa: F401
     text,
 )
 from data.config import DataConfigError
-from data.dataset import Dataset, default_params, load
+from data.dataset import Dataset, default_params, load, spec_without_preparing
 from data.pipeline import iterator_checkpoint_args
 from data.registry import DATASETS
 from data.spec import DatasetSpec
@@ -32,4 +32,5 @@ __all__ = [
     "default_params",
     "iterator_checkpoint_args",
     "load",
+    "spec_without_preparing",
 ]

@@ -12,7 +12,7 @@ import grain
 from data import pipeline
 from data.builder import ArchlabBuilder, declared_dtypes
 from data.config import DataConfigError
-from data.prepare import prepare, resolve_data_dir
+from data.prepare import new_builder, prepare, resolve_data_dir
 from data.registry import DATASETS
 from data.spec import DatasetSpec
 
@@ -89,6 +89,22 @@ class Dataset:
 def default_params(name: str) -> dict[str, Any]:
     """The parameters dataset `name` accepts, with their defaults."""
     return DATASETS.get(name).CONFIG_CLASS.defaults()
+
+
+def spec_without_preparing(
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> DatasetSpec:
+    """Dataset `name`'s spec from its parameters alone, preparing nothing and writing nothing:
+    the shapes a model is built from, known before the examples exist. `splits` is empty unless
+    the variant was prepared already (use `load(...).spec` for the sizes).
+
+    Raises as `load` does for an unknown name or a bad parameter.
+    """
+    builder_cls = DATASETS.get(name)
+    config = builder_cls.CONFIG_CLASS.from_params(dict(params) if params else {})
+    return new_builder(builder_cls, config, resolve_data_dir(data_dir)).spec()
 
 
 def load(

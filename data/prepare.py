@@ -66,7 +66,7 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)  # atomic on POSIX: readers see the old state or the whole new file
 
 
-def _builder(
+def new_builder(
     builder_cls: type[ArchlabBuilder], config: ParamsConfig, data_dir: Path
 ) -> ArchlabBuilder:
     """A builder over one parameter variant. TFDS warns that every such variant is a 'custom
@@ -83,7 +83,7 @@ def prepare(
     builder_cls: type[ArchlabBuilder], config: ParamsConfig, data_dir: Path
 ) -> tuple[ArchlabBuilder, dict[str, Any]]:
     """Returns a builder over the prepared variant and its fingerprint, preparing if needed."""
-    builder = _builder(builder_cls, config, data_dir)
+    builder = new_builder(builder_cls, config, data_dir)
     fingerprint_path = Path(builder.data_path) / fingerprint.FINGERPRINT_FILE
     cached = _read_fingerprint(fingerprint_path)
     if cached is not None and fingerprint.is_current(cached):
@@ -93,7 +93,7 @@ def prepare(
     with exclusive_lock(data_dir / f".{builder.name}-{config.name}.lock"):
         # Rebuild: the builder above may predate another process's preparation, and TFDS reads
         # dataset_info (splits, sizes) from disk only at construction.
-        builder = _builder(builder_cls, config, data_dir)
+        builder = new_builder(builder_cls, config, data_dir)
         cached = _read_fingerprint(fingerprint_path)
         if cached is not None and fingerprint.is_current(cached):
             return builder, cached
@@ -108,7 +108,7 @@ def prepare(
                 # Nothing is downloaded; GCS must never be tried (no network on our machines).
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False),
             )
-            builder = _builder(builder_cls, config, data_dir)
+            builder = new_builder(builder_cls, config, data_dir)
         result = fingerprint.compute(builder)
         _write_atomically(fingerprint_path, _to_json(result))
     return builder, result

@@ -1,8 +1,9 @@
 """What a config becomes before training: the pieces `launch.train` assembles and
 `launch.benchmark` times, and the state the loop (`runtime.loop`) starts from.
 
-The story, in order: checks -> mesh -> data -> model, objective and optimizer -> sharded state
-specs -> jitted steps (`build`); then a fresh or restored state (`initial_state`).
+The story, in order: checks -> mesh -> the data's shapes -> model, objective and optimizer ->
+sharded state specs, checked against the mesh -> data -> jitted steps (`build`); then a fresh or
+restored state (`initial_state`).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class Experiment:
 
 def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Experiment:
     """Checks the config against the devices (default: all) and data, then builds every piece.
-    Raises UsageError for a config that does not fit (batch vs mesh, model vs data)."""
+    Raises UsageError for a config that does not fit (batch vs mesh, model vs data, a parameter
+    dimension vs the mesh axes it is sharded over), before the data are prepared."""
     check_names(config)
     mesh = mesh_lib.make_mesh(config, devices)
     mesh_lib.check_batch_size(
@@ -107,15 +109,44 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
     )
     mesh_lib.check_batch_size("eval.batch_size", config.eval.batch_size, mesh)
 
-    # Data: prepared on first use; every process reads its own shard of each global batch.
+    # The model is built from the data's shapes alone, so a model or sharding that does not fit
+    # fails before the data are prepared (minutes for a large dataset).
+    data_params = config.data[config.data.name].to_dict()
     try:
-        dataset = data.load(
-            config.data.name, config.data[config.data.name].to_dict(), config.data.dir or None
-        )
+        spec = data.spec_without_preparing(config.data.name, data_params, config.data.dir or None)
     except data.DataConfigError as e:
         raise UsageError(str(e)) from e
-    spec = dataset.spec
-    accounting = privacy_lib.accounting(config, spec.splits[spec.train_split])
+    try:
+        model = models.build_model(config.model, spec, COMPUTE_DTYPES[config.train.compute_dtype])
+        objective = objectives.get_objective(config.objective)
+    except ValueError as e:  # a model or objective config that does not fit itself or the data
+        raise UsageError(f"{config.model.name!r} with {config.objective.name!r}: {e}") from e
+    tx = optimizer_lib.make_optimizer(config)
+    rules = mesh_lib.logical_rules(config)
+
+    # Shapes and logical specs from eval_shape: no parameter is materialised here.
+    make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        boxed = jax.eval_shape(make_state)
+        specs = mesh_lib.param_specs(boxed.params)
+        abstract = mesh_lib.unbox(boxed)
+        state_specs = TrainState(
+            step=P(),
+            params=specs,
+            rng=P(),
+            opt_state=mesh_lib.optimizer_state_specs(
+                tx, abstract.opt_state, specs, abstract.params
+            ),
+        )
+    # Parameters first in the state's order, so a parameter is named before its Adam moments.
+    mesh_lib.check_divisible(state_specs, abstract, mesh.shape, rules)
+
+    # Data: prepared on first use; every process reads its own shard of each global batch.
+    try:
+        dataset = data.load(config.data.name, data_params, config.data.dir or None)
+    except data.DataConfigError as e:
+        raise UsageError(str(e)) from e
+    accounting = privacy_lib.accounting(config, dataset.spec.splits[spec.train_split])
     train_iter = iter(
         dataset.loader(
             spec.train_split,
@@ -128,29 +159,10 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         )
     )
 
-    try:
-        model = models.build_model(config.model, spec, COMPUTE_DTYPES[config.train.compute_dtype])
-        objective = objectives.get_objective(config.objective)
-    except ValueError as e:  # a model or objective config that does not fit itself or the data
-        raise UsageError(f"{config.model.name!r} with {config.objective.name!r}: {e}") from e
-    tx = optimizer_lib.make_optimizer(config)
-    rules = mesh_lib.logical_rules(config)
-
-    # Shapes and logical specs from eval_shape: no parameter is materialised here.
-    make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
     input_key = MODEL_INPUT[spec.kind]
     batch_sharding = mesh_lib.batch_sharding(mesh)
     replicated = NamedSharding(mesh, P())
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(make_state)
-        specs = mesh_lib.param_specs(boxed.params)
-        abstract = mesh_lib.unbox(boxed)
-        state_specs = TrainState(
-            step=P(),
-            params=specs,
-            rng=P(),
-            opt_state=mesh_lib.optimizer_state_specs(tx, abstract.opt_state, specs),
-        )
         state_shardings = mesh_lib.to_shardings(state_specs, mesh, rules)
         # Jitted steps: explicit shardings in and out; the train step donates the old state.
         train_step = jax.jit(
