@@ -27,7 +27,7 @@ from ml_collections import config_flags
 import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
-from runtime import assembly, checkpoint, host_memory, loop, manifest
+from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops
 from runtime.config import differing_keys, parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter
@@ -87,6 +87,7 @@ def main(argv: list[str]) -> int:
     distributed.initialize(coordinator)  # before any device is touched
     exp = assembly.build(config)
     claim_workdir(workdir, to_json(config))  # the config is good: from here on the run is real
+    peak = peak_flops.device_peak()  # MFU's denominator; on CPU a matmul timed now, once
 
     manager = checkpoint.make_manager(
         workdir, config.checkpoint.max_to_keep, config.checkpoint.async_save
@@ -121,6 +122,7 @@ def main(argv: list[str]) -> int:
         environment={
             **manifest.environment(exp.mesh),
             "malloc_keeps_freed_memory": keeps_freed_memory,
+            **peak.record(),
         },
         datasets={exp.dataset.spec.name: exp.dataset.fingerprint},
         status="running",
@@ -152,7 +154,7 @@ def main(argv: list[str]) -> int:
         )
     status = "failed"  # until the loop says otherwise
     try:
-        status = loop.train_loop(exp, state, start_step, manager, writer, progress, preempted)
+        status = loop.train_loop(exp, state, start_step, manager, writer, progress, preempted, peak)
     finally:
         manager.wait_until_finished()
         manager.close()

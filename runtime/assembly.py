@@ -91,6 +91,15 @@ class Experiment:
         """Tokens per optimizer step (examples for non-sequence data)."""
         return self.config.train.batch_size * (self.dataset.spec.seq_len or 1)
 
+    @property
+    def model_flops_per_step(self) -> float | None:
+        """Analytic FLOPs of one optimizer step: 3 x forward FLOPs per token (the backward pass
+        costs twice the forward) x tokens per step; forward FLOPs per token are the model's own
+        `describe()`. None for a model that does not state its FLOPs (the image models)."""
+        describe = self.model.describe() if hasattr(self.model, "describe") else {}
+        forward = describe.get("flops_per_token")
+        return 3 * forward * self.tokens_per_step if forward else None
+
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
         """Mesh and logical-axis rules: what tracing, init and restore run under."""
