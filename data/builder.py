@@ -44,7 +44,7 @@ class ArchlabBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     @abc.abstractmethod
     def spec(self) -> DatasetSpec:
-        """The dataset's shapes and split sizes (valid once prepared)."""
+        """The dataset's shapes (from its parameters) and split sizes (once prepared)."""
 
     @abc.abstractmethod
     def data_sheet(self) -> dict[str, Any]:

@@ -13,12 +13,12 @@ What it reports, all from one process:
   multiply-accumulate of every projection, attention's scores and mixing over the causal half of
   the map (T/2 keys on average), and the unembedding at every position. XLA's own count of the
   compiled step is reported beside it;
-- achieved FLOP/s and MFU against the device's peak: on CPU the best rate of a large float32
-  matmul timed right after each timed step in this same process (so a shared machine's load moves
-  both alike); on GPU the datasheet's dense bf16 peak;
+- achieved FLOP/s and MFU against the devices' peak, the one `launch.train` logs `perf/mfu`
+  against (`runtime.peak_flops`): the datasheet's dense bf16 peak on a GPU or TPU it knows, on
+  CPU the best rate of a few float32 matmuls timed once at start-up;
 - peak memory: the process's peak resident set (CPU) or the device allocator's peak (GPU), and
   XLA's memory analysis of the compiled step;
-- the loop's overhead: end-to-end steps/s of `launch.loop.train_loop` (real data, logging
+- the loop's overhead: end-to-end steps/s of `runtime.loop.train_loop` (real data, logging
   at `train.log_every`, metric files) over the bare step's rate; eval and checkpoints are kept out
   of the timed steps.
 """
@@ -36,14 +36,13 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
 import models
 from analysis.runs import read_metrics
-from runtime import assembly, checkpoint, host_memory, loop
+from runtime import assembly, checkpoint, host_memory, loop, peak_flops
 from runtime import mesh as mesh_lib
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
@@ -56,45 +55,6 @@ _CONFIG = config_flags.DEFINE_config_file(
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps (bare step and loop each).")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps first (compilation, caches).")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file (default: benchmarks/results/...).")
-
-# Dense bf16 peak FLOP/s from the vendors' datasheets (no sparsity), by device-kind substring.
-# Order matters: the PCIe H100 is slower than the SXM part that "H100" alone means.
-DATASHEET_BF16_PEAK = (
-    ("H100 PCIe", 756e12),
-    ("H100", 989e12),
-    ("H200", 989e12),
-    ("A100", 312e12),
-)
-MATMUL_SIZE = 2048  # big enough to run at the BLAS kernel's best rate on a few cores
-
-
-class MatmulProbe:
-    """Times one size x size float32 matmul on the default device: the machine's attainable
-    FLOP/s right now. Sampled between train steps, so both see the same load."""
-
-    def __init__(self, size: int = MATMUL_SIZE):
-        self.size = size
-        self._a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-        self._b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
-        self._matmul = jax.jit(jnp.matmul)
-        self._matmul(self._a, self._b).block_until_ready()  # compile outside any timing
-
-    def rate(self) -> float:
-        start = time.perf_counter()
-        self._matmul(self._a, self._b).block_until_ready()
-        return 2 * self.size**3 / (time.perf_counter() - start)
-
-
-def datasheet_peak() -> tuple[float, str] | None:
-    """(peak FLOP/s of all devices, source) for a GPU whose datasheet we know, else None."""
-    device = jax.devices()[0]
-    if device.platform != "gpu":
-        return None
-    for name, peak in DATASHEET_BF16_PEAK:
-        if name in device.device_kind:
-            count = jax.device_count()
-            return peak * count, f"datasheet dense bf16 peak of {device.device_kind} x {count}"
-    return None
 
 
 def peak_memory() -> dict[str, int | None]:
@@ -135,19 +95,15 @@ def compile_step(exp: assembly.Experiment) -> tuple[float, Any, Any, Any]:
         return time.perf_counter() - start, compiled, state, batch
 
 
-def time_steps(
-    compiled: Any, state: Any, batch: Any, steps: int, probe: MatmulProbe | None
-) -> tuple[Any, list[float], list[float]]:
-    """(state, seconds per step, matmul FLOP/s sampled after each step when probing)."""
-    times, rates = [], []
+def time_steps(compiled: Any, state: Any, batch: Any, steps: int) -> tuple[Any, list[float]]:
+    """(state, seconds per step)."""
+    times = []
     for _ in range(steps):
         start = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
-        if probe is not None:
-            rates.append(probe.rate())
-    return state, times, rates
+    return state, times
 
 
 def timed_log_steps(log_every: int, warmup: int, total: int) -> list[int]:
@@ -156,7 +112,7 @@ def timed_log_steps(log_every: int, warmup: int, total: int) -> list[int]:
     return [step for step in range(log_every, total + 1, log_every) if step - log_every >= warmup]
 
 
-def loop_steps_per_second(exp: assembly.Experiment, warmup: int) -> float:
+def loop_steps_per_second(exp: assembly.Experiment, warmup: int, peak: peak_flops.Peak) -> float:
     """End-to-end rate of the training loop, from its own `perf/steps_per_sec` records: only
     logging intervals that start after the warm-up steps (so compilation is out) count."""
     with tempfile.TemporaryDirectory() as workdir:
@@ -165,7 +121,7 @@ def loop_steps_per_second(exp: assembly.Experiment, warmup: int) -> float:
         progress = Progress(0, exp.config.train.steps, quiet=True)
         state = assembly.fresh_state(exp)
         try:
-            status = loop.train_loop(exp, state, 0, checkpoints, writer, progress, [])
+            status = loop.train_loop(exp, state, 0, checkpoints, writer, progress, [], peak)
         finally:
             checkpoints.close()
             writer.close()
@@ -190,33 +146,18 @@ def benchmark(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dic
     config.train.steps = warmup + steps
     config.eval.every = config.checkpoint.every = config.train.steps
     exp = assembly.build(config)
-    datasheet = datasheet_peak()
-    probe = None if datasheet else MatmulProbe()
+    peak = peak_flops.device_peak()  # as launch.train does: once, before anything compiles
 
     compile_seconds, compiled, state, batch = compile_step(exp)
-    state, _, _ = time_steps(compiled, state, batch, warmup, None)
+    state, _ = time_steps(compiled, state, batch, warmup)
     # Half the bare steps before the loop and half after: a machine whose load changes
     # meanwhile moves both figures alike.
-    state, times, rates = time_steps(compiled, state, batch, (steps + 1) // 2, probe)
-    loop_rate = loop_steps_per_second(exp, warmup)
-    _, more_times, more_rates = time_steps(compiled, state, batch, steps // 2, probe)
-    times, rates = times + more_times, rates + more_rates
+    state, times = time_steps(compiled, state, batch, (steps + 1) // 2)
+    loop_rate = loop_steps_per_second(exp, warmup, peak)
+    _, more_times = time_steps(compiled, state, batch, steps // 2)
+    times = times + more_times
     step_seconds = statistics.median(times)
-    if datasheet:
-        peak, peak_source = datasheet
-    else:
-        # The best rate seen, not the median: on a shared machine a sample can only come out
-        # slower than the machine can go, and MFU against the best is the conservative figure.
-        peak = max(rates)
-        peak_source = (
-            f"best rate of a {MATMUL_SIZE}x{MATMUL_SIZE} float32 matmul timed after each step "
-            f"in this process ({jax.devices()[0].platform}; forced host devices share the same "
-            "cores, so one device's rate is the machine's)"
-        )
-
-    describe = exp.model.describe() if hasattr(exp.model, "describe") else {}
-    forward_per_token = describe.get("flops_per_token")
-    model_flops = 3 * forward_per_token * exp.tokens_per_step if forward_per_token else None
+    model_flops = exp.model_flops_per_step
     achieved = model_flops / step_seconds if model_flops else None
     return {
         "config": json.loads(to_json(config)),
@@ -237,10 +178,8 @@ def benchmark(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dic
         "model_flops_formula": "3 x forward FLOPs per token (model.describe) x tokens per step",
         "xla_flops_per_step": xla_flops(compiled),
         "achieved_flops_per_second": achieved,
-        "peak_flops_per_second": peak,
-        "matmul_flops_per_second_samples": rates,
-        "peak_source": peak_source,
-        "mfu": achieved / peak if achieved else None,
+        **peak.record(),
+        "mfu": achieved / peak.flops_per_second if achieved else None,
         "memory": {**peak_memory(), "compiled_step": compiled_memory(compiled)},
         "loop": {
             "end_to_end_steps_per_second": loop_rate,
@@ -276,7 +215,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"model FLOPs    {si(result['model_flops_per_step'], 'FLOP')} per step "
         f"(XLA counts {si(result['xla_flops_per_step'], 'FLOP')})",
         f"achieved       {si(result['achieved_flops_per_second'], 'FLOP/s')}",
-        f"peak           {si(result['peak_flops_per_second'], 'FLOP/s')} ({result['peak_source']})",
+        f"peak           {si(result['peak_flops_per_second'], 'FLOP/s')} "
+        f"({result['peak_flops_source']})",
         f"MFU            {mfu}",
         f"memory         peak RSS {si(result['memory']['process_peak_rss_bytes'], 'B')}, "
         f"device peak {si(result['memory']['device_peak_bytes'], 'B')}",

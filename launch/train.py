@@ -26,7 +26,7 @@ from ml_collections import config_flags
 import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
-from runtime import assembly, checkpoint, host_memory, loop, manifest
+from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter
@@ -73,6 +73,7 @@ def main(argv: list[str]) -> int:
     distributed.initialize(coordinator)  # before any device is touched
     exp = assembly.build(config)
     claim_workdir(workdir, to_json(config))
+    peak = peak_flops.device_peak()  # MFU's denominator; on CPU a matmul timed now, once
 
     # State: the newest checkpoint that verifies, or a fresh init; then this attempt's record.
     checkpoints = checkpoint.Checkpoints(
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> int:
         num_params,
         argv,
         resumed_from_step=start_step if restored else None,
-        extra_environment={"malloc_keeps_freed_memory": keeps_freed_memory},
+        extra_environment={"malloc_keeps_freed_memory": keeps_freed_memory, **peak.record()},
     )
 
     # Training: SIGTERM asks the loop to checkpoint and leave after the current step.
@@ -97,7 +98,9 @@ def main(argv: list[str]) -> int:
     announce(progress, exp, workdir, num_params, start_step if restored else None)
     status = "failed"  # until the loop says otherwise
     try:
-        status = loop.train_loop(exp, state, start_step, checkpoints, writer, progress, preempted)
+        status = loop.train_loop(
+            exp, state, start_step, checkpoints, writer, progress, preempted, peak
+        )
     finally:
         checkpoints.close()
         writer.close()

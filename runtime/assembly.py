@@ -1,8 +1,9 @@
 """What a config becomes before training: the pieces `launch.train` assembles and
 `launch.benchmark` times, and the state the loop (`runtime.loop`) starts from.
 
-The story, in order: checks -> mesh -> data -> model, objective and optimizer -> sharded state
-specs -> jitted steps (`build`); then a fresh or restored state (`initial_state`).
+The story, in order: checks -> mesh -> the data's shapes -> model, objective and optimizer ->
+sharded state specs, checked against the mesh -> data -> jitted steps (`build`); then a fresh or
+restored state (`initial_state`).
 """
 
 from __future__ import annotations
@@ -70,13 +71,18 @@ def check(config: ml_collections.ConfigDict) -> None:
     """Everything about a config that needs neither devices nor data: its names and numbers, the
     dataset's parameters, and the model and objective against the shapes the data will have."""
     check_names(config)
+    model_and_objective(config, data_shapes(config))
+
+
+def data_shapes(config: ml_collections.ConfigDict) -> data.DatasetSpec:
+    """The dataset's spec from its parameters alone (its split sizes empty): what the model is
+    built from, known before any data is prepared."""
     try:
-        spec = data.shape_spec(
+        return data.shape_spec(
             config.data.name, config.data[config.data.name].to_dict(), config.data.dir or None
         )
     except data.DataConfigError as e:
         raise UsageError(str(e)) from e
-    model_and_objective(config, spec)
 
 
 def model_and_objective(config: ml_collections.ConfigDict, spec: data.DatasetSpec) -> tuple:
@@ -115,6 +121,15 @@ class Experiment:
         """Tokens per optimizer step (examples for non-sequence data)."""
         return self.config.train.batch_size * (self.dataset.spec.seq_len or 1)
 
+    @property
+    def model_flops_per_step(self) -> float | None:
+        """Analytic FLOPs of one optimizer step: 3 x forward FLOPs per token (the backward pass
+        costs twice the forward) x tokens per step; forward FLOPs per token are the model's own
+        `describe()`. None for a model that does not state its FLOPs (the image models)."""
+        describe = self.model.describe() if hasattr(self.model, "describe") else {}
+        forward = describe.get("flops_per_token")
+        return 3 * forward * self.tokens_per_step if forward else None
+
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
         """Mesh and logical-axis rules: what tracing, init and restore run under."""
@@ -124,13 +139,38 @@ class Experiment:
 
 def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Experiment:
     """Checks the config against the devices (default: all) and data, then builds every piece.
-    Raises UsageError for a config that does not fit (batch vs mesh, model vs data)."""
-    check(config)
+    Raises UsageError for a config that does not fit (batch vs mesh, model vs data, a parameter
+    dimension vs the mesh axes it is sharded over), before the data are prepared."""
+    check_names(config)
     mesh = mesh_lib.make_mesh(config, devices)
     mesh_lib.check_batch_size(
         "train.batch_size", config.train.batch_size, mesh, config.train.grad_accum_steps
     )
     mesh_lib.check_batch_size("eval.batch_size", config.eval.batch_size, mesh)
+
+    # The model is built from the data's shapes alone, so a model or sharding that does not fit
+    # fails before the data are prepared (minutes for a large dataset).
+    spec = data_shapes(config)
+    model, objective = model_and_objective(config, spec)
+    tx = optimizer_lib.make_optimizer(config)
+    rules = mesh_lib.logical_rules(config)
+
+    # Shapes and logical specs from eval_shape: no parameter is materialised here.
+    make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        boxed = jax.eval_shape(make_state)
+        specs = mesh_lib.param_specs(boxed.params)
+        abstract = mesh_lib.unbox(boxed)
+        state_specs = TrainState(
+            step=P(),
+            params=specs,
+            rng=P(),
+            opt_state=mesh_lib.optimizer_state_specs(
+                tx, abstract.opt_state, specs, abstract.params
+            ),
+        )
+    # Parameters first in the state's order, so a parameter is named before its Adam moments.
+    mesh_lib.check_divisible(state_specs, abstract, mesh.shape, rules)
 
     # Data: prepared on first use; every process reads its own shard of each global batch.
     try:
@@ -139,8 +179,7 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         )
     except data.DataConfigError as e:
         raise UsageError(str(e)) from e
-    spec = dataset.spec
-    accounting = privacy_lib.accounting(config, spec.splits[spec.train_split])
+    accounting = privacy_lib.accounting(config, dataset.spec.splits[spec.train_split])
     train_iter = iter(
         dataset.loader(
             spec.train_split,
@@ -153,25 +192,10 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         )
     )
 
-    model, objective = model_and_objective(config, spec)
-    tx = optimizer_lib.make_optimizer(config)
-    rules = mesh_lib.logical_rules(config)
-
-    # Shapes and logical specs from eval_shape: no parameter is materialised here.
-    make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
     input_key = MODEL_INPUT[spec.kind]
     batch_sharding = mesh_lib.batch_sharding(mesh)
     replicated = NamedSharding(mesh, P())
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(make_state)
-        specs = mesh_lib.param_specs(boxed.params)
-        abstract = mesh_lib.unbox(boxed)
-        state_specs = TrainState(
-            step=P(),
-            params=specs,
-            rng=P(),
-            opt_state=mesh_lib.optimizer_state_specs(tx, abstract.opt_state, specs),
-        )
         state_shardings = mesh_lib.to_shardings(state_specs, mesh, rules)
         # Jitted steps: explicit shardings in and out; the train step donates the old state.
         train_step = jax.jit(

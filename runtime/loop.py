@@ -16,6 +16,7 @@ from runtime import checkpoint
 from runtime import mesh as mesh_lib
 from runtime.assembly import Experiment
 from runtime.metric_writers import MetricWriter
+from runtime.peak_flops import Peak
 from runtime.progress import Progress
 from runtime.step import TrainState
 
@@ -76,11 +77,14 @@ def train_loop(
     writer: MetricWriter,
     progress: Progress,
     preempted: list[bool],
+    peak: Peak,
 ) -> str:
     """Steps from `start_step` to `train.steps`: logs every `train.log_every` steps, evaluates every
     `eval.every`, checkpoints every `checkpoint.every` and when `preempted` becomes non-empty.
+    MFU is logged against `peak` where the model states its FLOPs.
     Returns the run's status: 'completed', 'preempted' or 'diverged'."""
     config = exp.config
+    flops_per_step = exp.model_flops_per_step
     # (step, loss, were the updated parameters finite?), checked lazily: no host sync per step.
     pending: list[tuple[int, jax.Array, jax.Array]] = []
 
@@ -113,6 +117,8 @@ def train_loop(
                     scalars["train/learning_rate"] = float(exp.schedule(step - 1))
                     scalars["perf/steps_per_sec"] = rate
                     scalars["perf/tokens_per_sec"] = rate * exp.tokens_per_step
+                    if flops_per_step is not None:
+                        scalars["perf/mfu"] = rate * flops_per_step / peak.flops_per_second
                     if exp.privacy is not None:
                         scalars.update(exp.privacy.metrics(step))
                 if step % config.eval.every == 0 or last:

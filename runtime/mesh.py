@@ -7,6 +7,7 @@ shardings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -74,10 +75,18 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def logical_rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
     # A config read back from JSON holds lists where the file had tuples; rules must be hashable.
-    return tuple(
+    rules = tuple(
         (name, tuple(axes) if isinstance(axes, list) else axes)
         for name, axes in config.sharding.rules
     )
+    for name, axes in rules:
+        for axis in (axes,) if isinstance(axes, str) else axes or ():
+            if axis not in MESH_AXES:
+                raise UsageError(
+                    f"sharding.rules maps {name!r} to unknown mesh axis {axis!r}; "
+                    f"valid: {', '.join(MESH_AXES)}"
+                )
+    return rules
 
 
 def unbox(tree: Any) -> Any:
@@ -95,17 +104,71 @@ def param_specs(boxed_abstract_params: Any) -> Any:
 
 
 def optimizer_state_specs(
-    tx: optax.GradientTransformation, abstract_opt_state: Any, specs: Any
+    tx: optax.GradientTransformation, abstract_opt_state: Any, specs: Any, abstract_params: Any
 ) -> Any:
-    """Optimizer-state leaves shaped like a parameter get its spec; the rest are replicated."""
+    """Optimizer-state leaves shaped like their parameter get its spec; the rest are replicated
+    (Adafactor's factored moments are per-parameter leaves of another shape: a row, a column,
+    or a (1,) placeholder)."""
     return optax.tree_map_params(
         tx,
-        lambda _, spec: spec,
+        lambda leaf, spec, param: spec if leaf.shape == param.shape else P(),
         abstract_opt_state,
         specs,
+        abstract_params,
         transform_non_params=lambda _: P(),
         is_leaf=lambda x: isinstance(x, P),
     )
+
+
+# The config key that usually sets a logical axis's size, for the hint in the error below ('mlp'
+# is d_ff in the channel mixers but the inner width in Mamba and Hyena, hence "usually").
+AXIS_SIZE_KEYS = {
+    "heads": "model.num_heads",
+    "kv_heads": "model.attention.num_kv_heads",
+    "mlp": "model.d_ff",
+    "embed": "model.d_model",
+    "vocab": "the data's vocab_size or num_classes",
+    "expert": "model.moe.num_experts",
+}
+
+
+def check_divisible(
+    logical_specs: Any, abstract_tree: Any, mesh_sizes: Mapping[str, int], rules: tuple
+) -> None:
+    """Every sharded dimension of every array in `abstract_tree` (shapes only: `eval_shape`'s
+    output), with its logical spec in `logical_specs`, divides evenly over its mesh axes; else
+    one UsageError naming the first that does not.
+
+    An error rather than replicating that dimension with a warning: the user asked for the mesh
+    axis, and a silently replicated weight (with its gradients and optimizer state) costs every
+    device the memory and compute the mesh was chosen to split. Replicating is one explicit rule
+    away (`(axis, None)` in sharding.rules), and the message says so.
+    """
+
+    def check(path: jax.tree_util.KeyPath, logical: P, array: jax.ShapeDtypeStruct) -> None:
+        mesh_axes = nn.logical_to_mesh_axes(logical, rules)
+        # A spec shorter than the array (P() on the rng key) leaves the rest replicated.
+        dims = zip(array.shape, logical, mesh_axes, strict=False)
+        for dim, (size, name, axes) in enumerate(dims):
+            axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+            ways = int(np.prod([mesh_sizes[a] for a in axes]))
+            if size % ways == 0:
+                continue
+            over = (
+                f"mesh axis {axes[0]!r} of size {ways}"
+                if len(axes) == 1
+                else f"mesh axes {axes} of total size {ways}"
+            )
+            size_key = AXIS_SIZE_KEYS.get(name, f"the size of {name!r}")
+            mesh_keys = " or ".join(f"mesh.{a}" for a in axes)
+            raise UsageError(
+                f"{jax.tree_util.keystr(path, simple=True, separator='/')} of shape "
+                f"{tuple(array.shape)} cannot be sharded: its dimension {dim} (logical axis "
+                f"{name!r}, size {size}) does not divide over {over}; change {size_key} or "
+                f"{mesh_keys}, or map {name!r} to None in sharding.rules to replicate it"
+            )
+
+    jax.tree.map_with_path(check, logical_specs, abstract_tree, is_leaf=lambda x: isinstance(x, P))
 
 
 def to_shardings(logical_specs: Any, mesh: Mesh, rules: tuple) -> Any:

@@ -31,8 +31,13 @@ class Progress:
             return
         loss = scalars.get("train/loss")
         rate = scalars.get("perf/steps_per_sec")
+        mfu = scalars.get("perf/mfu")  # absent for models that do not state their FLOPs
+        mfu_shown = f"{100 * mfu:.3g}%" if mfu is not None else None
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.4f}" if loss is not None else "-")
+            postfix = {"loss": f"{loss:.4f}" if loss is not None else "-"}
+            if mfu_shown:
+                postfix["MFU"] = mfu_shown
+            self._bar.set_postfix(postfix)
             return
         elapsed = time.monotonic() - self._start
         done = max(step - self._first, 1)
@@ -41,6 +46,8 @@ class Progress:
         parts += [f"{k}={v:.4g}" for k, v in scalars.items() if not k.startswith("perf/")]
         if rate is not None:
             parts.append(f"{rate:.2f} steps/s")
+        if mfu_shown:
+            parts.append(f"MFU {mfu_shown}")
         parts.append(f"ETA {eta:.0f}s")
         print("  ".join(parts), flush=True)
 

@@ -70,6 +70,19 @@ def test_metrics_jsonl_and_tensorboard_agree(finished_run):
     assert [e.value for e in scalars] == pytest.approx([r["train/loss"] for r in rows], rel=1e-6)
 
 
+def test_mfu_is_logged_against_the_peak_the_manifest_records(finished_run):
+    record = json.loads(Path(finished_run, "manifest.json").read_text())
+    peak = record["environment"]["peak_flops_per_second"]
+    assert record["environment"]["peak_flops_source"].startswith("cpu matmul")
+    assert peak > 0
+    flops_per_step = 3 * record["model"]["flops_per_token"] * record["tokens_per_step"]
+    rows = metrics(finished_run, drop_perf=False)
+    for row in rows:
+        # A ratio of two timings on a shared machine: only a loose bound on its value.
+        assert 0 < row["perf/mfu"] < 1.5, row
+        assert row["perf/mfu"] == pytest.approx(row["perf/steps_per_sec"] * flops_per_step / peak)
+
+
 def test_a_non_finite_update_stops_the_run_before_it_is_checkpointed(data_dir, tmp_path):
     """The loss of step N is computed before step N's update, so a finite loss does not make the
     state after it finite: the run stops at the first update that is not, and every checkpoint
@@ -139,6 +152,9 @@ def test_each_dataset_trains_end_to_end(data_dir, tmp_path, config, overrides):
     rows = metrics(tmp_path / "run")
     assert np.isfinite(rows[-1]["eval/loss"])
     assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+    # MFU needs the model's analytic FLOPs: sequence models state them, the image MLP does not.
+    logged = metrics(tmp_path / "run", drop_perf=False)[-1]
+    assert ("perf/mfu" in logged) == (config != "experiments/digits_mlp.py")
 
 
 def test_tensorflow_is_neither_installed_nor_imported(data_dir, tmp_path):

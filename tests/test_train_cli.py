@@ -130,3 +130,28 @@ def test_a_workdir_that_cannot_be_written_is_a_one_line_error(data_dir, tmp_path
     locked.mkdir(mode=0o500)
     result = run_train(data_dir, locked / "run")
     assert_usage_error(result, "cannot be written")
+
+
+def test_parameter_the_mesh_cannot_split_is_a_one_line_error_before_the_data(tmp_path):
+    # One head cannot be split over tensor=2. The data dir is fresh: the check needs only shapes,
+    # so it fails before the dataset is prepared (and before the workdir is claimed).
+    fresh_data = tmp_path / "datasets"
+    result = run_train(
+        str(fresh_data),
+        tmp_path / "run",
+        "--config.model.num_heads=1",
+        "--config.mesh.tensor=2",
+        devices=2,
+    )
+    assert_usage_error(
+        result,
+        "params/",
+        "of shape (1, 32, 32)",
+        "logical axis 'heads', size 1",
+        "mesh axis 'tensor' of size 2",
+        "model.num_heads",
+        "mesh.tensor",
+        "sharding.rules",
+    )
+    assert not (tmp_path / "run").exists()
+    assert not fresh_data.exists()
