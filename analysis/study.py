@@ -183,7 +183,13 @@ def _evaluation_summary(completed: Sequence[Run]) -> dict[str, Any]:
     not_applicable = {}
     for s in summaries:
         not_applicable.update(s.get("not_applicable", {}))
-    return {"runs": len(summaries), "headline": headline, "not_applicable": not_applicable}
+    return {
+        "runs": len(summaries),
+        # The arm's completed runs: more than `runs` when some have no eval/ (yet).
+        "of_runs": len(completed),
+        "headline": headline,
+        "not_applicable": not_applicable,
+    }
 
 
 # ------------------------------------------------------------------------- across arms

@@ -282,3 +282,23 @@ def test_an_equivalence_claim_is_reported_with_its_tost_numbers(mad):
     reason = claim["verdict"]["reason"]
     assert f"TOST p {claim['equivalence']['p']:.2g}" in reason and reason in md
     assert md.index(reason) < md.index("## Arms")
+
+
+# --- evaluation suites ------------------------------------------------------------------------
+
+
+def test_an_arm_whose_evaluation_covers_fewer_runs_than_it_has_says_so(tmp_path, summary):
+    partial = copy.deepcopy(summary)
+    arms = list(partial["arms"])
+    for arm, runs in ((arms[0], 2), (arms[1], 1)):
+        final = partial["arms"][arm]["metrics"][METRIC]["final"]
+        partial["arms"][arm]["evaluation"] = {
+            "runs": runs,
+            "of_runs": 2,
+            "headline": {"calibration/ece": {"final": final, "final_values": [0.1] * runs}},
+            "not_applicable": {},
+        }
+    _, md = render(tmp_path, partial)
+    section = md_section(md, "Evaluation suites")
+    assert f"`{arms[1]}`: these numbers cover 1 of its 2 completed runs" in section
+    assert f"`{arms[0]}`: these numbers cover" not in section

@@ -381,8 +381,15 @@ def _evaluation_section(summary: Mapping[str, Any]) -> list[Block]:
     for arm, evaluation in evaluations.items():
         for suite, reason in as_mapping(evaluation.get("not_applicable")).items():
             reasons.setdefault(f"{suite}: {reason}", []).append(arm)
-    if reasons:
-        notes = [f"Not applicable ({', '.join(a)}): {text}." for text, a in reasons.items()]
+    notes = [f"Not applicable ({', '.join(a)}): {text}." for text, a in reasons.items()]
+    for arm, evaluation in evaluations.items():
+        runs, of_runs = evaluation.get("runs"), evaluation.get("of_runs")
+        if isinstance(runs, int) and isinstance(of_runs, int) and runs < of_runs:
+            notes.append(
+                f"`{arm}`: these numbers cover {runs} of its {of_runs} completed runs; the "
+                "others have no `eval/summary.json` (rerun the study, or `launch.evaluate` them)."
+            )
+    if notes:
         blocks.append(Bullets(tuple(notes), "notes"))
     return blocks
 
