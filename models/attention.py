@@ -82,6 +82,7 @@ def attend(
 @MIXERS.register("attention")
 class Attention(SequenceMixer):
     LETTER = "A"
+    SECTION = "attention"
 
     def setup(self) -> None:
         self.head_dim = self.d_model // self.num_heads  # the model factory checks divisibility

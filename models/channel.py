@@ -58,15 +58,18 @@ class SwiGLU(ChannelMixer):
 
 @CHANNEL_MIXERS.register("gelu_mlp")
 class GeluMLP(ChannelMixer):
-    """Two-layer MLP with GELU (GPT-2, ViT)."""
+    """Two-layer MLP with GELU (GPT-2; ViT and MLP-Mixer through models/vision.py)."""
 
-    def setup(self) -> None:
-        self.up = blocks.dense(self.d_ff, ("embed", "mlp"), self.dtype, use_bias=self.use_bias)
-        self.down = blocks.dense(self.d_model, ("mlp", "embed"), self.dtype, use_bias=self.use_bias)
+    # Its two layers' names; the image classifiers keep ViT's fc1, fc2 (models/vision.py).
+    layer_names: tuple[str, str] = ("up", "down")
 
+    @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        h = blocks.constrain(nn.gelu(self.up(x)), ("batch", "length", "mlp"))
-        return self.down(h)
+        up, down = self.layer_names
+        bias = self.use_bias
+        h = blocks.dense(self.d_ff, ("embed", "mlp"), self.dtype, use_bias=bias, name=up)(x)
+        h = blocks.constrain(nn.gelu(h), ("batch", "length", "mlp"))
+        return blocks.dense(self.d_model, ("mlp", "embed"), self.dtype, use_bias=bias, name=down)(h)
 
     @classmethod
     def param_count(cls, d_model: int, d_ff: int, use_bias: bool, options: Any) -> int:

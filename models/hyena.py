@@ -176,6 +176,7 @@ class HyenaFilter(nn.Module):
 @MIXERS.register("hyena")
 class Hyena(SequenceMixer):
     LETTER = "H"
+    SECTION = "hyena"
     # The filters' positional features are t / L for the training length L: a model built for a
     # longer input would be another function on the first L positions too.
     FIXED_LENGTH = True

@@ -264,14 +264,12 @@ def l2_normalize(x: jax.Array) -> jax.Array:
 
 
 class ProjectedRecurrentMixer(SequenceMixer):
-    """Shared by the gated family and the delta rule (models/delta_rule.py). Subclasses give
-    `SECTION` (their config section), `dims`, `_extra_setup`, `_inputs` (q, k, v, usually from
-    `_projections`, and the gate inputs), `_parallel` and `_step` (the recurrence) and
-    `_extra_param_count`. Options `qk_activation` and `v_activation` (silu | identity), and
-    `qk_norm` (none | l2, after the activation), where a section has them, act on the
-    projections."""
-
-    SECTION = ""
+    """Shared by the gated family and the delta rule (models/delta_rule.py). Subclasses give,
+    besides every mixer's LETTER and SECTION (its errors quote SECTION), `dims`, `_extra_setup`,
+    `_inputs` (q, k, v, usually from `_projections`, and the gate inputs), `_parallel` and
+    `_step` (the recurrence) and `_extra_param_count`. Options `qk_activation` and
+    `v_activation` (silu | identity), and `qk_norm` (none | l2, after the activation), where a
+    section has them, act on the projections."""
 
     def setup(self) -> None:
         key_dim, value_dim = self.dims(self.d_model, self.num_heads, self.options)

@@ -6,7 +6,7 @@
 
 Which mixer sits in each layer is config: `model.mixer` for all layers, or `model.layer_pattern`
 for hybrids ("AMAM": one letter per mixer's LETTER, or "attention,mamba,..."), repeated to fill
-`model.num_layers`. Each mixer reads its options from `model.<mixer name>`.
+`model.num_layers`. Each mixer reads its options from `model.<its SECTION>`.
 
 The short conv (`model.short_conv`, a kernel size) is a depthwise causal convolution of the
 normed input; with `model.short_conv_gate` it is Zoology's BaseConv instead,
@@ -166,7 +166,7 @@ class SequenceModel(nn.Module):
                 num_heads=self.num_heads,
                 seq_len=self.seq_len,
                 mixer=mixer,
-                mixer_options=self.options.get(mixer, FrozenDict()),
+                mixer_options=self._mixer_options(mixer),
                 channel_mixer=self.channel_mixer,
                 channel_options=self.options.get(self.channel_mixer, FrozenDict()),
                 d_ff=self.d_ff,
@@ -188,6 +188,9 @@ class SequenceModel(nn.Module):
 
     def example_inputs(self, batch_size: int) -> jax.Array:
         return jnp.zeros((batch_size, self.seq_len), jnp.int32)
+
+    def _mixer_options(self, mixer: str) -> FrozenDict:
+        return self.options.get(MIXERS.get(mixer).SECTION, FrozenDict())
 
     def fixed_length_reason(self) -> str | None:
         """Why the trained parameters define this model only up to `seq_len`, or None when a
@@ -212,7 +215,7 @@ class SequenceModel(nn.Module):
         flops = 2 * d * self.vocab_size  # unembedding
         state = 0
         for name in self.layer_mixers:
-            cls, options = MIXERS.get(name), self.options.get(name, FrozenDict())
+            cls, options = MIXERS.get(name), self._mixer_options(name)
             params += norm_params + cls.param_count(d, heads, options, t, self.use_bias)
             flops += cls.flops_per_token(d, heads, options, t)
             state += cls.state_size(d, heads, options, t)

@@ -201,6 +201,7 @@ class StepSizeProjection(nn.Module):
 @MIXERS.register("mamba")
 class Mamba(SequenceMixer):
     LETTER = "M"
+    SECTION = "mamba"
 
     def setup(self) -> None:
         d_inner, d_state, d_conv, dt_rank = dims(self.d_model, self.options)

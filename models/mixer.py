@@ -13,10 +13,14 @@ Mixers are set up with `setup()` (not `@nn.compact`) so that every method sees t
 parameters. Class methods give the analytic cost: `state_size` (numbers carried per sequence
 while decoding), `flops_per_token` (multiply-adds x 2 of one forward pass, per token) and
 `param_count`; tests hold them to the real module.
+
+The class attributes the sequence model reads (`ClassVar`s below) and the methods without a
+default are the contract: `MIXERS.register` refuses a class that breaks it (`check_contract`).
 """
 
 from __future__ import annotations
 
+import typing
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -29,12 +33,16 @@ State = Any
 class SequenceMixer(nn.Module):
     d_model: int
     num_heads: int
-    options: Any  # the mixer's `model.<name>` config section, as a FrozenDict
+    options: Any  # its `model.<SECTION>` config section, as a FrozenDict
     seq_len: int  # the training length: caps caches and sizes filters
     rope: bool = False
     use_bias: bool = False
     dtype: Any = jnp.float32
 
+    # Its code in a hybrid's `model.layer_pattern` ("AMAM"): one capital letter, unique.
+    LETTER: ClassVar[str]
+    # The config section `model.<SECTION>` its `options` come from (a CONFIG_SECTIONS name).
+    SECTION: ClassVar[str]
     # True when the trained function is defined only up to `seq_len` (e.g. filters laid out over
     # the training length): evaluation at longer lengths is then not applicable.
     FIXED_LENGTH: ClassVar[bool] = False
@@ -69,6 +77,51 @@ class SequenceMixer(nn.Module):
         cls, d_model: int, num_heads: int, options: Any, seq_len: int, use_bias: bool
     ) -> int:
         raise NotImplementedError
+
+
+# The methods a mixer must implement: SequenceMixer's raise NotImplementedError.
+ABSTRACT_METHODS = (
+    "__call__",
+    "init_state",
+    "step",
+    "state_size",
+    "flops_per_token",
+    "param_count",
+)
+
+
+def class_attributes() -> dict[str, type]:
+    """SequenceMixer's declared class attributes (its ClassVars) -> their types."""
+    hints = typing.get_type_hints(SequenceMixer)
+    return {
+        name: typing.get_args(hint)[0]
+        for name, hint in hints.items()
+        if typing.get_origin(hint) is ClassVar
+    }
+
+
+def check_contract(name: str, cls: type) -> None:
+    """Raise TypeError unless `cls`, to be registered as mixer `name`, is a SequenceMixer that sets
+    every declared class attribute without a default (with its type) and implements every
+    abstract method."""
+    where = f"sequence mixer {name!r} ({cls.__name__})"
+    if not (isinstance(cls, type) and issubclass(cls, SequenceMixer)):
+        raise TypeError(f"{where} must subclass models.mixer.SequenceMixer")
+    for attribute, kind in class_attributes().items():
+        if not hasattr(cls, attribute):
+            raise TypeError(
+                f"{where} does not set {attribute}; every mixer declares it "
+                f"(see SequenceMixer in models/mixer.py)"
+            )
+        value = getattr(cls, attribute)
+        if not isinstance(value, kind):
+            raise TypeError(f"{where}: {attribute} must be a {kind.__name__}, got {value!r}")
+    if not (len(cls.LETTER) == 1 and "A" <= cls.LETTER <= "Z"):
+        raise TypeError(f"{where}: LETTER must be one capital letter, got {cls.LETTER!r}")
+    for method in ABSTRACT_METHODS:
+        owner = next(k for k in cls.__mro__ if method in vars(k))
+        if owner is SequenceMixer:
+            raise TypeError(f"{where} does not implement {method}")
 
 
 class CausalConv1D(nn.Module):

@@ -21,8 +21,17 @@ import jax
 import jax.numpy as jnp
 
 from models import blocks
+from models.channel import GeluMLP
 from models.registry import CONFIG_SECTIONS, MODELS, require
-from models.vit import GeluMLP, PatchEmbed, family_config, layer_norm, num_patches
+from models.vision import (
+    PatchEmbed,
+    family_config,
+    gelu_mlp,
+    layer_norm,
+    num_patches,
+    pooled_logits,
+    pooled_logits_param_count,
+)
 
 DEFAULTS = {"patch_size": 2, "tokens_mlp_dim": 32}
 CONFIG_SECTIONS.register("mlp_mixer")(DEFAULTS)
@@ -46,12 +55,9 @@ class TokenMixing(nn.Module):
         return jnp.swapaxes(y, -1, -2)
 
 
-# Channel mixing is ViT's GELU MLP: one MLP across channels, shared over patches.
-ChannelMixing = GeluMLP
-
-
 class MixerBlock(nn.Module):
-    """x + TokenMixing(LN(x)), then x + ChannelMixing(LN(x))."""
+    """x + TokenMixing(LN(x)), then x + channel mixing(LN(x)): ViT's GELU MLP across channels,
+    shared over patches."""
 
     tokens_mlp_dim: int
     d_ff: int
@@ -66,7 +72,7 @@ class MixerBlock(nn.Module):
         h = TokenMixing(self.tokens_mlp_dim, self.dtype, name="token_mixing")(h)
         x = blocks.constrain(x + drop(h))
         h = layer_norm(self.dtype, name="channel_norm")(x)
-        h = ChannelMixing(self.d_ff, self.dtype, name="channel_mixing")(h)
+        h = gelu_mlp(x.shape[-1], self.d_ff, self.dtype, name="channel_mixing")(h)
         return blocks.constrain(x + drop(h))
 
 
@@ -99,13 +105,7 @@ class MLPMixer(nn.Module):
                 dtype=self.dtype,
                 name=f"block_{i}",
             )(x, train)
-        x = layer_norm(self.dtype, name="final_norm")(x)
-        x = jnp.mean(x, axis=1)
-        # Classes play the role of the vocabulary: the output label axis.
-        logits = blocks.dense(
-            self.num_classes, ("embed", "vocab"), self.dtype, use_bias=True, name="head"
-        )(x)
-        return logits.astype(jnp.float32)
+        return pooled_logits(x, self.num_classes, "mean", self.dtype)
 
 
 @MODELS.register("mlp_mixer")
@@ -138,8 +138,8 @@ def param_count(config: Any, spec: Any) -> int:
     p, s = family["patch_size"], family["tokens_mlp_dim"]
     d, f, k = config.d_model, config.d_ff, spec.num_classes
     n = num_patches(image_shape, p)
-    patch_embed = p * p * image_shape[2] * d + d
+    patch_embed = PatchEmbed.param_count(p, image_shape[2], d)
     token_mlp = n * s + s + s * n + n
-    channel_mlp = d * f + f + f * d + d
+    channel_mlp = GeluMLP.param_count(d, f, use_bias=True, options=None)
     block = 2 * (2 * d) + token_mlp + channel_mlp  # two LayerNorms (scale + bias)
-    return patch_embed + config.num_layers * block + 2 * d + d * k + k
+    return patch_embed + config.num_layers * block + pooled_logits_param_count(d, k)

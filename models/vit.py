@@ -19,43 +19,21 @@ import jax
 import jax.numpy as jnp
 
 from models import blocks
+from models.channel import GeluMLP
 from models.registry import CONFIG_SECTIONS, MODELS, check_choice, require
+from models.vision import (
+    POOLS,
+    PatchEmbed,
+    family_config,
+    gelu_mlp,
+    layer_norm,
+    num_patches,
+    pooled_logits,
+    pooled_logits_param_count,
+)
 
-POOLS = ("cls", "mean")
-DEFAULTS = {"patch_size": 2, "pool": "cls"}  # pool: cls | mean
+DEFAULTS = {"patch_size": 2, "pool": "cls"}  # pool: one of vision.POOLS
 CONFIG_SECTIONS.register("vit")(DEFAULTS)
-
-# A patch's flattened pixels are a small, per-patch feature axis; 'kv' is replicated under the
-# default sharding rules, which is what such an axis wants.
-PATCH_NAMES: blocks.Names = ("kv", "embed")
-
-
-def layer_norm(dtype: Any, name: str | None = None) -> nn.LayerNorm:
-    """ViT's LayerNorm: epsilon 1e-6."""
-    return blocks.layer_norm(dtype, name, epsilon=1e-6)
-
-
-def patchify(images: jax.Array, patch_size: int) -> jax.Array:
-    """[B, H, W, C] -> [B, (H/p)*(W/p), p*p*C], patches in row-major order."""
-    b, h, w, c = images.shape
-    p = patch_size
-    x = images.reshape(b, h // p, p, w // p, p, c)
-    x = x.transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, (h // p) * (w // p), p * p * c)
-
-
-class PatchEmbed(nn.Module):
-    """Images [B, H, W, C] -> patch tokens [B, N, d_model] (one Dense over flattened patches)."""
-
-    patch_size: int
-    d_model: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
-        x = patchify(images.astype(self.dtype), self.patch_size)
-        x = blocks.dense(self.d_model, PATCH_NAMES, self.dtype, use_bias=True, name="proj")(x)
-        return blocks.constrain(x)
 
 
 def bidirectional_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
@@ -91,20 +69,6 @@ class SelfAttention(nn.Module):
         )(out)
 
 
-class GeluMLP(nn.Module):
-    """d_model -> d_ff -> d_model with GELU and biases."""
-
-    d_ff: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d_model = x.shape[-1]
-        h = blocks.dense(self.d_ff, ("embed", "mlp"), self.dtype, use_bias=True, name="fc1")(x)
-        h = blocks.constrain(nn.gelu(h), ("batch", "length", "mlp"))
-        return blocks.dense(d_model, ("mlp", "embed"), self.dtype, use_bias=True, name="fc2")(h)
-
-
 class EncoderBlock(nn.Module):
     """One pre-norm residual block: LayerNorm -> attention, LayerNorm -> GELU MLP."""
 
@@ -122,7 +86,7 @@ class EncoderBlock(nn.Module):
         h = SelfAttention(self.num_heads, self.head_dim, self.dtype, name="attn")(h)
         x = blocks.constrain(x + drop(h))
         h = layer_norm(self.dtype, name="mlp_norm")(x)
-        h = GeluMLP(self.d_ff, self.dtype, name="mlp")(h)
+        h = gelu_mlp(x.shape[-1], self.d_ff, self.dtype, name="mlp")(h)
         return blocks.constrain(x + drop(h))
 
 
@@ -180,39 +144,7 @@ class ViT(nn.Module):
                 name=f"block_{i}",
             )(x, train)
 
-        x = layer_norm(self.dtype, name="final_norm")(x)
-        x = x[:, 0] if self.pool == "cls" else jnp.mean(x, axis=1)
-        # Classes play the role of the vocabulary: the output label axis.
-        logits = blocks.dense(
-            self.num_classes, ("embed", "vocab"), self.dtype, use_bias=True, name="head"
-        )(x)
-        return logits.astype(jnp.float32)
-
-
-def family_config(config: Any, family: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """The family's sub-section `config.<family>` over `defaults`; unknown keys are errors."""
-    section = config.get(family) if hasattr(config, "get") else getattr(config, family, None)
-    values = dict(defaults)
-    if section is not None:
-        given = dict(section.items()) if hasattr(section, "items") else dict(vars(section))
-        unknown = sorted(set(given) - set(defaults))
-        if unknown:
-            raise ValueError(
-                f"unknown config key(s) model.{family}.{', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(defaults))}"
-            )
-        values.update(given)
-    return values
-
-
-def num_patches(image_shape: tuple[int, ...], patch_size: int) -> int:
-    """Number of non-overlapping patches; raises ValueError if patches do not tile the image."""
-    if len(image_shape) != 3:
-        raise ValueError(f"spec.image_shape must be (H, W, C), got {image_shape}")
-    h, w, _ = image_shape
-    if patch_size <= 0 or h % patch_size or w % patch_size:
-        raise ValueError(f"patch_size={patch_size} must be positive and divide H={h} and W={w}")
-    return (h // patch_size) * (w // patch_size)
+        return pooled_logits(x, self.num_classes, self.pool, self.dtype)
 
 
 @MODELS.register("vit")
@@ -247,10 +179,9 @@ def param_count(config: Any, spec: Any) -> int:
     p, d, f, k = family["patch_size"], config.d_model, config.d_ff, spec.num_classes
     n = num_patches(image_shape, p)
     cls = family["pool"] == "cls"
-    patch_embed = p * p * image_shape[2] * d + d
     tokens = n + int(cls)
-    embeddings = patch_embed + d * int(cls) + tokens * d
+    embeddings = PatchEmbed.param_count(p, image_shape[2], d) + d * int(cls) + tokens * d
     attention = 4 * (d * d + d)  # query, key, value, out: each d x (heads*head_dim) + bias
-    mlp = d * f + f + f * d + d
+    mlp = GeluMLP.param_count(d, f, use_bias=True, options=None)
     block = 2 * (2 * d) + attention + mlp  # two LayerNorms (scale + bias)
-    return embeddings + config.num_layers * block + 2 * d + d * k + k
+    return embeddings + config.num_layers * block + pooled_logits_param_count(d, k)

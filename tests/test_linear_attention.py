@@ -293,11 +293,6 @@ def test_strong_decay_and_long_input_stay_finite_with_gradients(name):
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
-def test_letters_are_unique():
-    letters = [models.MIXERS.get(n).LETTER for n in models.MIXERS.names()]
-    assert len(letters) == len(set(letters))
-
-
 def test_unknown_feature_map_is_rejected():
     with pytest.raises(ValueError, match="feature_map"):
         LinearAttention.param_count(24, 3, {**DEFAULTS, "feature_map": "softmax"}, T, False)

@@ -6,6 +6,7 @@ Registry-wide: a mixer added to MIXERS is covered here without editing this file
 from __future__ import annotations
 
 import functools
+import string
 import types
 
 import flax.linen as nn
@@ -16,6 +17,8 @@ import pytest
 
 import models
 from experiments.base import base_config
+from models.mixer import ABSTRACT_METHODS, SequenceMixer, class_attributes
+from models.registry import MixerRegistry
 
 T = 13  # odd on purpose: chunked forms must handle a ragged last chunk
 SPEC = types.SimpleNamespace(vocab_size=29, seq_len=T, num_classes=None, image_shape=None)
@@ -54,6 +57,71 @@ def build(mixer: str, **overrides):
 def assert_close(actual, expected, rtol=1e-5):
     scale = float(jnp.max(jnp.abs(expected)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("mixer", models.MIXERS.names())
+def test_every_mixer_declares_the_class_attributes_the_model_reads(mixer):
+    cls = models.MIXERS.get(mixer)
+    declared = class_attributes()
+    assert {"LETTER", "SECTION", "FIXED_LENGTH"} <= declared.keys()
+    for attribute, kind in declared.items():
+        assert isinstance(getattr(cls, attribute), kind), attribute
+    assert cls.LETTER in string.ascii_uppercase and len(cls.LETTER) == 1
+    assert cls.SECTION in models.CONFIG_SECTIONS
+
+
+def test_letters_are_unique():
+    letters = [models.MIXERS.get(n).LETTER for n in models.MIXERS.names()]
+    assert len(letters) == len(set(letters))
+
+
+def mixer_class(**attributes) -> type:
+    """A SequenceMixer subclass implementing every method, with these class attributes."""
+
+    def implemented(*args, **kwargs):
+        raise AssertionError("never called: registration only looks at the class")
+
+    return type(
+        "Probe", (SequenceMixer,), {**dict.fromkeys(ABSTRACT_METHODS, implemented), **attributes}
+    )
+
+
+FREE_LETTER = min(
+    set(string.ascii_uppercase) - {models.MIXERS.get(n).LETTER for n in models.MIXERS}
+)
+COMPLETE = {"LETTER": FREE_LETTER, "SECTION": "attention"}
+
+
+@pytest.mark.parametrize(
+    ("attributes", "error"),
+    [
+        ({"SECTION": "attention"}, "does not set LETTER"),
+        ({"LETTER": FREE_LETTER}, "does not set SECTION"),
+        ({**COMPLETE, "LETTER": "probe"}, "LETTER must be one capital letter"),
+        ({**COMPLETE, "FIXED_LENGTH": "yes"}, "FIXED_LENGTH must be a bool"),
+        ({**COMPLETE, "LETTER": "A"}, "LETTER 'A' already stands for 'attention'"),
+        ({**COMPLETE, "SECTION": "atention"}, "'atention' is not a registered config section"),
+    ],
+)
+def test_a_mixer_breaking_the_contract_is_refused_at_registration(attributes, error):
+    with pytest.raises((TypeError, ValueError), match=error):
+        models.MIXERS.register("probe")(mixer_class(**attributes))
+    assert "probe" not in models.MIXERS
+
+
+def test_a_mixer_without_a_method_is_refused_at_registration():
+    probe = mixer_class(**COMPLETE)
+    del probe.step
+    with pytest.raises(TypeError, match="does not implement step"):
+        models.MIXERS.register("probe")(probe)
+    assert "probe" not in models.MIXERS
+
+
+def test_a_mixer_keeping_the_contract_registers():
+    registry = MixerRegistry("sequence mixer")
+    probe = mixer_class(**COMPLETE)
+    assert registry.register("probe")(probe) is probe
+    assert registry.get("probe").FIXED_LENGTH is False
 
 
 @pytest.mark.parametrize(("mixer", "variant"), MIXER_VARIANTS)

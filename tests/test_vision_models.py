@@ -15,7 +15,8 @@ import optax
 import pytest
 
 import models
-from models import mlp_mixer, vit
+from models import mlp_mixer, vision, vit
+from models.channel import GeluMLP
 
 SPEC = types.SimpleNamespace(vocab_size=None, seq_len=None, num_classes=10, image_shape=(8, 8, 1))
 BATCH = 3
@@ -58,7 +59,7 @@ def init(model, x):
 
 
 def unpatchify(patches: jax.Array, patch_size: int, image_shape) -> jax.Array:
-    """Inverse of vit.patchify: [B, N, p*p*C] -> [B, H, W, C]."""
+    """Inverse of vision.patchify: [B, N, p*p*C] -> [B, H, W, C]."""
     h, w, c = image_shape
     p = patch_size
     x = patches.reshape(patches.shape[0], h // p, w // p, p, p, c)
@@ -171,7 +172,7 @@ def test_vit_sees_patch_order_only_through_position_embeddings(pool):
     params = nn.unbox(init(model, x))["params"]
     perm = np.random.default_rng(0).permutation(16)
     assert not np.array_equal(perm, np.arange(16))
-    shuffled = unpatchify(vit.patchify(x, 2)[:, perm], 2, SPEC.image_shape)
+    shuffled = unpatchify(vision.patchify(x, 2)[:, perm], 2, SPEC.image_shape)
     assert not np.allclose(shuffled, x)
 
     def logits(p, inputs):
@@ -196,7 +197,7 @@ def test_mixer_token_mixing_reaches_every_patch():
     moved = np.abs(np.asarray(after - before)).max(axis=-1)  # [B, N]
     assert np.all(moved > 1e-4), moved
     # Without token mixing (channel mixing only) a change would stay in its own patch.
-    channel = mlp_mixer.ChannelMixing(d_ff=16)
+    channel = GeluMLP(d_model=12, d_ff=16, use_bias=True)
     cv = channel.init(jax.random.key(2), x)
     delta = np.abs(np.asarray(channel.apply(cv, changed) - channel.apply(cv, x))).max(axis=-1)
     assert np.all(np.delete(delta, 5, axis=1) == 0) and np.all(delta[:, 5] > 0)
@@ -205,7 +206,7 @@ def test_mixer_token_mixing_reaches_every_patch():
     model = build(make_config("mlp_mixer"))
     img = images()
     variables = init(model, img)
-    patches = vit.patchify(img, 2)
+    patches = vision.patchify(img, 2)
     img2 = unpatchify(patches.at[:, 7].set(1.0 - patches[:, 7]), 2, SPEC.image_shape)
     assert not np.allclose(
         model.apply(variables, img, train=False), model.apply(variables, img2, train=False)
