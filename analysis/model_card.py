@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.runs import MODEL_CARD_FILE, eval_file, load_run, read_json
+from atomic_write import write_atomically
 
 CARD_FILE = MODEL_CARD_FILE
 UNKNOWN = "not recorded"
@@ -25,9 +26,7 @@ def write(workdir: str, arm: Mapping[str, Any] | None = None) -> str:
     this run's arm ({"study", "arm", "seeds", "stats": {metric: {"mean", "ci", "n"}}})."""
     path = os.path.join(workdir, CARD_FILE)
     text = render(workdir, arm)
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    write_atomically(path, text)
     return path
 
 

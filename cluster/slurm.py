@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
+from atomic_write import write_atomically
 from runtime.errors import UsageError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -296,9 +297,7 @@ def write_script(directory: str, text: str) -> tuple[str, str | None]:
             n += 1
         backup = os.path.join(directory, f"{stem}.{n}{ext}")
         os.replace(path, backup)
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    write_atomically(path, text)
     return path, backup
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
+from atomic_write import write_atomically
 from data import fingerprint
 from data.builder import ArchlabBuilder
 from data.config import ParamsConfig
@@ -58,12 +59,6 @@ def exclusive_lock(path: Path) -> Iterator[None]:
 
 def _read_fingerprint(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old state or the whole new file
 
 
 def unprepared_builder(
@@ -99,7 +94,7 @@ def prepare(
             return builder, cached
         if cached is not None:  # prepared before the overlap check: add it, keep the rest
             result = fingerprint.with_current_overlap(builder, cached)
-            _write_atomically(fingerprint_path, _to_json(result))
+            write_atomically(fingerprint_path, _to_json(result))
             return builder, result
         if not builder.is_prepared():
             _remove_incomplete(Path(builder.data_path).parent)
@@ -110,7 +105,7 @@ def prepare(
             )
             builder = unprepared_builder(builder_cls, config, data_dir)
         result = fingerprint.compute(builder)
-        _write_atomically(fingerprint_path, _to_json(result))
+        write_atomically(fingerprint_path, _to_json(result))
     return builder, result
 
 

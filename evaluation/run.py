@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from typing import Any
 
@@ -16,6 +15,7 @@ import ml_collections
 
 from analysis import model_card, slices
 from analysis.runs import CONFIG_FILE, EVAL_DIR, eval_file, jsonable, read_json
+from atomic_write import write_json_atomically
 from evaluation import suites
 from evaluation.predictions import Predictor
 from experiments.base import base_config
@@ -85,9 +85,7 @@ def not_applicable(results: dict[str, Any]) -> dict[str, str]:
 
 
 def _write_json(path: str, value: Any) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2, allow_nan=False)
-    os.replace(path + ".tmp", path)
+    write_json_atomically(path, value, indent=2, allow_nan=False)
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -19,6 +19,7 @@ import numpy as np
 
 import data
 from analysis import calibration, figures, slices
+from atomic_write import write_atomically
 from data import corruptions
 from evaluation.predictions import Items, Predictor
 from registry import Registry
@@ -40,8 +41,7 @@ class SuiteContext:
     predictor: Predictor  # the experiment's compiled forward pass, shared by the suites
 
     def write_png(self, name: str, png: bytes) -> str:
-        with open(os.path.join(self.out_dir, name), "wb") as f:
-            f.write(png)
+        write_atomically(os.path.join(self.out_dir, name), png)
         return name
 
     def variant(self, **overrides: Any) -> data.Dataset:
@@ -226,8 +226,7 @@ def slices_suite(ctx: SuiteContext) -> Result:
         tables[name] = rows
     worst = {name: slices.worst_slice(rows) for name, rows in tables.items()}
     hardest = _hardest_examples(ctx, nll)
-    with open(os.path.join(ctx.out_dir, "hardest.md"), "w") as f:
-        f.write(hardest)
+    write_atomically(os.path.join(ctx.out_dir, "hardest.md"), hardest)
     headline = {
         f"worst_accuracy/{name}": row["accuracy"] for name, row in worst.items() if row is not None
     }

@@ -42,6 +42,7 @@ from ml_collections import config_flags
 
 import models
 from analysis.runs import read_metrics
+from atomic_write import write_json_atomically
 from runtime import assembly, checkpoint, host_memory, loop, peak_flops
 from runtime import mesh as mesh_lib
 from runtime.config import parse_flags, to_json
@@ -253,8 +254,7 @@ def main(argv: list[str]) -> int:
     result["command"] = [sys.executable, "-m", "launch.benchmark", *argv[1:]]
     result["malloc_keeps_freed_memory"] = keeps_freed_memory  # runtime/host_memory.py
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json_atomically(output, result, indent=2)
     print("\n".join(summary_lines(result)))
     print(f"written: {output}")
     return 0

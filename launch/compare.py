@@ -46,6 +46,7 @@ from typing import Any
 from analysis import stats
 from analysis.runs import Run, is_run, load_run
 from analysis.study import RUNS_DIR, arm_dir
+from atomic_write import write_atomically
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 
 COMPLETED = "completed"
@@ -336,9 +337,8 @@ def main(argv: list[str]) -> int:
     result = gate(values[0], values[1], args.higher_is_better, args.margin, args.confidence)
     print(format_report(args, sides, values, summaries, result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(to_json(args, sides, values, summaries, result), f, indent=2)
-            f.write("\n")
+        report = to_json(args, sides, values, summaries, result)
+        write_atomically(args.json, json.dumps(report, indent=2) + "\n")
     return int(result.regression)
 
 

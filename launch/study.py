@@ -40,6 +40,7 @@ import ml_collections
 
 from analysis import study as study_lib
 from analysis.runs import is_complete, is_run, load_run, read_json
+from atomic_write import write_atomically, write_json_atomically
 from runtime import manifest
 from runtime.config import check_override_keys, load_config_file
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
@@ -155,9 +156,7 @@ def claim_study_dir(workdir: str, launch: dict[str, Any]) -> None:
                 )
         return
     os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(launch, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json_atomically(path, launch, indent=2)
 
 
 def lock_study_dir(workdir: str) -> Any:
@@ -302,12 +301,9 @@ class SlurmRunner:
             **self.options,
         )
         path = os.path.join(self.slurm_dir, f"array-{time.strftime('%Y%m%d-%H%M%S')}.sbatch")
-        with open(path, "w") as f:
-            f.write(script)
+        write_atomically(path, script)
         self.job_id = slurm.submit(path)
-        with open(active + ".tmp", "w") as f:
-            json.dump({"job_id": self.job_id, "script": path}, f)
-        os.replace(active + ".tmp", active)
+        write_json_atomically(active, {"job_id": self.job_id, "script": path})
         print(f"submitted job array {self.job_id}: {len(tasks)} runs ({path})", flush=True)
         slurm.wait_for_job(self.job_id, self.POLL_SECONDS)
         codes = slurm.array_exit_codes(self.slurm_dir, self.job_id, len(tasks))
@@ -395,9 +391,7 @@ def append_experiment_log(workdir: str, summary: dict[str, Any]) -> str:
 
 def write_summary(workdir: str, summary: dict[str, Any]) -> str:
     path = os.path.join(workdir, "summary.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=2, allow_nan=False)
-    os.replace(path + ".tmp", path)
+    write_json_atomically(path, summary, indent=2, allow_nan=False)
     return path
 
 

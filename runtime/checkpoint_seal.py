@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 
+from atomic_write import write_json_atomically
+
 SEAL_FILE = "archlab_sha256.json"
 
 
@@ -21,7 +23,7 @@ def file_digests(step_dir: str) -> dict[str, str]:
         for name in files:
             path = os.path.join(root, name)
             relative = os.path.relpath(path, step_dir)
-            if relative == SEAL_FILE or relative.startswith(SEAL_FILE + "."):
+            if relative == SEAL_FILE or relative.startswith(f".{SEAL_FILE}."):
                 continue
             with open(path, "rb") as f:
                 digests[relative] = hashlib.file_digest(f, "sha256").hexdigest()
@@ -29,12 +31,9 @@ def file_digests(step_dir: str) -> dict[str, str]:
 
 
 def write_seal(step_dir: str) -> None:
-    path = os.path.join(step_dir, SEAL_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"sha256": file_digests(step_dir)}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
+    write_json_atomically(
+        os.path.join(step_dir, SEAL_FILE), {"sha256": file_digests(step_dir)}, indent=1
+    )
 
 
 def has_seal(step_dir: str) -> bool:

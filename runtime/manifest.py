@@ -13,6 +13,7 @@ from typing import Any
 import jax
 
 from analysis.runs import MANIFEST_FILE, read_json
+from atomic_write import write_atomically
 from runtime import source
 from runtime.source import Source
 
@@ -122,11 +123,8 @@ def write_patch(workdir: str, source: Source) -> None:
 
 
 def _write_atomic(path: str, content: bytes) -> None:
-    if jax.process_index() != 0:
-        return
-    with open(path + ".tmp", "wb") as f:
-        f.write(content)
-    os.replace(path + ".tmp", path)
+    if jax.process_index() == 0:
+        write_atomically(path, content)
 
 
 def new_attempt(

@@ -13,16 +13,15 @@ import jax
 from tensorboardX import SummaryWriter
 
 from analysis.runs import METRICS_FILE, read_metrics
+from atomic_write import write_atomically
 
 
 def truncate_metrics(workdir: str, last_step: int) -> None:
     """Keeps rows up to `last_step` (the checkpoint resumed from); rewrites the file atomically."""
     rows = [r for r in read_metrics(workdir) if r["step"] <= last_step]
-    path = os.path.join(workdir, METRICS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(tmp, path)
+    write_atomically(
+        os.path.join(workdir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in rows)
+    )
 
 
 class MetricWriter:

@@ -11,6 +11,7 @@ import os
 
 import jax
 
+from atomic_write import write_atomically
 from runtime.config import differing_keys
 from runtime.errors import UsageError
 
@@ -52,6 +53,4 @@ def claim_workdir(workdir: str, config_json: str) -> None:
     if os.path.exists(path) or jax.process_index() != 0:
         return
     os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(config_json)
-    os.replace(path + ".tmp", path)
+    write_atomically(path, config_json)

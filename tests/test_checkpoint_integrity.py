@@ -137,3 +137,20 @@ def test_rotation_keeps_the_newest_sealed_and_an_unsealed_one_is_set_aside(data_
     assert sorted(p.name for p in ckpts.iterdir()) == ["3"]
     assert json.loads((ckpts / "3" / SEAL_FILE).read_text())["sha256"]
     assert (tmp_path / checkpoint.REJECTED_DIR / "4").is_dir()
+
+
+def test_a_torn_last_line_of_metrics_is_dropped_when_the_run_resumes(data_dir, tmp_path, finished):
+    """A kill (or a full disk) in the middle of appending a metrics row leaves a torn last line;
+    readers skip it, and the rerun rewrites the file without it."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    shutil.rmtree(run / "checkpoints" / "20")  # so the rerun trains steps 16-20 again
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 25, "train/lo')
+    assert metrics(run) == metrics(finished)
+
+    result = run_train(data_dir, run, *RUN)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics(run) == metrics(finished)
+    assert (run / "metrics.jsonl").read_text().endswith("}\n")

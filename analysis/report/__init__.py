@@ -27,6 +27,7 @@ from analysis.report.blocks import PLOTS_DIR
 from analysis.report.html_page import render_html
 from analysis.report.markdown import render_markdown
 from analysis.report.sections import CURVES_PNG, PRIMARY_PNG, report_blocks
+from atomic_write import write_atomically
 
 
 def write_reports(study_dir: str, summary: Mapping[str, Any]) -> dict[str, str]:
@@ -46,15 +47,10 @@ def write_reports(study_dir: str, summary: Mapping[str, Any]) -> dict[str, str]:
         "md": os.path.join(study_dir, "report.md"),
         "html": os.path.join(study_dir, "report.html"),
     }
-    _write_bytes(paths["learning_curves"], images[CURVES_PNG])
-    _write_bytes(paths["primary_metric"], images[PRIMARY_PNG])
+    write_atomically(paths["learning_curves"], images[CURVES_PNG])
+    write_atomically(paths["primary_metric"], images[PRIMARY_PNG])
     blocks = report_blocks(summary)
     title = f"Study report: {summary.get('study') or 'unnamed study'}"
-    _write_bytes(paths["md"], render_markdown(blocks).encode())
-    _write_bytes(paths["html"], render_html(blocks, title, images).encode())
+    write_atomically(paths["md"], render_markdown(blocks).encode())
+    write_atomically(paths["html"], render_html(blocks, title, images).encode())
     return paths
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
