@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import signal
 import subprocess
 import time
@@ -14,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO, metrics, run_train, train_command, train_env
 
-pytestmark = pytest.mark.long(seconds=100)
+pytestmark = pytest.mark.long(seconds=120)
 
 STEPS = 30
 LONGER = [f"--config.train.steps={STEPS}", "--config.checkpoint.every=3"]
@@ -118,4 +120,25 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(data_dir, tmp_path, 
     assert record["status"] == "preempted", record["attempts"]
     assert run_train(data_dir, workdir, *LONGER).returncode == 0
     assert json.loads(Path(workdir, "manifest.json").read_text())["status"] == "completed"
+    assert_same_run(reference, workdir)
+
+
+# The fault-injection soak: SIGKILL at random moments (start-up, steps, Orbax writes, sealing),
+# then one rerun to the end. `make test` kills twice; `make test-slow` fifteen times.
+RANDOM_KILLS = 15 if os.environ.get("ARCHLAB_SLOW_TESTS") == "1" else 2
+
+
+def test_sigkill_at_random_moments_then_rerun_matches_uninterrupted(data_dir, tmp_path, reference):
+    workdir = tmp_path / "soaked"
+    rng = random.Random(20261204)
+    for _ in range(RANDOM_KILLS):
+        proc = start(data_dir, workdir)
+        deadline = time.monotonic() + rng.uniform(0.5, 12.0)
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    result = run_train(data_dir, workdir, *LONGER)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
     assert_same_run(reference, workdir)
