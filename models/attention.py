@@ -48,10 +48,9 @@ def attend(
 
     The softmax is normalised after mixing the values (divide the [Tq, D] output, not the
     [Tq, Tk] probabilities), as flash attention does: on CPU the passes over the score map cost
-    as much as the products, and this form makes fewer of them, forward and backward (one
-    reference-LM layer, forward and backward on 2 cores: 48 ms before, 33 ms after; PyTorch's
-    fused kernel takes 31). The query groups of a key head are stacked along the query axis, so
-    GQA shares one product.
+    as much as the products, and this form makes fewer of them, forward and backward (what it
+    saved: experiments/reference_lm.md). The query groups of a key head are stacked along the
+    query axis, so GQA shares one product.
     """
     b, t_q, h, d = q.shape
     kv = k.shape[2]

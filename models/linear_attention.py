@@ -393,9 +393,8 @@ GATED_DEFAULTS = {
     "v_activation": "identity",  # on the v projection: silu | identity
     "qk_norm": "none",  # none | l2: unit q and k per head (after the activation), as DeltaNet
 }
-# Chunks of 8 for GLA: its per-channel decays make the intra-chunk work T·C·K per head, and on
-# CPU the forward+backward core at B 64, T 64, K 64 took 190 ms at C 8 against 266 ms at C 16
-# (211 ms at C 4).
+# Chunks of 8 for GLA: its per-channel decays make the intra-chunk work T·C·K per head, and 8
+# was the fastest chunk on CPU (experiments/mqar_mixers.md).
 GLA_DEFAULTS = {
     **GATED_DEFAULTS,
     "chunk_size": 8,

@@ -15,10 +15,10 @@ from analysis.runs import deterministic_rows, read_metrics
 REPO = Path(__file__).resolve().parents[1]
 
 # The suite compiles hundreds of small programs and runs each for a few steps, so compilation is
-# most of its time. LLVM at -O0 runs the tests a quarter to a third faster (measured side by
-# side: the zoo's sharded cases 64 s -> 43 s, three launch-heavy files 305 s -> 232 s). What the
-# tests check (equivalences, determinism, learning) does not depend on how well the machine code
-# is optimised. The tests' own processes only: runs, studies and benchmarks keep XLA's default.
+# most of its time. LLVM at -O0 runs the tests a quarter to a third faster (tests/timings.md).
+# What the tests check (equivalences, determinism, learning) does not depend on how well the
+# machine code is optimised. The tests' own processes only: runs, studies and benchmarks keep
+# XLA's default.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
