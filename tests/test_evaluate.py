@@ -4,6 +4,7 @@ pieces it is made of. The calibration metrics themselves are tested in test_cali
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import jax
@@ -257,6 +258,18 @@ def test_a_run_recorded_before_a_config_key_existed_is_not_evaluated(
     result = evaluate(data_dir, old_run)
     assert result.returncode == 2
     assert "predates config key data.mqar.answers" in result.stderr
+
+
+def test_a_run_without_a_checkpoint_is_refused_and_left_as_it_was(data_dir, digits_run, tmp_path):
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    shutil.copy(digits_run / "config.json", untrained / "config.json")
+    result = evaluate(data_dir, untrained)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: run {str(untrained)!r} has no checkpoint to evaluate"
+    ]
+    assert [p.name for p in untrained.iterdir()] == ["config.json"]
 
 
 def test_an_unknown_suite_fails_before_training(data_dir, tmp_path):
