@@ -23,9 +23,11 @@ from tests.test_train_cli import assert_usage_error
 CONFIG = "experiments/mqar_mixers.py"
 JOB = slurm.TrainJob(config=CONFIG, workdir="/runs/x", nodes=2, tasks_per_node=4)
 # Stands in for srun/sbatch/squeue where no cluster is needed: prints what it was given.
+# The variables the script may set for the job; the tests start it without them.
+JOB_VARIABLES = ("XLA_FLAGS", "JAX_PLATFORMS", "ARCHLAB_DATA_DIR")
 FAKE_SRUN = """#!{python}
 import json, os, sys
-keys = ("XLA_FLAGS", "JAX_PLATFORMS", "ARCHLAB_DATA_DIR")
+keys = {keys!r}
 print(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(),
                   "env": {{k: os.environ[k] for k in keys if k in os.environ}}}}))
 """
@@ -40,10 +42,10 @@ def fake_tool(bin_dir: Path, name: str, body: str) -> None:
 
 def run_script(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     """Runs a rendered script with bash, with a fake srun that prints its arguments."""
-    fake_tool(tmp_path / "bin", "srun", FAKE_SRUN.format(python=sys.executable))
+    fake_tool(tmp_path / "bin", "srun", FAKE_SRUN.format(python=sys.executable, keys=JOB_VARIABLES))
     path = tmp_path / "job.sbatch"
     path.write_text(script)
-    base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    base = {k: v for k, v in os.environ.items() if k not in JOB_VARIABLES}
     base["PATH"] = f"{tmp_path / 'bin'}:{base['PATH']}"
     return subprocess.run(
         ["bash", str(path)], env={**base, **env}, capture_output=True, text=True, timeout=60
