@@ -31,7 +31,7 @@ from runtime.checkpoint_seal import check_seal
 from runtime.config import to_json
 from tests.conftest import run_module
 
-pytestmark = pytest.mark.long(seconds=60)
+pytestmark = pytest.mark.long(seconds=80)
 
 VOCAB, SEQ_LEN = 48, 12
 # Logits agree to this fraction of their largest magnitude (float32 throughout).
@@ -167,6 +167,17 @@ def test_bfloat16_weights_convert_exactly(tmp_path):
     params = convert.params_from_checkpoint(str(tmp_path / "hf"), hf, family, config)
     embedding = hf_model.model.embed_tokens.weight.float().detach().numpy()
     np.testing.assert_array_equal(params["embed"]["embedding"], embedding)
+
+
+def test_sharded_checkpoints_read_as_one(tmp_path):
+    hf_model = random_hf_model(transformers.MambaConfig(**MAMBA))
+    hf_model.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    assert len(list((tmp_path / "hf").glob("*.safetensors"))) > 1
+    hf = hf_dir.read_config(str(tmp_path / "hf"))
+    family, config = convert.checkpoint_config(hf, TINY_DATA)
+    params = convert.params_from_checkpoint(str(tmp_path / "hf"), hf, family, config)
+    tokens = random_tokens()
+    assert_same_logits(archlab_logits(config, params, tokens), hf_logits(hf_model, tokens))
 
 
 # ------------------------------------------------------------------- a converted run is a run
