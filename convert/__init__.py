@@ -22,15 +22,13 @@ import flax
 import jax
 import ml_collections
 import numpy as np
-from absl import flags
-from ml_collections import config_flags
 
 from convert import families, hf_dir, tensor_map
 from convert.hf_config import required
 from experiments.base import base_config
 from runtime import assembly
 from runtime import mesh as mesh_lib
-from runtime.config import apply_overrides, check_override_keys
+from runtime.config import apply_overrides, with_flag_overrides
 from runtime.errors import UsageError
 
 # A converted run's dataset unless --config.data.name says otherwise: its vocabulary is a
@@ -52,7 +50,7 @@ def checkpoint_config(
     config = base_config()
     apply_overrides(config, model_keys, "the checkpoint's config.json")
     config.data.name = DEFAULT_DATASET
-    config = _with_overrides(config, overrides)
+    config = with_flag_overrides(config, overrides)
     given = {a[len("--config.") :].split("=", 1)[0] for a in overrides}
     fixed = sorted(given & set(model_keys))
     if fixed:
@@ -69,22 +67,6 @@ def checkpoint_config(
             f"{DEFAULT_DATASET} takes any)"
         )
     return family, config
-
-
-def _with_overrides(config: ml_collections.ConfigDict, overrides: list[str]):
-    """`config` with `--config.<key>=value` flags applied, each value parsed as its key's type
-    (by absl and ml_collections, as launch.train's are)."""
-    check_override_keys(config, overrides)
-    argv = ["launch.convert", *overrides]
-    values = flags.FlagValues()  # our own, so the process-wide absl flags stay untouched
-    config_flags.DEFINE_config_dict(
-        "config", config, flag_values=values, lock_config=False, sys_argv=argv
-    )
-    try:
-        values(argv)
-    except flags.Error as e:
-        raise UsageError(str(e)) from e
-    return values.config
 
 
 def param_shapes(config: ml_collections.ConfigDict) -> dict[str, tuple[int, ...]]:
