@@ -19,7 +19,7 @@ from atomic_write import write_json_atomically
 from evaluation import suites
 from evaluation.predictions import Predictor
 from experiments.base import base_config
-from runtime import assembly, checkpoint
+from runtime import assembly
 from runtime.config import flatten
 from runtime.errors import UsageError
 
@@ -111,11 +111,5 @@ def evaluate_checkpoint(exp: assembly.Experiment, workdir: str, names: list[str]
     """Restores the run's newest checkpoint into `exp` and evaluates it (see evaluate_run)."""
     if jax.process_count() > 1:
         raise UsageError("the evaluation suites run in one process: use launch.evaluate")
-    if not checkpoint.has_checkpoints(workdir):
-        raise UsageError(f"run {workdir!r} has no checkpoint to evaluate")
-    checkpoints = checkpoint.Checkpoints(workdir, exp.config.checkpoint.max_to_keep, False)
-    try:
-        step, state, _ = assembly.initial_state(exp, checkpoints)
-    finally:
-        checkpoints.close()
+    step, state = assembly.restored_state(exp, workdir, "evaluate")
     return evaluate_run(exp, state.params, workdir, step, names)

@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.short_conv = 0  # kernel of a causal depthwise conv in front of every mixer; 0: none
     c.model.short_conv_gate = False  # Zoology's BaseConv: conv(h) * (h W + b) + h
     c.model.norm = "rms"  # rms | layer
+    c.model.norm_eps = 0.0  # the blocks' and final norm's epsilon; 0: rms 1e-6, layer 1e-5
     c.model.use_bias = False
     c.model.positional = "rope"  # rope | learned | none
     c.model.tie_embeddings = False

@@ -21,6 +21,10 @@ DEFAULTS = {
     "window": 0,  # 0: full causal attention; w: each query sees its last w positions
     "qk_norm": False,  # RMSNorm on queries and keys per head (stabilises large learning rates)
     "rope_base": 10_000.0,
+    # Biases on the query, key and value projections, and on the output projection, whatever
+    # model.use_bias (which puts them on both, and on the channel mixer): Qwen2 has the first only.
+    "qkv_bias": False,
+    "out_bias": False,
 }
 CONFIG_SECTIONS.register("attention")(DEFAULTS)
 
@@ -30,6 +34,11 @@ def kv_heads(num_heads: int, options: Any) -> int:
     if num_heads % kv:
         raise ValueError(f"attention.num_kv_heads={kv} must divide num_heads={num_heads}")
     return kv
+
+
+def biases(use_bias: bool, options: Any) -> tuple[bool, bool]:
+    """(query/key/value projections have biases, the output projection has one)."""
+    return use_bias or options["qkv_bias"], use_bias or options["out_bias"]
 
 
 def attend(
@@ -87,17 +96,18 @@ class Attention(SequenceMixer):
         self.head_dim = self.d_model // self.num_heads  # the model factory checks divisibility
         kv = kv_heads(self.num_heads, self.options)
         q_names, kv_names = ("embed", "heads", "kv"), ("embed", "kv_heads", "kv")
+        qkv_bias, out_bias = biases(self.use_bias, self.options)
         self.query = blocks.dense(
-            (self.num_heads, self.head_dim), q_names, self.dtype, use_bias=self.use_bias
+            (self.num_heads, self.head_dim), q_names, self.dtype, use_bias=qkv_bias
         )
-        self.key = blocks.dense((kv, self.head_dim), kv_names, self.dtype, use_bias=self.use_bias)
-        self.value = blocks.dense((kv, self.head_dim), kv_names, self.dtype, use_bias=self.use_bias)
+        self.key = blocks.dense((kv, self.head_dim), kv_names, self.dtype, use_bias=qkv_bias)
+        self.value = blocks.dense((kv, self.head_dim), kv_names, self.dtype, use_bias=qkv_bias)
         self.out = blocks.dense(
             self.d_model,
             ("heads", "kv", "embed"),
             self.dtype,
             axis=(-2, -1),
-            use_bias=self.use_bias,
+            use_bias=out_bias,
         )
         if self.options["qk_norm"]:
             self.q_norm = blocks.rms_norm(self.dtype, axis_name="kv")
@@ -175,8 +185,8 @@ class Attention(SequenceMixer):
         head_dim = d_model // num_heads
         kv_width = kv_heads(num_heads, options) * head_dim
         count = 2 * d_model * d_model + 2 * d_model * kv_width
-        if use_bias:
-            count += 2 * d_model + 2 * kv_width
+        qkv_bias, out_bias = biases(use_bias, options)
+        count += (d_model + 2 * kv_width) * qkv_bias + d_model * out_bias
         if options["qk_norm"]:
             count += 2 * head_dim
         return count

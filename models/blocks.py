@@ -115,10 +115,12 @@ def dense(
     return Dense(features, names, axis, use_bias, dtype, name=name)
 
 
-def rms_norm(dtype: Dtype, name: str | None = None, axis_name: str = "embed") -> nn.RMSNorm:
+def rms_norm(
+    dtype: Dtype, name: str | None = None, axis_name: str = "embed", epsilon: float = 1e-6
+) -> nn.RMSNorm:
     """RMSNorm over the last axis; statistics are reduced in float32."""
     return nn.RMSNorm(
-        epsilon=1e-6,
+        epsilon=epsilon,
         dtype=dtype,
         param_dtype=jnp.float32,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
@@ -141,6 +143,11 @@ def layer_norm(
 
 
 NORMS = {"rms": rms_norm, "layer": layer_norm}
+
+
+def norm(kind: str, dtype: Dtype, epsilon: float = 0.0) -> nn.Module:
+    """The norm NORMS[kind] with `epsilon` (`model.norm_eps`); 0 keeps that norm's own default."""
+    return NORMS[kind](dtype, **({"epsilon": epsilon} if epsilon else {}))
 
 
 def embedding(

@@ -44,6 +44,7 @@ class Block(nn.Module):
     channel_options: Any
     d_ff: int
     norm: str
+    norm_eps: float
     rope: bool
     use_bias: bool
     short_conv: int
@@ -52,7 +53,7 @@ class Block(nn.Module):
     dtype: Any
 
     def setup(self) -> None:
-        self.mixer_norm = blocks.NORMS[self.norm](self.dtype)
+        self.mixer_norm = blocks.norm(self.norm, self.dtype, self.norm_eps)
         if self.short_conv:
             self.conv = CausalConv1D(self.d_model, self.short_conv, self.dtype)
         if self.short_conv and self.short_conv_gate:
@@ -68,7 +69,7 @@ class Block(nn.Module):
         )
         self.has_channel_mixer = self.channel_mixer != "none"
         if self.has_channel_mixer:
-            self.channel_norm = blocks.NORMS[self.norm](self.dtype)
+            self.channel_norm = blocks.norm(self.norm, self.dtype, self.norm_eps)
             self.channel = CHANNEL_MIXERS.get(self.channel_mixer)(
                 self.d_model, self.d_ff, self.use_bias, self.channel_options, self.dtype
             )
@@ -139,6 +140,7 @@ class SequenceModel(nn.Module):
     options: Any  # FrozenDict: section name -> that mixer's / channel mixer's options
     channel_mixer: str = "swiglu"
     norm: str = "rms"
+    norm_eps: float = 0.0  # 0: the norm's own default (blocks.norm)
     positional: str = "rope"
     use_bias: bool = False
     short_conv: int = 0
@@ -171,6 +173,7 @@ class SequenceModel(nn.Module):
                 channel_options=self.options.get(self.channel_mixer, FrozenDict()),
                 d_ff=self.d_ff,
                 norm=self.norm,
+                norm_eps=self.norm_eps,
                 rope=self.positional == "rope",
                 use_bias=self.use_bias,
                 short_conv=self.short_conv,
@@ -181,7 +184,7 @@ class SequenceModel(nn.Module):
             )
             for i, mixer in enumerate(self.layer_mixers)
         ]
-        self.final_norm = blocks.NORMS[self.norm](self.dtype)
+        self.final_norm = blocks.norm(self.norm, self.dtype, self.norm_eps)
         if not self.tie_embeddings:
             self.unembed = blocks.dense(self.vocab_size, ("embed", "vocab"), self.dtype)
         self.dropout = nn.Dropout(self.dropout_rate)
@@ -320,6 +323,8 @@ def build_lm(config: Any, spec: Any, dtype: Any) -> SequenceModel:
         )
     if config.positional == "rope" and (config.d_model // config.num_heads) % 2:
         raise ValueError("positional='rope' needs an even head dimension (d_model / num_heads)")
+    if config.norm_eps < 0:
+        raise ValueError(f"model.norm_eps must be >= 0 (0: the norm's own), got {config.norm_eps}")
     if config.short_conv < 0:
         raise ValueError(f"model.short_conv must be >= 0, got {config.short_conv}")
     if config.short_conv_gate and not config.short_conv:
@@ -335,6 +340,7 @@ def build_lm(config: Any, spec: Any, dtype: Any) -> SequenceModel:
         options=FrozenDict(sections),
         channel_mixer=config.channel_mixer,
         norm=config.norm,
+        norm_eps=config.norm_eps,
         positional=config.positional,
         use_bias=config.use_bias,
         short_conv=config.short_conv,

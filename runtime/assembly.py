@@ -244,6 +244,21 @@ def fresh_state(exp: Experiment) -> TrainState:
         )()
 
 
+def state_with_params(exp: Experiment, params: Any) -> TrainState:
+    """A fresh state (step 0, the seed's RNG, the optimizer's initial state for these parameters)
+    around given unboxed parameters, born sharded. The fresh state's own random parameters are
+    never computed: nothing uses them, so jit drops them."""
+
+    def around(params: Any) -> TrainState:
+        fresh = mesh_lib.unbox(exp.make_state())
+        return fresh.replace(params=params, opt_state=exp.tx.init(params))
+
+    with exp.context():
+        return jax.jit(
+            around, in_shardings=(exp.state_shardings.params,), out_shardings=exp.state_shardings
+        )(params)
+
+
 def initial_state(
     exp: Experiment, checkpoints: checkpoint.Checkpoints
 ) -> tuple[int, TrainState, bool]:
@@ -255,3 +270,16 @@ def initial_state(
         return 0, fresh_state(exp), False
     step, state = restored
     return step, state, True
+
+
+def restored_state(exp: Experiment, workdir: str, purpose: str) -> tuple[int, TrainState]:
+    """(step, state) of the run's newest checkpoint that verifies; a run without any checkpoint
+    is a UsageError ('run ... has no checkpoint to <purpose>')."""
+    if not checkpoint.has_checkpoints(workdir):
+        raise UsageError(f"run {workdir!r} has no checkpoint to {purpose}")
+    checkpoints = checkpoint.Checkpoints(workdir, exp.config.checkpoint.max_to_keep, False)
+    try:
+        step, state, _ = initial_state(exp, checkpoints)
+    finally:
+        checkpoints.close()
+    return step, state

@@ -129,6 +129,25 @@ def check_config_command(config: str, overrides: Sequence[str]) -> None:
         raise UsageError(str(e)) from e
 
 
+def with_flag_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
+    """`config` with `--config.<key>=value` flags applied, for a command whose config is built
+    rather than loaded from a file (launch.convert): each key checked as `check_override_keys`
+    does, each value parsed as its key's type by absl and ml_collections, as launch.train's are."""
+    check_override_keys(config, list(overrides))
+    argv = ["archlab", *overrides]
+    values = flags.FlagValues()  # our own, so the process-wide absl flags stay untouched
+    config_flags.DEFINE_config_dict(
+        "config", config, flag_values=values, lock_config=False, sys_argv=argv
+    )
+    try:
+        values(argv)
+    except flags.Error as e:
+        raise UsageError(str(e)) from e
+    return values.config
+
+
 def parse_env_pairs(pairs: Sequence[str]) -> dict[str, str]:
     """`--env KEY=VALUE` flags of the tools that start runs elsewhere, as a dict; malformed or
     repeated keys are UsageErrors."""

@@ -149,9 +149,10 @@ def begin_attempt(
     argv: list[str],
     resumed_from_step: int | None,
     extra_environment: dict[str, Any],
+    module: str = "launch.train",
 ) -> dict[str, Any]:
-    """Reads (or starts) the run's manifest, records this launch as a new attempt with the code,
-    packages, environment and data it runs with, writes it, and returns it."""
+    """Reads (or starts) the run's manifest, records this launch of `module` as a new attempt
+    with the code, packages, environment and data it runs with, writes it, and returns it."""
     config = exp.config
     record = read(workdir) or {
         "config": json.loads(config.to_json_best_effort()),
@@ -188,7 +189,7 @@ def begin_attempt(
     if exp.privacy is not None:
         # The (epsilon, delta) of the whole run: it also bounds every checkpoint before the end.
         record["privacy"] = exp.privacy.guarantee(config.train.steps)
-    record["attempts"].append(new_attempt("launch.train", argv, resumed_from_step, git))
+    record["attempts"].append(new_attempt(module, argv, resumed_from_step, git))
     write_patch(workdir, code)
     write(workdir, record)
     return record

@@ -181,6 +181,37 @@ def test_parameter_count_matches_the_analytic_formula(mixer, overrides):
     assert model.describe()["params"] == models.count_params(shapes["params"])
 
 
+@pytest.mark.parametrize(
+    "biases, biased",
+    [
+        ({"attention.qkv_bias": True}, {"query", "key", "value"}),  # Qwen2's
+        ({"attention.out_bias": True}, {"out"}),
+        (
+            {"attention.qkv_bias": True, "attention.out_bias": True},
+            {"query", "key", "value", "out"},
+        ),
+    ],
+)
+def test_attention_biases_go_on_their_projections_only(biases, biased):
+    model = models.build_model(lm_config("attention", **biases), SPEC, jnp.float32)
+    tokens = jax.ShapeDtypeStruct((2, T), jnp.int32)
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), tokens)
+    block = shapes["params"]["block_0"]
+    assert {name for name, p in block["sequence_mixer"].items() if "bias" in p} == biased
+    assert not any("bias" in p for p in block["channel"].values())  # unlike model.use_bias
+    assert model.describe()["params"] == models.count_params(shapes["params"])
+
+
+@pytest.mark.parametrize("norm, its_default", [("rms", 1e-6), ("layer", 1e-5)])
+def test_norm_eps_sets_every_norm_and_zero_keeps_the_norms_own(norm, its_default):
+    def logits(eps):
+        model, variables, tokens = build("attention", norm=norm, norm_eps=eps)
+        return model.apply(variables, tokens, train=False)
+
+    np.testing.assert_array_equal(logits(0.0), logits(its_default))
+    assert not np.allclose(logits(0.0), logits(0.5), rtol=1e-2)
+
+
 @pytest.mark.parametrize("mixer", models.MIXERS.names())
 def test_description_reports_flops_and_state(mixer):
     model, _, _ = build(mixer)
