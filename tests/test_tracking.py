@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from runtime.config import flatten
 from tests.conftest import REPO, run_train, train_command, train_env
 
-pytestmark = pytest.mark.long(seconds=60)
+pytestmark = pytest.mark.long(seconds=35)
 
 TRACKED = [
     "--config.tracking.backends=jsonl,tensorboard,mlflow",
