@@ -57,11 +57,13 @@ def _nothing(*_: Any) -> None:
 class Backend:
     """`open(workdir, resume_step, experiment)` starts writing a run's metrics; `experiment`
     groups runs where the backend has such a thing (a lone run: its config file's name). The
-    rest is optional: `check` a config's tracking section before anything runs, `publish` the
-    files a run writes after training (eval/, the model card), `open_study(study_dir, tracking,
-    study_name, launch)` a study's own record (None: the backend keeps none)."""
+    rest is optional: `settings`, the tracking.* keys only this backend reads; `check` a
+    config's tracking section before anything runs, `publish` the files a run writes after
+    training (eval/, the model card), `open_study(study_dir, tracking, study_name, launch)` a
+    study's own record (None: the backend keeps none)."""
 
     open: Callable[[str, int, str], Writer]
+    settings: tuple[str, ...] = ()
     check: Callable[[ml_collections.ConfigDict], None] = _nothing
     publish: Callable[[str], None] = _nothing
     open_study: Callable[..., StudyRecord | None] = _nothing
@@ -108,6 +110,7 @@ BACKENDS.register("tensorboard")(Backend(open=TensorBoardWriter))
 BACKENDS.register("mlflow")(
     Backend(
         open=mlflow_tracking.RunWriter,
+        settings=("mlflow_uri",),
         check=mlflow_tracking.check,
         publish=mlflow_tracking.publish_run_outputs,
         open_study=mlflow_tracking.StudyRun.open,
@@ -144,10 +147,18 @@ def backend_names(spec: str) -> list[str]:
 
 
 def check(tracking: ml_collections.ConfigDict) -> list[str]:
-    """A config's tracking section, before anything runs; returns the backends' names."""
+    """A config's tracking section, before anything runs; returns the backends' names. Setting
+    a key of a backend the list leaves out is an error: the run would not log there."""
     names = backend_names(tracking.backends)
-    for name in names:
-        BACKENDS.get(name).check(tracking)
+    for name in BACKENDS.names():
+        backend = BACKENDS.get(name)
+        if name in names:
+            backend.check(tracking)
+        elif set_keys := [key for key in backend.settings if tracking[key]]:
+            raise UsageError(
+                f"tracking.{set_keys[0]} is set but tracking.backends {tracking.backends!r} "
+                f"does not include {name}"
+            )
     return names
 
 

@@ -34,6 +34,10 @@ def assert_usage_error(result, *fragments: str) -> None:
             ["unknown tracking backend 'wandb'", "valid: jsonl, mlflow, tensorboard"],
         ),
         ("--config.tracking.backends=tensorboard", ["must include jsonl"]),
+        (
+            "--config.tracking.mlflow_uri=http://localhost:5000",
+            ["tracking.mlflow_uri is set", "does not include mlflow"],
+        ),
     ],
 )
 def test_bad_config_values_are_one_line_errors(data_dir, tmp_path, override, fragments):
