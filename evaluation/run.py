@@ -1,4 +1,5 @@
-"""A trained run through the evaluation suites its config names: `<run>/eval/` and the model card.
+"""A trained run through the evaluation suites its config names: `<run>/eval/` and the model card,
+both also sent to the run's trackers that keep files (MLflow).
 
 `launch.train` calls `evaluate_checkpoint` when a run completes, in the same process;
 `launch.evaluate` does the same for a finished run. The suites are in `evaluation.suites`.
@@ -19,7 +20,7 @@ from atomic_write import write_json_atomically
 from evaluation import suites
 from evaluation.predictions import Predictor
 from experiments.base import base_config
-from runtime import assembly
+from runtime import assembly, metric_writers
 from runtime.config import flatten
 from runtime.errors import UsageError
 
@@ -69,6 +70,7 @@ def evaluate_run(
     )
     _write_json(eval_file(workdir, "summary"), summary)
     model_card.write(workdir)
+    metric_writers.publish_outputs(workdir)
     return summary
 
 

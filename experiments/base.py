@@ -121,6 +121,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.privacy.delta = 1e-5  # keep it below 1 / (training examples)
     c.privacy.accountant = "rdp"  # rdp | pld (dp_accounting's two accountants)
 
+    # Where metrics go (runtime/metric_writers.py), from process 0. jsonl (metrics.jsonl) is
+    # required: resume, studies and reports read it. mlflow: runtime/mlflow_tracking.py.
+    c.tracking = ml_collections.ConfigDict()
+    c.tracking.backends = "jsonl,tensorboard"  # comma-separated: jsonl | tensorboard | mlflow
+    # '' -> $MLFLOW_TRACKING_URI, else sqlite in the run's (a study's: the study's) directory
+    c.tracking.mlflow_uri = ""
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not taken by the other axes
     c.mesh.fsdp = 1

@@ -121,11 +121,12 @@ def loop_steps_per_second(exp: assembly.Experiment, warmup: int, peak: peak_flop
         writer = MetricWriter(workdir, 0)
         progress = Progress(0, exp.config.train.steps, quiet=True)
         state = assembly.fresh_state(exp)
+        status = "failed"
         try:
             status = loop.train_loop(exp, state, 0, checkpoints, writer, progress, [], peak)
         finally:
             checkpoints.close()
-            writer.close()
+            writer.close(status)
         if status != "completed":
             raise RuntimeError(f"the benchmark's training loop ended {status}")
         rows = read_metrics(workdir)

@@ -11,6 +11,11 @@ run is reported with the tail of its log and does not stop the others. At the en
 writes `summary.json`, `report.md` and `report.html`, appends one line to `experiments.jsonl`
 beside the study directory, and prints the verdict.
 
+Where the runs' metrics go is their `tracking.*` config, the same for every arm: with `mlflow`
+among `tracking.backends` the study is an MLflow parent run, opened (or, on a rerun, continued)
+before any run starts, which every run joins as a child; at the end it gets the reports and the
+verdict (runtime/mlflow_tracking.py).
+
 With --backend=slurm the runs still to do go to Slurm as one job array (`launch.slurm`), at most
 --workers at a time if given; the study waits for the array, reads each run's exit status from
 the files the array leaves (no Slurm accounting needed), and aggregates as above. The array's id
@@ -41,8 +46,8 @@ import ml_collections
 from analysis import study as study_lib
 from analysis.runs import is_complete, is_run, load_run, read_json
 from atomic_write import write_atomically, write_json_atomically
-from runtime import manifest
-from runtime.config import check_override_keys, load_config_file
+from runtime import manifest, metric_writers
+from runtime.config import config_with_overrides, load_config_file
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 from runtime.study_spec import load_study
 from runtime.workdir import check_writable_directory
@@ -95,8 +100,11 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[Any, list[str], list[int]]:
-    """The study, its arms and seeds, with every argument checked before anything runs."""
+def plan(
+    args: argparse.Namespace, overrides: list[str]
+) -> tuple[Any, list[str], list[int], ml_collections.ConfigDict]:
+    """The study, its arms and seeds and where their metrics go, with every argument checked
+    before anything runs."""
     spec = load_study(args.study_file)
     arms = list(spec.arms)
     if args.arms:
@@ -119,10 +127,26 @@ def plan(args: argparse.Namespace, overrides: list[str]) -> tuple[Any, list[str]
     if args.setting is not None and args.setting not in spec.settings:
         valid = ", ".join(spec.settings) or "none (the study declares no SETTINGS)"
         raise UsageError(f"unknown setting {args.setting!r}; valid: {valid}")
-    configs = build_every_config(spec)
-    for arm in arms:  # every command-line override names a real key
-        check_override_keys(configs[arm, args.setting], overrides)
-    return spec, arms, list(range(seeds))
+    build_every_config(spec)
+    # Every command-line override names a real key and parses; the configs the runs will have.
+    configs = {
+        arm: config_with_overrides(spec.config_arg(arm, args.setting), overrides) for arm in arms
+    }
+    return spec, arms, list(range(seeds)), study_tracking(configs)
+
+
+def study_tracking(configs: dict[str, ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
+    """The tracking section all the study's runs share (checked): a study's metrics go to one
+    place, where the study keeps its own record too."""
+    (first, tracking), *others = ((arm, config.tracking) for arm, config in configs.items())
+    for arm, other in others:
+        if other.to_dict() != tracking.to_dict():
+            raise UsageError(
+                f"arms {first!r} and {arm!r} differ in tracking ({tracking.to_dict()} vs "
+                f"{other.to_dict()}): a study's runs log to one place"
+            )
+    metric_writers.check(tracking)
+    return tracking
 
 
 def build_every_config(
@@ -398,7 +422,7 @@ def write_summary(workdir: str, summary: dict[str, Any]) -> str:
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    spec, arms, seeds = plan(args, overrides)
+    spec, arms, seeds, tracking = plan(args, overrides)
     workdir = args.workdir
     launch = {"study_file": spec.path, "setting": args.setting, "overrides": overrides}
     claim_study_dir(workdir, launch)
@@ -412,16 +436,23 @@ def main(argv: list[str]) -> int:
         + f" -> {os.path.abspath(workdir)}",
         flush=True,
     )
-    cache_env = compilation_cache_env(workdir)
+    # The study's own record where its runs' metrics go (an MLflow parent run), before any run
+    # starts: the runs join it, told where through the environment.
+    records = metric_writers.open_study(workdir, tracking, spec.name, launch)
+    child_env = compilation_cache_env(workdir)
+    for record in records:
+        child_env.update(record.child_env())
     if args.backend == "slurm":
         options = {"partition": args.partition, "time": args.time}
-        runner = SlurmRunner(workdir, cache_env, args.workers, options)
+        runner = SlurmRunner(workdir, child_env, args.workers, options)
     else:
-        runner = Runner(args.workers or default_workers(), {**os.environ, **cache_env})
+        runner = Runner(args.workers or default_workers(), {**os.environ, **child_env})
     signal.signal(signal.SIGINT, runner.stop)
     signal.signal(signal.SIGTERM, runner.stop)
     failed = runner.run_all(tasks)
     if runner.stopping:
+        for record in records:
+            record.finish(workdir, None, "preempted")
         print(f"interrupted: rerun the same command to resume {workdir}", file=sys.stderr)
         return 1
 
@@ -430,8 +461,11 @@ def main(argv: list[str]) -> int:
     summary = study_lib.summarize_study(spec, workdir, arms, seeds, args.setting, overrides, failed)
     write_summary(workdir, summary)
     paths = report.write_reports(workdir, summary)
-    model_card.write_study_cards(summary)
+    for card in model_card.write_study_cards(summary):  # now with the arm's intervals
+        metric_writers.publish_outputs(os.path.dirname(card))
     append_experiment_log(workdir, summary)
+    for record in records:
+        record.finish(workdir, summary, "failed" if failed else "completed")
     for run in failed:
         print(f"FAILED {run['arm']} seed {run['seed']} ({run['status']}): {run['workdir']}")
         print("  " + run["log_tail"].rstrip().replace("\n", "\n  "))

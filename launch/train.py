@@ -29,7 +29,7 @@ from evaluation.run import evaluate_checkpoint, suite_names
 from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
-from runtime.metric_writers import MetricWriter
+from runtime.metric_writers import MetricWriter, backend_names
 from runtime.progress import Progress
 from runtime.workdir import check_workdir, claim_workdir
 
@@ -93,17 +93,21 @@ def main(argv: list[str]) -> int:
     # Training: SIGTERM asks the loop to checkpoint and leave after the current step.
     preempted: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
-    writer = MetricWriter(workdir, start_step)
     progress = Progress(start_step, config.train.steps)
     announce(progress, exp, workdir, num_params, start_step if restored else None)
     status = "failed"  # until the loop says otherwise
+    writer = None
     try:
+        writer = MetricWriter(
+            workdir, start_step, backend_names(config.tracking.backends), experiment_name()
+        )
         status = loop.train_loop(
             exp, state, start_step, checkpoints, writer, progress, preempted, peak
         )
     finally:
         checkpoints.close()
-        writer.close()
+        if writer is not None:
+            writer.close(status)
         progress.close()
         manifest.end_attempt(workdir, record, status)
     if status != "completed":
@@ -119,6 +123,12 @@ def main(argv: list[str]) -> int:
         progress.message(f"evaluation suites ({', '.join(suites)}): {shown}")
     progress.message(f"done: {os.path.abspath(workdir)}")
     return 0
+
+
+def experiment_name() -> str:
+    """What a tracker groups this run under: its config file's name (`mqar_mixers`)."""
+    path = config_flags.get_config_filename(flags.FLAGS[_CONFIG.name]).partition(":")[0]
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def announce(

@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 import data
 import models
 import objectives
-from runtime import checkpoint
+from runtime import checkpoint, metric_writers
 from runtime import mesh as mesh_lib
 from runtime import optimizer as optimizer_lib
 from runtime import privacy as privacy_lib
@@ -65,6 +65,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
         if config[section][name] < 1:
             raise UsageError(f"{key} must be >= 1, got {config[section][name]}")
     privacy_lib.check_config(config)
+    metric_writers.check(config.tracking)
 
 
 def check(config: ml_collections.ConfigDict) -> None:

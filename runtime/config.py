@@ -113,10 +113,10 @@ def parse_flags(argv: list[str]) -> None:
         raise UsageError(str(e)) from e
 
 
-def check_config_command(config: str, overrides: Sequence[str]) -> None:
-    """The config file loads, every override names a key and parses as its type: the checks (and
-    one-line errors) `launch.train` makes, for tools that hand a config on to a run elsewhere
-    (a Slurm job, Kubernetes pods) and should fail here rather than after a queue."""
+def config_with_overrides(config: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """The config `launch.train --config=<config> <overrides>` runs with, after the checks (and
+    one-line errors) it makes: the config file loads, every override names a key and parses as
+    its type."""
     check_override_keys(load_config_file(config), list(overrides))
     argv = ["launch.train", f"--config={config}", *overrides]
     values = flags.FlagValues()  # our own, so the process-wide absl flags stay untouched
@@ -127,6 +127,13 @@ def check_config_command(config: str, overrides: Sequence[str]) -> None:
         values(argv)
     except flags.Error as e:
         raise UsageError(str(e)) from e
+    return values.config
+
+
+def check_config_command(config: str, overrides: Sequence[str]) -> None:
+    """`config_with_overrides`'s checks, for tools that hand a config on to a run elsewhere (a
+    Slurm job, Kubernetes pods) and should fail here rather than after a queue."""
+    config_with_overrides(config, overrides)
 
 
 def with_flag_overrides(

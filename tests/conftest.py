@@ -86,6 +86,9 @@ def train_env(data_dir: str, devices: int = 1) -> dict[str, str]:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO)
+    # A run logs to MLflow where the test says, never to a store the user's shell points at.
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("ARCHLAB_MLFLOW_PARENT_RUN_ID", None)
     # Many tests train the same tiny programs: a persistent compilation cache per test worker
     # (beside the datasets) compiles each once. The executable is the same either way.
     env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.path.dirname(data_dir), "jax_cache")

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mlflow import MlflowClient
 
 from analysis.runs import load_run
 from analysis.study import run_dir
@@ -23,6 +25,8 @@ from tests.conftest import REPO, train_env
 pytestmark = pytest.mark.long(seconds=220)
 
 STUDY = "tests/tiny_study.py"
+# The finished study logs to MLflow too, as a command-line override the study hands its runs.
+FINISHED = ("--arms=deltanet", "--workers=2", "--config.tracking.backends=jsonl,mlflow")
 
 
 def study_command(workdir: Path, *args: str) -> list[str]:
@@ -48,7 +52,7 @@ def attempts(workdir: str) -> list[dict]:
 def finished_study(data_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """attention and deltanet, 2 seeds each, all completed."""
     workdir = tmp_path_factory.mktemp("study") / "tiny"
-    return workdir, run_study(data_dir, workdir, "--arms=deltanet", "--workers=2")
+    return workdir, run_study(data_dir, workdir, *FINISHED)
 
 
 def test_a_study_trains_every_arm_and_seed_and_reports_a_verdict(finished_study):
@@ -85,6 +89,52 @@ def test_the_report_compares_the_arms_on_the_evaluation_suites(finished_study):
     assert "(arm `deltanet`)" in card and "| calibration/ece |" in card
 
 
+def mlflow_runs(workdir: Path) -> tuple[MlflowClient, Any, dict[str, Any]]:
+    """The study's MLflow runs, in the store in its directory: (client, parent, children by
+    name). Every run of the store is one of them."""
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "tiny_study"]
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.experiment_id == experiment.experiment_id
+    children = {
+        r.info.run_name: r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert len(children) == len(runs) - 1
+    return client, parent, children
+
+
+def test_a_study_logged_to_mlflow_is_a_parent_run_with_a_child_per_arm_and_seed(
+    finished_study, tmp_path
+):
+    workdir, _ = finished_study
+    client, parent, children = mlflow_runs(workdir)
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
+    assert parent.data.tags["archlab.verdict"] == summary["verdict"]
+    assert parent.data.params["study_file"] == STUDY
+    listed = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.html", "summary.json", "plots"} <= listed
+    report = client.download_artifacts(parent.info.run_id, "report.md", str(tmp_path))
+    assert Path(report).read_text() == (workdir / "report.md").read_text()
+
+    assert set(children) == {f"{arm}/seed_{s}" for arm in ("attention", "deltanet") for s in (0, 1)}
+    for name, child in children.items():
+        arm, seed = name.split("/seed_")
+        run = Path(run_dir(str(workdir), arm, int(seed)))
+        assert child.info.status == "FINISHED"
+        assert child.data.params["model.mixer"] == arm
+        history = client.get_metric_history(child.info.run_id, "eval/accuracy")
+        logged = sorted((m.step, m.value) for m in history)
+        assert logged == list(zip(*load_run(str(run)).curve("eval/accuracy"), strict=True))
+        # The card the study rewrote with the arm's intervals, not the run's own first card.
+        card = client.download_artifacts(child.info.run_id, "model_card.md", str(tmp_path / name))
+        assert Path(card).read_text() == (run / "model_card.md").read_text()
+        assert f"(arm `{arm}`)" in Path(card).read_text()
+
+
 def test_the_experiment_log_gets_one_line_per_study(finished_study):
     workdir, _ = finished_study
     lines = (workdir.parent / "experiments.jsonl").read_text().splitlines()
@@ -97,16 +147,18 @@ def test_the_experiment_log_gets_one_line_per_study(finished_study):
 
 def test_rerunning_a_finished_study_trains_nothing(data_dir, finished_study):
     workdir, _ = finished_study
-    result = run_study(data_dir, workdir, "--arms=deltanet", "--workers=2")
+    result = run_study(data_dir, workdir, *FINISHED)
     assert result.returncode == 0, result.stderr
     assert "4 runs done, 0 to run" in result.stdout
     assert len(attempts(run_dir(str(workdir), "deltanet", 1))) == 1
+    _, parent, children = mlflow_runs(workdir)  # the same parent run, continued: no second one
+    assert len(children) == 4 and parent.info.status == "FINISHED"
 
 
 def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(data_dir, finished_study):
     """Adding an arm to a finished study runs only the new arm; its failure is reported."""
     workdir, _ = finished_study
-    result = run_study(data_dir, workdir, "--arms=deltanet,broken", "--seeds=1", "--workers=2")
+    result = run_study(data_dir, workdir, *FINISHED, "--arms=deltanet,broken", "--seeds=1")
     assert result.returncode == 1
     assert "FAILED broken seed 0" in result.stdout
     assert "no_such_mixer" in result.stdout  # the tail of the run's own log
@@ -159,6 +211,7 @@ def test_a_study_killed_midway_resumes_without_redoing_finished_runs(data_dir, t
         (["--seeds=0"], "--seeds must be >= 1"),
         (["--workers=0"], "--workers must be >= 1"),
         (["--verbose"], "unknown argument '--verbose'"),
+        (["--config.tracking.backends=mlflow"], "tracking.backends 'mlflow' must include jsonl"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_anything_runs(data_dir, tmp_path, args, message):
@@ -234,7 +287,7 @@ def test_a_run_whose_evaluation_was_lost_is_finished_by_the_rerun(
     (run / "model_card.md").unlink()
     assert load_run(str(run)).status == "completed"
 
-    result = run_study(data_dir, workdir, "--arms=deltanet", "--workers=2")
+    result = run_study(data_dir, workdir, *FINISHED)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 runs done, 1 to run" in result.stdout

@@ -29,12 +29,36 @@ def assert_usage_error(result, *fragments: str) -> None:
         ("--config.objective.name=xent", ["unknown objective 'xent'", "next_token_xent"]),
         ("--config.optimizer.name=adam", ["unknown optimizer 'adam'", "adamw", "lion"]),
         ("--config.model.d_model=wide", ["d_model"]),
+        (
+            "--config.tracking.backends=jsonl,wandb",
+            ["unknown tracking backend 'wandb'", "valid: jsonl, mlflow, tensorboard"],
+        ),
+        ("--config.tracking.backends=tensorboard", ["must include jsonl"]),
+        (
+            "--config.tracking.mlflow_uri=http://localhost:5000",
+            ["tracking.mlflow_uri is set", "does not include mlflow"],
+        ),
     ],
 )
 def test_bad_config_values_are_one_line_errors(data_dir, tmp_path, override, fragments):
     workdir = tmp_path / "run"
     assert_usage_error(run_train(data_dir, workdir, override), *fragments)
     assert not workdir.exists(), "nothing is created before the config is known to be good"
+
+
+def test_an_mlflow_store_must_be_one_mlflow_opens_from_any_directory(data_dir, tmp_path):
+    """A study's runs start in the repository: a relative SQLite path would put them in
+    another store than the study's; MLflow no longer opens file stores."""
+    mlflow = "--config.tracking.backends=jsonl,mlflow"
+    relative = run_train(
+        data_dir, tmp_path / "run", mlflow, "--config.tracking.mlflow_uri=sqlite:///m.db"
+    )
+    assert_usage_error(relative, "tracking.mlflow_uri='sqlite:///m.db' is a relative path")
+    files = run_train(
+        data_dir, tmp_path / "run", mlflow, f"--config.tracking.mlflow_uri={tmp_path}"
+    )
+    assert_usage_error(files, "is a file store")
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_file_that_does_not_load(data_dir, tmp_path):
