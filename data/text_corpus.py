@@ -47,6 +47,7 @@ from data.spec import DatasetSpec
 from data.tokenizer import (
     BYTE_VOCAB,
     MIN_BPE_VOCAB,
+    ByteLevelBPE,
     ByteTokenizer,
     TextTokenizer,
     load_file,
@@ -72,7 +73,7 @@ class TextCorpusConfig(ParamsConfig):
     # Set by `validate`: the corpus's files in corpus order with their hashes, and the loaded
     # tokenizer.json (None for byte and bpe) with its sha256.
     files: list[corpus.CorpusFile] = dataclasses.field(default_factory=list, repr=False)
-    tokenizer_file: Any = dataclasses.field(default=None, repr=False)
+    tokenizer_file: ByteLevelBPE | None = dataclasses.field(default=None, repr=False)
     tokenizer_sha256: str | None = dataclasses.field(default=None, repr=False)
 
     def corpus_paths(self) -> list[Path]:
