@@ -69,7 +69,8 @@ class ByteLevelBPE(TextTokenizer):
         self, hf: tokenizers.Tokenizer, vocab_size: int | None = None, where: str = "tokenizer"
     ):
         self.hf = hf
-        own = hf.get_vocab_size(with_added_tokens=True)
+        # Ids need not be contiguous (added tokens may sit above the model's vocabulary).
+        own = max(hf.get_vocab(with_added_tokens=True).values(), default=-1) + 1
         self.vocab_size = own if vocab_size is None else vocab_size
         if own > self.vocab_size:
             raise DataConfigError(f"{where}: {own} tokens, more than vocab_size {self.vocab_size}")
@@ -102,16 +103,19 @@ def _byte_level_lengths(
     """Bytes per token id: one per character of a vocabulary token (each is a byte under the
     byte-level map), an added token's UTF-8 length, 0 for special tokens and unused ids."""
     alphabet = set(pre_tokenizers.ByteLevel.alphabet())
+    added = hf.get_added_tokens_decoder()
     lengths = np.zeros(vocab_size, dtype=np.int32)
     for token, index in hf.get_vocab(with_added_tokens=False).items():
+        if index in added:
+            continue  # its text is literal, not byte-level: below
         if not set(token) <= alphabet:
             raise DataConfigError(
                 f"{where}: token {token!r} is not byte-level (bits per byte needs the bytes of "
                 "every token: use a byte-level BPE tokenizer.json)"
             )
         lengths[index] = len(token)
-    for index, added in hf.get_added_tokens_decoder().items():
-        lengths[index] = 0 if added.special else len(added.content.encode("utf-8"))
+    for index, token in added.items():
+        lengths[index] = 0 if token.special else len(token.content.encode("utf-8"))
     lengths[eod_id] = 1
     return lengths
 

@@ -273,3 +273,27 @@ def test_python_stdlib_names_its_modules_and_python(tmp_path: Path) -> None:
     assert sheet["files"] == len(list((stdlib_root() / "json").glob("*.py")))
     assert len(sheet["files_sha256"]) == 64
     assert "PSF-2.0" in ds.builder.info.description  # the data sheet, with the license
+
+
+def test_parquet_rows_are_documents_and_text_must_be_utf8(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    texts = [prose(i, words=30) for i in range(8)]
+    table = pa.table({"id": list(range(8)), "body": texts})
+    pq.write_table(table, folder / "rows.parquet", row_group_size=3)
+    ds = load(folder, tmp_path / "d", seq_len=8, val_fraction=0.5, text_field="body")
+    found = {
+        split: "\x00".join(byte_documents(stream(ds, split))) for split in ("train", "validation")
+    }
+    for text in texts:
+        split = "validation" if corpus.in_validation(text, 0.5) else "train"
+        assert text[:40] in found[split]
+
+    with pytest.raises(data.DataConfigError, match="no column 'text'.*columns: id, body"):
+        load(folder, tmp_path / "d", seq_len=8, val_fraction=0.5)
+    (folder / "latin1.txt").write_bytes("café".encode("latin-1"))
+    with pytest.raises(data.DataConfigError, match=r"latin1.txt: not UTF-8 text"):
+        load(folder, tmp_path / "d", seq_len=8, val_fraction=0.5, text_field="body")
