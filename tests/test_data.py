@@ -30,7 +30,7 @@ SMALL = {
     "memorization": {"vocab_size": 32, "seq_len": 16, **_FEW},
     "modular_arithmetic": {"prime": 11},
     "text_files": {"paths": TEST_CORPUS, "seq_len": 16},
-    "python_stdlib": {"modules": "json,email", "seq_len": 32},
+    "python_stdlib": {"modules": "json,email", "seq_len": 32, "val_fraction": 0.3},
 }
 
 

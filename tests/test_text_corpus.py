@@ -22,7 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 import data
 import objectives
 from data import corpus
-from data.python_stdlib import stdlib_root
+from data.python_stdlib import stdlib_files
 from data.text_corpus import SUMMARY_FILE, TOKENIZER_FILE
 from runtime.loop import evaluate
 
@@ -265,12 +265,12 @@ def test_bad_corpus_parameters_say_what_is_wrong(params: dict, message: str, tmp
 def test_python_stdlib_names_its_modules_and_python(tmp_path: Path) -> None:
     with pytest.raises(data.DataConfigError, match=r"'jsn' in modules \(did you mean 'json'\?\)"):
         data.shape_spec("python_stdlib", {"modules": "jsn"})
-    params = {"modules": "json", "seq_len": 32, "val_fraction": 0.5}
+    params = {"modules": "json,email", "seq_len": 32, "val_fraction": 0.5}
     ds = data.load("python_stdlib", params, str(tmp_path))
     sheet = ds.fingerprint["data_sheet"]
     version = f"{platform.python_implementation()} {platform.python_version()} standard library"
     assert sheet["source"].startswith(version)
-    assert sheet["files"] == len(list((stdlib_root() / "json").glob("*.py")))
+    assert sheet["files"] == len(stdlib_files()["json"]) + len(stdlib_files()["email"])
     assert len(sheet["files_sha256"]) == 64
     assert "PSF-2.0" in ds.builder.info.description  # the data sheet, with the license
 
