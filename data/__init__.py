@@ -15,8 +15,10 @@ from data import (  # noqa: F401
     modular_arithmetic,
     mqar,
     noisy_recall,
+    python_stdlib,
     selective_copying,
     text,
+    text_files,
 )
 from data.config import DataConfigError
 from data.dataset import Dataset, default_params, load, shape_spec

@@ -90,6 +90,28 @@ def sequence_features(seq_len: int) -> tfds.features.FeaturesDict:
     )
 
 
+def text_features(seq_len: int) -> tfds.features.FeaturesDict:
+    """Next-token text: the sequence features plus `target_bytes`, the bytes of text each target
+    token stands for (what bits per byte divides by)."""
+    return tfds.features.FeaturesDict(
+        {
+            **sequence_features(seq_len),
+            "target_bytes": tfds.features.Tensor(shape=(seq_len,), dtype=np.int32),
+        }
+    )
+
+
+def text_window_example(window: np.ndarray, token_bytes: np.ndarray) -> dict[str, np.ndarray]:
+    """The example of one window of seq_len + 1 tokens: every position scored."""
+    window = np.asarray(window, dtype=np.int32)
+    return {
+        "inputs": window[:-1],
+        "targets": window[1:],
+        "loss_mask": np.ones(len(window) - 1, dtype=np.float32),
+        "target_bytes": token_bytes[window[1:]],
+    }
+
+
 def declared_dtypes(builder: ArchlabBuilder) -> dict[str, np.dtype]:
     """Each stored feature's declared numpy dtype."""
     return {key: np.dtype(feature.np_dtype) for key, feature in builder.info.features.items()}

@@ -2,12 +2,15 @@
 
 TFDS keys a prepared dataset's folder by builder config *name*, so two different parameter sets
 must never share a name; the name is therefore derived from all fields (e.g. `v256_t64_k4_q4_...`)
-instead of being chosen by hand.
+instead of being chosen by hand. A dataset that reads files outside its parameters (a text corpus)
+adds a digest of their contents to the name (`ParamsConfig.content_digest`), so that changed files
+make a new variant instead of reusing what was prepared from the old ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import numbers
 import re
 from collections.abc import Mapping
@@ -31,6 +34,14 @@ def param(default: int | float | str, abbr: str, choices: tuple[str, ...] = ()) 
     if not all(re.fullmatch(r"[a-z][a-z0-9]*", c) for c in choices):
         raise TypeError(f"param {abbr!r}: choices must be lowercase words, got {choices}")
     return dataclasses.field(default=default, metadata={"abbr": abbr, "choices": choices})
+
+
+def text_param(default: str, abbr: str) -> Any:
+    """Declares a free-form string parameter (a glob, a path, a field name). In the config name a
+    value that is not a plain lowercase word stands as a short digest of itself."""
+    return dataclasses.field(
+        default=default, metadata={"abbr": abbr, "choices": (), "free_text": True}
+    )
 
 
 @dataclasses.dataclass(eq=False)
@@ -61,15 +72,15 @@ class ParamsConfig(tfds.core.BuilderConfig):
                 f"unknown dataset parameter(s) {unknown} for {cls.__name__}; "
                 f"valid keys: {', '.join(sorted(valid))}"
             )
-        values = {
-            f.name: _coerce(f.name, params.get(f.name, f.default), f.default, f.metadata["choices"])
-            for f in cls.param_fields()
-        }
+        values = {f.name: _coerce(f, params.get(f.name, f.default)) for f in cls.param_fields()}
         name = "_".join(
             f"{f.metadata['abbr']}{_encode(values[f.name])}" for f in cls.param_fields()
         )
         config = cls(name=name, **values)
         config.validate()
+        digest = config.content_digest()
+        if digest is not None:
+            config.name = f"{name}_c{digest[:16]}"
         return config
 
     def params(self) -> dict[str, Any]:
@@ -78,11 +89,19 @@ class ParamsConfig(tfds.core.BuilderConfig):
     def validate(self) -> None:
         """Raises DataConfigError when the values are inconsistent; override per dataset."""
 
+    def content_digest(self) -> str | None:
+        """A hex digest of what the parameters point at beyond themselves (the files a text corpus
+        reads), or None when the parameters say it all. Called once, after `validate`."""
+        return None
 
-def _coerce(
-    key: str, value: Any, default: int | float | str, choices: tuple[str, ...]
-) -> int | float | str:
+
+def _coerce(field: dataclasses.Field, value: Any) -> int | float | str:
     # Types follow the default so that `seq_len=64.0` or `True` cannot silently make a new config.
+    key, default, choices = field.name, field.default, field.metadata["choices"]
+    if field.metadata.get("free_text"):
+        if not isinstance(value, str):
+            raise DataConfigError(f"dataset parameter {key!r} must be a string, got {value!r}")
+        return value
     if isinstance(default, str):
         if value not in choices:
             raise DataConfigError(
@@ -101,5 +120,7 @@ def _coerce(
 def _encode(value: int | float | str) -> str:
     # TFDS config names allow [A-Za-z0-9_+-.]; '.' is avoided so names stay plain identifiers.
     if isinstance(value, str):
-        return value  # one of the declared choices: a lowercase word
+        if re.fullmatch(r"[a-z][a-z0-9]*", value):
+            return value  # one of the declared choices, or free text that is a plain word
+        return "h" + hashlib.sha256(value.encode()).hexdigest()[:12]
     return repr(value).replace(".", "p").replace("-", "m")

@@ -11,12 +11,14 @@ Data sheet
 - Generation: UTF-8 bytes (vocab_size 256). The first (1 - val_fraction) of the bytes is the
   train split, the rest the validation split: a contiguous cut, so no text is in both. Each split
   is cut into non-overlapping windows of seq_len + 1 bytes (a leftover tail shorter than that is
-  dropped); inputs = window[:-1], targets = window[1:], loss_mask all ones.
+  dropped); inputs = window[:-1], targets = window[1:], loss_mask all ones, target_bytes all
+  ones (each token is one byte: bits per byte is bits per token).
 - Decontamination (version 1.1.0): pydoc repeats some passages under several topics, so a
   contiguous cut still left 27 of the 361 validation windows at seq_len=128 as near-copies of
   training windows (found by data/overlap.py). Every validation window with a training window at
   byte-3-gram Jaccard >= 0.8 (data/overlap.py's near-duplicate test: MinHash LSH candidates, then
-  the exact Jaccard) is dropped, so the validation split measures text the model has not seen.
+  the exact Jaccard; data/decontaminate.py) is dropped, so the validation split measures text the
+  model has not seen.
 - Intended use: a small, always-available character-level language-modelling task for smoke
   tests and architecture comparisons; too small to measure large-scale language modelling.
 - License: the Python documentation, under the Python Software Foundation License
@@ -33,9 +35,9 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data import overlap
-from data.builder import ArchlabBuilder, sequence_features
+from data.builder import ArchlabBuilder, text_features, text_window_example
 from data.config import DataConfigError, ParamsConfig, param
+from data.decontaminate import near_copies
 from data.registry import DATASETS
 from data.spec import DatasetSpec
 
@@ -70,42 +72,16 @@ def windows(part: bytes, window: int) -> np.ndarray:
     return np.frombuffer(part[: count * window], dtype=np.uint8).astype(np.int32).reshape(count, -1)
 
 
-def near_copies(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """[len(rows)] bool: the rows with a reference row at shingle Jaccard >= the threshold of
-    data/overlap.py (candidates from its MinHash bands, then the exact Jaccard)."""
-
-    def shingles(x: np.ndarray) -> np.ndarray:
-        return overlap.sequence_shingles({"inputs": x[:, :-1], "targets": x[:, 1:]})
-
-    row_shingles, reference_shingles = shingles(rows), shingles(reference)
-    row_keys = overlap.band_keys(overlap.minhash(row_shingles))
-    reference_keys = overlap.band_keys(overlap.minhash(reference_shingles))
-    by_key: dict[tuple[int, int], list[int]] = {}
-    for j, keys in enumerate(reference_keys.tolist()):
-        for band, key in enumerate(keys):
-            by_key.setdefault((band, key), []).append(j)
-    copies = np.zeros(len(rows), dtype=bool)
-    for i, keys in enumerate(row_keys.tolist()):
-        candidates = {j for band, key in enumerate(keys) for j in by_key.get((band, key), [])}
-        mine = np.unique(row_shingles[i])
-        for j in candidates:
-            theirs = np.unique(reference_shingles[j])
-            shared = len(np.intersect1d(mine, theirs, assume_unique=True))
-            if shared / (len(mine) + len(theirs) - shared) >= overlap.NEAR_DUPLICATE_JACCARD:
-                copies[i] = True
-                break
-    return copies
-
-
 @DATASETS.register("pydoc_text")
 class PydocText(ArchlabBuilder):
     CONFIG_CLASS = PydocTextConfig
-    # 1.1.0 drops the validation windows that are near-copies of training windows.
-    VERSION = tfds.core.Version("1.1.0")
+    # 1.1.0 drops the validation windows that are near-copies of training windows; 1.2.0 adds
+    # `target_bytes` (bits per byte).
+    VERSION = tfds.core.Version("1.2.0")
     LICENSE = "Python Software Foundation License (Python documentation text)."
 
     def _features(self) -> tfds.features.FeaturesDict:
-        return sequence_features(self.config.seq_len)
+        return text_features(self.config.seq_len)
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
         del dl_manager  # the text ships with Python
@@ -122,15 +98,9 @@ class PydocText(ArchlabBuilder):
         return {split: self._generate_examples(part) for split, part in rows.items()}
 
     def _generate_examples(self, rows: np.ndarray) -> Iterator[tuple[int, dict]]:
+        one_byte_each = np.ones(256, dtype=np.int32)
         for i, row in enumerate(rows):
-            yield (
-                i,
-                {
-                    "inputs": row[:-1],
-                    "targets": row[1:],
-                    "loss_mask": np.ones(self.config.seq_len, dtype=np.float32),
-                },
-            )
+            yield i, text_window_example(row, one_byte_each)
 
     def spec(self) -> DatasetSpec:
         return DatasetSpec(

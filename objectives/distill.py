@@ -9,8 +9,8 @@ teacher's logits arrive in batch['teacher_logits'] [B, T, V] and are never diffe
 batch['score_positions'] the student's logits are [B, S, V] and the teacher's are read there.
 
 Metrics keep the cross-entropy family's meaning, so runs stay comparable: `loss` (and `nll`,
-`accuracy`, `z_loss`) score the student against the hard targets; `kl` is the unscaled KL at
-temperature T; `weight` is the number of scored positions.
+`accuracy`, `z_loss`, and for text `bytes_per_token`) score the student against the hard targets;
+`kl` is the unscaled KL at temperature T; `weight` is the number of scored positions.
 
 Not registered as an objective yet: nothing in the training step supplies teacher logits, and a
 name a config can choose must train end to end (tests/test_registered_objectives.py). It is
@@ -25,7 +25,13 @@ import jax
 import jax.numpy as jnp
 
 from objectives.registry import Metrics
-from objectives.xent import at_scored_positions, example_weights, total_aux_loss, weighted_xent
+from objectives.xent import (
+    at_scored_positions,
+    example_weights,
+    scored_target_bytes,
+    total_aux_loss,
+    weighted_xent,
+)
 
 
 def softened_kl(teacher_logits: jax.Array, student_logits: jax.Array, temperature: float):
@@ -54,7 +60,13 @@ def distillation(
     )
     weights = example_weights(batch, mask).astype(jnp.float32)
     _, metrics = weighted_xent(
-        logits, targets, weights, {}, z_loss=z_loss, label_smoothing=label_smoothing
+        logits,
+        targets,
+        weights,
+        {},
+        z_loss=z_loss,
+        label_smoothing=label_smoothing,
+        target_bytes=scored_target_bytes(batch),
     )
     # Unscored positions may hold anything, even non-finite teacher logits: zero them first, so
     # that neither the loss nor its gradient sees a NaN.

@@ -49,8 +49,13 @@ def weighted_xent(
     *,
     z_loss: float,
     label_smoothing: float,
+    target_bytes: jax.Array | None = None,
 ) -> tuple[jax.Array, Metrics]:
-    """Cross-entropy over items with weight > 0. logits [..., V], targets/weights [...]."""
+    """Cross-entropy over items with weight > 0. logits [..., V], targets/weights [...].
+
+    With `target_bytes` [...] (the bytes of text each target stands for: text datasets), the
+    metrics hold `bytes_per_token`, their mean over the scored items: aggregated like the loss,
+    it makes bits per byte (`objectives.metrics.derived_metrics`)."""
     if logits.shape[:-1] != targets.shape:
         raise ValueError(
             f"logits {logits.shape} do not line up with targets {targets.shape} (a batch with "
@@ -78,6 +83,8 @@ def weighted_xent(
         "accuracy": mean((jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)),
         "weight": weight,
     }
+    if target_bytes is not None:
+        metrics["bytes_per_token"] = mean(target_bytes.astype(jnp.float32))
     if label_smoothing > 0:
         # The unsmoothed NLL stays comparable across runs with different smoothing.
         metrics["nll"] = mean(nll)
@@ -98,7 +105,7 @@ def next_token_xent(
     label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, Metrics]:
     """logits [B, T, V] (or [B, S, V] at batch['score_positions']); batch['targets'] int32
-    [B, T], batch['loss_mask'] float32 [B, T]."""
+    [B, T], batch['loss_mask'] float32 [B, T], and for text batch['target_bytes'] [B, T]."""
     return weighted_xent(
         logits,
         at_scored_positions(batch, batch["targets"]),
@@ -106,7 +113,15 @@ def next_token_xent(
         aux,
         z_loss=z_loss,
         label_smoothing=label_smoothing,
+        target_bytes=scored_target_bytes(batch),
     )
+
+
+def scored_target_bytes(batch: dict[str, jax.Array]) -> jax.Array | None:
+    """batch['target_bytes'] at the scored positions, None for data that is not text."""
+    if "target_bytes" not in batch:
+        return None
+    return at_scored_positions(batch, batch["target_bytes"])
 
 
 @OBJECTIVES.register("classification_xent")

@@ -16,6 +16,8 @@ from registry import UnknownNameError
 
 # Small parameters keep the file fast; a dataset missing here is tested with its defaults.
 _FEW = {"train_examples": 64, "eval_examples": 16}
+# A dozen short documents written for the tests: .txt, .md and .jsonl.
+TEST_CORPUS = str(Path(__file__).parent / "corpus" / "*")
 SMALL = {
     "mqar": {"vocab_size": 32, "seq_len": 24, **_FEW},
     "pydoc_text": {"seq_len": 64},
@@ -27,6 +29,8 @@ SMALL = {
     "compression": {"seq_len": 16, **_FEW},
     "memorization": {"vocab_size": 32, "seq_len": 16, **_FEW},
     "modular_arithmetic": {"prime": 11},
+    "text_files": {"paths": TEST_CORPUS, "seq_len": 16},
+    "python_stdlib": {"modules": "json,email", "seq_len": 32, "val_fraction": 0.3},
 }
 
 
@@ -71,7 +75,13 @@ def test_every_dataset_prepares_and_yields_documented_batches(name: str, data_di
                 assert (batch["loss_mask"].sum(axis=1) == spec.scored_positions).all()
                 scored = np.take_along_axis(batch["loss_mask"], positions, axis=1)
                 assert (scored == 1.0).all()
-            assert set(batch) == {"inputs", "targets", "loss_mask"}
+            # `target_bytes` is optional: the bytes each target stands for, in text datasets.
+            assert {"inputs", "targets", "loss_mask"} <= set(batch)
+            assert set(batch) <= {"inputs", "targets", "loss_mask", "target_bytes"}
+            if "target_bytes" in batch:
+                assert batch["target_bytes"].dtype == np.int32
+                assert batch["target_bytes"].shape == (4, spec.seq_len)
+                assert batch["target_bytes"].min() >= 0
             for key, dtype in [("inputs", np.int32), ("targets", np.int32)]:
                 assert batch[key].dtype == dtype and batch[key].shape == (4, spec.seq_len)
                 assert batch[key].min() >= 0 and batch[key].max() < spec.vocab_size
@@ -374,7 +384,7 @@ def test_text_splits_are_contiguous_and_disjoint(data_dir: Path) -> None:
 
 
 def test_text_decontamination_drops_near_copies_only() -> None:
-    from data.text import near_copies
+    from data.decontaminate import near_copies
 
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 256, size=(50, 129)).astype(np.int32)

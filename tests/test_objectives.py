@@ -352,3 +352,35 @@ def test_perplexity_comes_from_the_aggregate_not_per_batch(lm_batch):
     assert derived["bits_per_token"] == pytest.approx(float(whole["loss"]) / np.log(2), rel=1e-5)
     naive = float((np.exp(losses) * weights).sum() / weights.sum())
     assert abs(naive - derived["perplexity"]) > 1e-3
+
+
+def test_bits_per_byte_is_total_nats_over_total_bytes(lm_batch):
+    """Aggregated over batches as the loop does (weighted by scored tokens), nll /
+    bytes_per_token is the nats of every scored token over the bytes they stand for; padding
+    rows and unscored positions count in neither."""
+    logits, targets, mask = lm_batch
+    target_bytes = np.random.default_rng(3).integers(1, 5, size=targets.shape).astype(np.int32)
+    example_mask = np.array([1.0, 1.0, 0.0], np.float32)  # the last row pads the batch
+    for name in ("next_token_xent", "distillation"):
+        fn = objective(name)
+        parts = []
+        for rows in (slice(0, 1), slice(1, 3)):
+            part_logits, batch = batch_for(name, logits[rows], targets[rows], mask[rows])
+            batch.update(target_bytes=target_bytes[rows], example_mask=example_mask[rows])
+            parts.append(fn(jnp.asarray(part_logits), batch, {})[1])
+        weights = np.array([float(p["weight"]) for p in parts])
+
+        def mean(key: str, parts: list = parts, weights: np.ndarray = weights) -> float:
+            return float(sum(float(p[key]) * w for p, w in zip(parts, weights, strict=True)))
+
+        aggregated = {k: mean(k) / weights.sum() for k in ("loss", "bytes_per_token")}
+        derived = objectives.derived_metrics(aggregated)
+
+        scored = mask * example_mask[:, None]
+        nll = -np.take_along_axis(np_log_softmax(logits), targets[..., None], axis=-1)[..., 0]
+        expected = (nll * scored).sum() / np.log(2) / (target_bytes * scored).sum()
+        assert derived["bits_per_byte"] == pytest.approx(expected, rel=1e-5)
+    # One byte per token (a byte-level tokenizer): bits per byte is bits per token, exactly.
+    derived = objectives.derived_metrics({"loss": 1.2345, "bytes_per_token": 1.0})
+    assert derived["bits_per_byte"] == derived["bits_per_token"]
+    assert "bits_per_byte" not in objectives.derived_metrics({"loss": 1.2345})
