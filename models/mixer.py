@@ -81,6 +81,8 @@ class SequenceMixer(nn.Module):
     def prefill(
         self, x: jax.Array, state: State, positions: jax.Array, lengths: jax.Array
     ) -> tuple[jax.Array, State]:
+        """The default: a scan of `step` through the chunk, the state held at padding."""
+
         def advance(state: State, inputs: tuple[jax.Array, jax.Array]) -> tuple[State, jax.Array]:
             x_t, offset = inputs
             y, stepped = self.step(x_t, state, positions + offset)
