@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +28,14 @@ from generation.sampling import Sampling, sample
 @dataclasses.dataclass(frozen=True)
 class Generated:
     """tokens [B, max_new_tokens] int32: a row's first `counts[b]` are its own (a stop token that
-    ended it included), the rest are 0; `stopped[b]`: whether a stop token ended it."""
+    ended it included), the rest are 0; `stopped[b]`: whether a stop token ended it. With
+    `keep_logits`, logits [B, max_new_tokens, V] float32: the model's logits each token was
+    chosen from (before the sampling settings), zero past a row's count."""
 
     tokens: np.ndarray
     counts: np.ndarray
     stopped: np.ndarray
+    logits: np.ndarray | None = None
 
     def row(self, b: int) -> list[int]:
         return self.tokens[b, : self.counts[b]].tolist()
@@ -47,6 +50,7 @@ class Generator:
     max_new_tokens: int
     sampling: Sampling
     stop_tokens: tuple[int, ...] = ()
+    keep_logits: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -71,10 +75,8 @@ class Generator:
         active = np.ones(len(lengths), bool) if active is None else active
         max_len = self.cache_length(prompts.shape[1])
         last_logits, cache = _prefill(self.model, max_len, params, jnp.asarray(prompts), lengths)
-        tokens, counts, stopped, _ = _decode(
-            self, params, cache, last_logits, lengths, keys, jnp.asarray(active)
-        )
-        return Generated(np.asarray(tokens), np.asarray(counts), np.asarray(stopped))
+        out, _ = _decode(self, params, cache, last_logits, lengths, keys, jnp.asarray(active))
+        return Generated(*(None if x is None else np.asarray(x) for x in out))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -92,6 +94,15 @@ def _prefill(
     return logits[:, 0], cache
 
 
+class Out(NamedTuple):
+    """What the loop carries per row, besides the cache."""
+
+    tokens: jax.Array
+    counts: jax.Array
+    stopped: jax.Array
+    logits: jax.Array | None
+
+
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
 def _decode(
     generator: Generator,
@@ -101,45 +112,40 @@ def _decode(
     lengths: jax.Array,
     keys: jax.Array,
     active: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array, Any]:
-    """The loop: (tokens, counts, stopped, the cache after the last token fed). The cache comes
-    in donated and goes out in the same buffers."""
-    model, sampling = generator.model, generator.sampling
+) -> tuple[tuple, Any]:
+    """The loop: ((tokens, counts, stopped, logits or None), the cache after the last token
+    fed). The cache comes in donated and goes out in the same buffers."""
+    model, sampling, steps = generator.model, generator.sampling, generator.max_new_tokens
     stop_tokens = jnp.asarray(generator.stop_tokens, jnp.int32)
+    batch, vocab = logits.shape
 
-    def draw(logits: jax.Array, step: jax.Array) -> jax.Array:
+    def record(step: jax.Array, logits: jax.Array, out: Out) -> Out:
+        """Chooses each row's token at `step` from its logits and writes it down."""
         step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
-        return jax.vmap(functools.partial(sample, sampling=sampling))(step_keys, logits)
-
-    def record(step, token, tokens, counts, stopped):
-        live = ~stopped
-        tokens = tokens.at[:, step].set(jnp.where(live, token, 0))
-        counts = counts + live
-        stopped = stopped | jnp.isin(token, stop_tokens)
-        return tokens, counts, stopped
-
-    batch = lengths.shape[0]
-    tokens = jnp.zeros((batch, generator.max_new_tokens), jnp.int32)
-    counts = jnp.zeros((batch,), jnp.int32)
-    stopped = ~active
-    tokens, counts, stopped = record(0, draw(logits, 0), tokens, counts, stopped)
-
-    def unfinished(carry) -> jax.Array:
-        step, _, _, _, stopped = carry
-        return (step < generator.max_new_tokens) & ~jnp.all(stopped)
-
-    def advance(carry):
-        step, cache, tokens, counts, stopped = carry
-        logits, cache = model.apply(
-            {"params": params},
-            tokens[:, step - 1],
-            cache,
-            lengths + step - 1,
-            method="decode_step",
+        token = jax.vmap(functools.partial(sample, sampling=sampling))(step_keys, logits)
+        live = ~out.stopped
+        return Out(
+            tokens=out.tokens.at[:, step].set(jnp.where(live, token, 0)),
+            counts=out.counts + live,
+            stopped=out.stopped | jnp.isin(token, stop_tokens),
+            logits=None
+            if out.logits is None
+            else out.logits.at[:, step].set(jnp.where(live[:, None], logits, 0.0)),
         )
-        tokens, counts, stopped = record(step, draw(logits, step), tokens, counts, stopped)
-        return step + 1, cache, tokens, counts, stopped
 
-    carry = (jnp.int32(1), cache, tokens, counts, stopped)
-    _, cache, tokens, counts, stopped = jax.lax.while_loop(unfinished, advance, carry)
-    return tokens, counts, stopped & active, cache
+    kept = jnp.zeros((batch, steps, vocab), jnp.float32) if generator.keep_logits else None
+    empty = Out(jnp.zeros((batch, steps), jnp.int32), jnp.zeros(batch, jnp.int32), ~active, kept)
+    out = record(jnp.int32(0), logits, empty)
+
+    def unfinished(carry: tuple[jax.Array, Any, Out]) -> jax.Array:
+        step, _, out = carry
+        return (step < steps) & ~jnp.all(out.stopped)
+
+    def advance(carry: tuple[jax.Array, Any, Out]) -> tuple[jax.Array, Any, Out]:
+        step, cache, out = carry
+        fed, positions = out.tokens[:, step - 1], lengths + step - 1
+        logits, cache = model.apply({"params": params}, fed, cache, positions, method="decode_step")
+        return step + 1, cache, record(step, logits, out)
+
+    _, cache, out = jax.lax.while_loop(unfinished, advance, (jnp.int32(1), cache, out))
+    return (out.tokens, out.counts, out.stopped & active, out.logits), cache
