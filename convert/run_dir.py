@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 import ml_collections
 
 import models
@@ -58,6 +57,4 @@ def write_run(
 def read_params(workdir: str, config: ml_collections.ConfigDict) -> tuple[int, Any]:
     """(the step of the run's newest checkpoint that verifies, its parameters as host arrays);
     `config` is the run's (`evaluation.run.run_config`)."""
-    exp = assembly.build(config)
-    step, state = assembly.restored_state(exp, workdir, "convert")
-    return step, jax.device_get(state.params)
+    return assembly.restored_params(config, workdir, "convert")

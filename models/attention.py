@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from models import blocks
-from models.mixer import SequenceMixer
+from models.mixer import SequenceMixer, valid_mask
 from models.registry import CONFIG_SECTIONS, MIXERS
 
 DEFAULTS = {
@@ -51,8 +51,9 @@ def attend(
 ) -> jax.Array:
     """Grouped causal softmax attention. q [B,Tq,H,D]; k, v [B,Tk,KVH,D] -> [B,Tq,H,D].
 
-    A key is visible when its position is <= the query's (and within `window` if set); keys at
-    positions not yet written (a cache beyond the current step) are masked the same way.
+    Positions are [Tq] and [Tk], shared by the batch, or [B, Tq] and [B, Tk], per row (a cache
+    whose rows are at different lengths). A key is visible when its position is >= 0 and <= the
+    query's (and within `window` if set): a negative position marks an empty cache slot.
     Scores and softmax are float32 whatever the compute dtype.
 
     The softmax is normalised after mixing the values (divide the [Tq, D] output, not the
@@ -68,10 +69,15 @@ def attend(
     q = jnp.transpose(q.reshape(b, t_q, kv, groups, d), (0, 2, 3, 1, 4))
     q = q.reshape(b, kv, groups * t_q, d)
     scores = jnp.matmul(q, jnp.transpose(k, (0, 2, 3, 1)), preferred_element_type=jnp.float32)
-    visible = k_positions[None, :] <= q_positions[:, None]
+    keys, queries = k_positions[..., None, :], q_positions[..., :, None]
+    visible = (keys >= 0) & (keys <= queries)
     if window:
-        visible &= k_positions[None, :] > q_positions[:, None] - window
-    scores += jnp.tile(jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min), (groups, 1))
+        visible &= keys > queries - window
+    mask = jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min)  # [Tq, Tk] or [B, Tq, Tk]
+    if mask.ndim == 2:
+        scores += jnp.tile(mask, (groups, 1))
+    else:
+        scores += jnp.tile(mask, (1, groups, 1))[:, None]
     # Softmax is shift-invariant, so the row maximum needs no gradient. The 1/sqrt(D) scale goes
     # in the exponent (float32) rather than on q, where bf16 would round the scaled queries.
     # The mask is additive: a query seeing no key at all (never, while each sees its own
@@ -128,39 +134,68 @@ class Attention(SequenceMixer):
         out = attend(q, k, v, positions, positions, self.options["window"])
         return self.out(out)
 
+    def cache_length(self, max_len: int) -> int:
+        """Slots of the KV cache: every position, or with a sliding window a ring of `window`."""
+        window = self.options["window"]
+        return min(window, max_len) if window else max_len
+
     def init_state(self, batch_size: int, max_len: int) -> dict[str, jax.Array]:
-        """The KV cache: keys and values of every position decoded so far."""
+        """The KV cache: keys and values, and the position each slot holds (-1: empty). Position
+        p goes to slot p mod the cache's length, so a sliding window's cache is a ring."""
         shape = (
             batch_size,
-            max_len,
+            self.cache_length(max_len),
             kv_heads(self.num_heads, self.options),
             self.d_model // self.num_heads,
         )
-        return {"key": jnp.zeros(shape, self.dtype), "value": jnp.zeros(shape, self.dtype)}
-
-    def step(self, x: jax.Array, state: dict, position: jax.Array) -> tuple[jax.Array, dict]:
-        q, k, v = self._project(x[:, None], position[None])
-        start = (0, position, 0, 0)
-        cache = {
-            "key": jax.lax.dynamic_update_slice(state["key"], k.astype(self.dtype), start),
-            "value": jax.lax.dynamic_update_slice(state["value"], v.astype(self.dtype), start),
+        return {
+            "key": jnp.zeros(shape, self.dtype),
+            "value": jnp.zeros(shape, self.dtype),
+            "position": jnp.full(shape[:2], -1, jnp.int32),
         }
-        k_positions = jnp.arange(cache["key"].shape[1])
+
+    def step(self, x: jax.Array, state: dict, positions: jax.Array) -> tuple[jax.Array, dict]:
+        y, state = self.prefill(x[:, None], state, positions, jnp.ones_like(positions))
+        return y[:, 0], state
+
+    def prefill(
+        self, x: jax.Array, state: dict, positions: jax.Array, lengths: jax.Array
+    ) -> tuple[jax.Array, dict]:
+        """The chunk's queries attend to the cache and to the chunk's own keys; then the chunk's
+        real keys are written into the cache."""
+        t = x.shape[1]
+        chunk_positions = positions[:, None] + jnp.arange(t)[None, :]  # [B, T]
+        q, k, v = self._project(x, chunk_positions)
+        k, v = k.astype(self.dtype), v.astype(self.dtype)
+        real = valid_mask(lengths, t)
+        # A slot at or past a row's position holds a token since rolled back: never seen again.
+        cached = state["position"]
+        cached = jnp.where(cached < positions[:, None], cached, -1)
         out = attend(
-            q, cache["key"], cache["value"], position[None], k_positions, self.options["window"]
+            q,
+            jnp.concatenate([state["key"], k], axis=1),
+            jnp.concatenate([state["value"], v], axis=1),
+            chunk_positions,
+            jnp.concatenate([cached, jnp.where(real, chunk_positions, -1)], axis=1),
+            self.options["window"],
         )
-        return self.out(out)[:, 0], cache
+        return self.out(out), self._write(state, k, v, chunk_positions, lengths)
 
-    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
-        positions = jnp.arange(x.shape[1])
-        q, k, v = self._project(x, positions)
-        out = self.out(attend(q, k, v, positions, positions, self.options["window"]))
-        state = self.init_state(x.shape[0], max_len)
-        cache = {
-            "key": state["key"].at[:, : x.shape[1]].set(k.astype(self.dtype)),
-            "value": state["value"].at[:, : x.shape[1]].set(v.astype(self.dtype)),
+    def _write(
+        self, state: dict, k: jax.Array, v: jax.Array, positions: jax.Array, lengths: jax.Array
+    ) -> dict:
+        """The cache with each row's real keys and values written at their slots. A ring takes
+        only a row's last `size` of them: earlier ones would share slots with later ones."""
+        size = state["position"].shape[1]
+        offsets = jnp.arange(positions.shape[1])[None, :]
+        kept = (offsets < lengths[:, None]) & (offsets >= lengths[:, None] - size)
+        slots = jnp.where(kept, positions % size, size)  # slot `size` is out of range: dropped
+        rows = jnp.arange(positions.shape[0])[:, None]
+        return {
+            "key": state["key"].at[rows, slots].set(k, mode="drop"),
+            "value": state["value"].at[rows, slots].set(v, mode="drop"),
+            "position": state["position"].at[rows, slots].set(positions, mode="drop"),
         }
-        return out, cache
 
     @classmethod
     def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:

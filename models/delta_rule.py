@@ -35,6 +35,7 @@ from models.linear_attention import (
     ProjectedRecurrentMixer,
     ScalarDecay,
     l2_normalize,
+    only_where,
     segment_sums,
 )
 from models.registry import CONFIG_SECTIONS, MIXERS
@@ -221,6 +222,11 @@ class DeltaRule(ProjectedRecurrentMixer):
         else:
             log_alpha = jnp.zeros(x.shape[:-1] + (self.num_heads,), jnp.float32)
         return q, k, v, beta, log_alpha
+
+    def _hold(self, inputs: tuple[jax.Array, ...], real: jax.Array) -> tuple[jax.Array, ...]:
+        """No write (k = 0, beta = 0) and no decay (log alpha = 0) at padding positions."""
+        q, k, v, beta, log_alpha = inputs
+        return q, only_where(real, k), v, only_where(real, beta), only_where(real, log_alpha)
 
     def _parallel(self, inputs, state):
         return chunked_delta_rule(*inputs, state, self.options["chunk_size"])

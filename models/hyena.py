@@ -35,7 +35,9 @@ round-off (1e-5 of the output scale) and no more.
 
 Decoding keeps, per filter, every input the long convolution has seen ([B, N-1, max_len, d]) and
 takes each output as a dot product with the filter read backwards: exact and O(T) per token.
-The filter itself is recomputed at every step (a few FLOPs per position per channel).
+The filter itself is recomputed at every step (a few FLOPs per position per channel). A prefill
+writes its chunk's inputs into that store and runs the training form's convolution over all of
+it, so a prompt costs one convolution at `max_len` per filter.
 
 Hyena has a fixed parameterisation: `num_heads`, `rope` and `use_bias` are ignored. As in
 safari, the input and output projections have biases and the short convolution has one.
@@ -53,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import blocks
-from models.mixer import CausalConv1D, SequenceMixer
+from models.mixer import CausalConv1D, SequenceMixer, valid_mask
 from models.registry import CONFIG_SECTIONS, MIXERS
 
 DEFAULTS = {
@@ -217,23 +219,17 @@ class Hyena(SequenceMixer):
         x0, *rest, v = (s.astype(jnp.float32) for s in streams)
         return x0, rest[::-1], v
 
-    def _forward(self, u: jax.Array) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
-        t = u.shape[1]
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        t = x.shape[1]
         if t > self.seq_len:
             raise ValueError(f"hyena: input length {t} exceeds the filter length {self.seq_len}")
-        proj = self.in_proj(u)  # [B, T, N+1, d]
+        proj = self.in_proj(x)  # [B, T, N+1, d]
         streams = [conv(proj[..., i, :]) for i, conv in enumerate(self.short_convs)]
         x0, gates, z = self._gates(streams)
         filters = self.filter()[:, :t]  # [N-1, T, d]
-        conv_inputs = []
         for n, gate in enumerate(gates):
-            z = gate * z
-            conv_inputs.append(z)
-            z = self._long_conv(z, filters[n], n)
-        return self.out_proj((x0 * z).astype(self.dtype)), proj, conv_inputs
-
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        return self._forward(x)[0]
+            z = self._long_conv(gate * z, filters[n], n)
+        return self.out_proj((x0 * z).astype(self.dtype))
 
     def init_state(self, batch_size: int, max_len: int) -> dict[str, Any]:
         """Short-conv windows per stream, and every long-conv input so far [B, N-1, max_len, d]
@@ -245,34 +241,59 @@ class Hyena(SequenceMixer):
             "long": jnp.zeros((batch_size, self.num_filters, max_len, self.d_model), jnp.float32),
         }
 
-    def step(self, x: jax.Array, state: dict, position: jax.Array) -> tuple[jax.Array, dict]:
-        proj = self.in_proj(x)  # [B, N+1, d]
+    def _short_convs(
+        self, proj: jax.Array, state: dict, lengths: jax.Array
+    ) -> tuple[list[jax.Array], list[jax.Array]]:
+        """Each stream's short conv over the chunk proj [B, T, N+1, d], and its state after."""
         streams, short = [], []
         for i, conv in enumerate(self.short_convs):
-            y, s = conv.step(proj[:, i], state["short"][i])
+            y, s = conv.prefill(proj[..., i, :], state["short"][i], lengths)
             streams.append(y)
             short.append(s)
-        x0, gates, z = self._gates(streams)
+        return streams, short
+
+    def step(self, x: jax.Array, state: dict, positions: jax.Array) -> tuple[jax.Array, dict]:
+        """Each long-conv output as a dot product of the stored inputs with the filter read
+        backwards from the row's position: O(max_len) per token."""
+        ones = jnp.ones_like(positions)
+        streams, short = self._short_convs(self.in_proj(x[:, None]), state, ones)
+        x0, gates, z = self._gates([s[:, 0] for s in streams])
         history = state["long"]
         max_len = history.shape[2]
-        lag = position - jnp.arange(max_len)  # tap of the filter each stored input meets
+        rows = jnp.arange(x.shape[0])
+        lag = positions[:, None] - jnp.arange(max_len)[None, :]  # [B, L]: each input's tap
         filters = self.filter()[:, :max_len]
-        taps = jnp.where((lag >= 0)[None, :, None], filters[:, jnp.clip(lag, 0, max_len - 1)], 0.0)
         for n, gate in enumerate(gates):
             z = gate * z
-            history = jax.lax.dynamic_update_slice(history, z[:, None, None], (0, n, position, 0))
-            y = jnp.einsum(
-                "bld,ld->bd", history[:, n], taps[n], precision=jax.lax.Precision.HIGHEST
-            )
+            history = history.at[rows, n, positions].set(z)
+            taps = jnp.where((lag >= 0)[..., None], filters[n][jnp.clip(lag, 0, max_len - 1)], 0.0)
+            y = jnp.einsum("bld,bld->bd", history[:, n], taps, precision=jax.lax.Precision.HIGHEST)
             z = y + self.filter_bias[n] * z
         return self.out_proj((x0 * z).astype(self.dtype)), {"short": short, "long": history}
 
-    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
-        out, proj, conv_inputs = self._forward(x)
-        state = self.init_state(x.shape[0], max_len)
-        short = [conv.prefill(proj[..., i, :])[1] for i, conv in enumerate(self.short_convs)]
-        inputs = jnp.stack(conv_inputs, axis=1)  # [B, N-1, T, d]
-        return out, {"short": short, "long": state["long"].at[:, :, : x.shape[1]].set(inputs)}
+    def prefill(
+        self, x: jax.Array, state: dict, positions: jax.Array, lengths: jax.Array
+    ) -> tuple[jax.Array, dict]:
+        """The chunk's long-conv inputs are written into the stored ones, then each long
+        convolution runs over all of them (the training form, at the stored length) and is
+        read at the chunk's positions. Inputs written for padding sit past the row's position,
+        where a causal convolution does not look, and are overwritten before it does."""
+        t = x.shape[1]
+        streams, short = self._short_convs(self.in_proj(x), state, lengths)
+        x0, gates, z = self._gates(streams)
+        history = state["long"]
+        max_len = history.shape[2]
+        chunk_positions = positions[:, None] + jnp.arange(t)[None, :]  # [B, T]
+        # Padding is written past the end, which drops it.
+        writes = jnp.where(valid_mask(lengths, t), chunk_positions, max_len)
+        reads = jnp.minimum(chunk_positions, max_len - 1)[..., None]
+        rows = jnp.arange(x.shape[0])[:, None]
+        filters = self.filter()[:, :max_len]
+        for n, gate in enumerate(gates):
+            z = gate * z
+            history = history.at[rows, n, writes].set(z, mode="drop")
+            z = jnp.take_along_axis(self._long_conv(history[:, n], filters[n], n), reads, axis=1)
+        return self.out_proj((x0 * z).astype(self.dtype)), {"short": short, "long": history}
 
     @classmethod
     def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import blocks
-from models.mixer import SequenceMixer
+from models.mixer import SequenceMixer, valid_mask
 from models.registry import CONFIG_SECTIONS, MIXERS, check_choice
 
 FEATURE_MAPS = ("elu", "relu", "identity", "taylor")
@@ -258,6 +258,11 @@ QK_NORMS = ("none", "l2")
 L2_EPS = 1e-6
 
 
+def only_where(real: jax.Array, x: jax.Array) -> jax.Array:
+    """x [B, T, ...] with zeros where `real` [B, T] is false."""
+    return jnp.where(real.reshape(real.shape + (1,) * (x.ndim - 2)), x, 0.0)
+
+
 def l2_normalize(x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
     return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + L2_EPS)
@@ -267,7 +272,8 @@ class ProjectedRecurrentMixer(SequenceMixer):
     """Shared by the gated family and the delta rule (models/delta_rule.py). Subclasses give,
     besides every mixer's LETTER and SECTION (its errors quote SECTION), `dims`, `_extra_setup`,
     `_inputs` (q, k, v, usually from `_projections`, and the gate inputs), `_parallel` and
-    `_step` (the recurrence) and `_extra_param_count`. Options `qk_activation` and
+    `_step` (the recurrence), `_hold` when its inputs are not (q, k, v, log-gates) and
+    `_extra_param_count`. Options `qk_activation` and
     `v_activation` (silu | identity), and `qk_norm` (none | l2, after the activation), where a
     section has them, act on the projections."""
 
@@ -311,18 +317,27 @@ class ProjectedRecurrentMixer(SequenceMixer):
         return self.out(o.astype(self.dtype))
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.prefill(x, x.shape[1])[0]
+        o, _ = self._parallel(self._inputs(x), self.init_state(x.shape[0], x.shape[1]))
+        return self._output(x, o)
 
     def init_state(self, batch_size: int, max_len: int) -> jax.Array:
         return jnp.zeros((batch_size, self.num_heads, self.key_dim, self.value_dim), jnp.float32)
 
-    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, jax.Array]:
-        state = self.init_state(x.shape[0], max_len)
-        o, state = self._parallel(self._inputs(x), state)
+    def prefill(
+        self, x: jax.Array, state: jax.Array, positions: jax.Array, lengths: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        inputs = self._hold(self._inputs(x), valid_mask(lengths, x.shape[1]))
+        o, state = self._parallel(inputs, state)
         return self._output(x, o), state
 
+    def _hold(self, inputs: tuple[jax.Array, ...], real: jax.Array) -> tuple[jax.Array, ...]:
+        """`_inputs` with the padding positions (`real` [B, T] false) made ones that leave the
+        state as it was: no write (k = 0) and no decay (log-gate 0)."""
+        q, k, v, log_gates = inputs
+        return q, only_where(real, k), v, only_where(real, log_gates)
+
     def step(
-        self, x: jax.Array, state: jax.Array, position: jax.Array
+        self, x: jax.Array, state: jax.Array, positions: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
         inputs = tuple(a[:, 0] for a in self._inputs(x[:, None]))
         o, state = self._step(inputs, state)

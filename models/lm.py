@@ -12,8 +12,10 @@ The short conv (`model.short_conv`, a kernel size) is a depthwise causal convolu
 normed input; with `model.short_conv_gate` it is Zoology's BaseConv instead,
 h -> conv(h) * (h W + b) + h: the product of each position with its recent past, in every channel.
 
-Decoding: `prefill(tokens, max_len)` runs the prompt and returns the cache; `decode_step(token,
-cache, position)` advances one token; `init_cache(batch_size, max_len)` is the empty cache.
+Decoding: `init_cache(batch_size, max_len)` is the empty cache (every layer's mixer state);
+`prefill(tokens, cache, positions, lengths)` advances it by a chunk of tokens in one parallel pass
+(rows of different lengths right-padded, each row at its own position); `decode_step(tokens,
+cache, positions)` by one token per row. generation/ drives them.
 """
 
 from __future__ import annotations
@@ -102,25 +104,28 @@ class Block(nn.Module):
             state["conv"] = self.conv.init_state(batch_size)
         return state
 
-    def step(self, x: jax.Array, state: dict, position: jax.Array) -> tuple[jax.Array, dict]:
-        """x: [B, D], one position."""
+    def step(self, x: jax.Array, state: dict, positions: jax.Array) -> tuple[jax.Array, dict]:
+        """x: [B, D], one position per row."""
         h = self.mixer_norm(x)
         new_state = {}
         if self.short_conv:
             conv, new_state["conv"] = self.conv.step(h, state["conv"])
             h = self._gate(h, conv)
-        h, new_state["mixer"] = self.sequence_mixer.step(h, state["mixer"], position)
+        h, new_state["mixer"] = self.sequence_mixer.step(h, state["mixer"], positions)
         x = x + h
         return self._channel_half(x[:, None], False)[:, 0], new_state
 
-    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
+    def prefill(
+        self, x: jax.Array, state: dict, positions: jax.Array, lengths: jax.Array
+    ) -> tuple[jax.Array, dict]:
+        """x: [B, T, D], continued from `state` (see SequenceMixer.prefill)."""
         h = self.mixer_norm(x)
-        state = {}
+        new_state = {}
         if self.short_conv:
-            conv, state["conv"] = self.conv.prefill(h)
+            conv, new_state["conv"] = self.conv.prefill(h, state["conv"], lengths)
             h = self._gate(h, conv)
-        h, state["mixer"] = self.sequence_mixer.prefill(h, max_len)
-        return self._channel_half(x + h, False), state
+        h, new_state["mixer"] = self.sequence_mixer.prefill(h, state["mixer"], positions, lengths)
+        return self._channel_half(x + h, False), new_state
 
 
 class SequenceModel(nn.Module):
@@ -261,24 +266,41 @@ class SequenceModel(nn.Module):
         return [layer.init_state(batch_size, max_len) for layer in self.layers]
 
     def decode_step(
-        self, tokens: jax.Array, cache: list[dict], position: jax.Array
+        self, tokens: jax.Array, cache: list[dict], positions: jax.Array
     ) -> tuple[jax.Array, list[dict]]:
-        """tokens [B] at `position` -> logits [B, vocab] for the next position, new cache."""
-        x = self._embed(tokens, position)
+        """tokens [B] at `positions` (int [B], or one for every row) -> logits [B, vocab] for
+        each row's next position, and the new cache."""
+        positions = jnp.broadcast_to(jnp.asarray(positions, jnp.int32), tokens.shape)
+        x = self._embed(tokens, positions)
         new_cache = []
         for layer, state in zip(self.layers, cache, strict=True):
-            x, state = layer.step(x, state, position)
+            x, state = layer.step(x, state, positions)
             new_cache.append(state)
         return self._logits(x), new_cache
 
-    def prefill(self, tokens: jax.Array, max_len: int) -> tuple[jax.Array, list[dict]]:
-        """Logits over the prompt [B, T, vocab] and the cache after it."""
-        x = self._embed(tokens, jnp.arange(tokens.shape[1]))
-        cache = []
-        for layer in self.layers:
-            x, state = layer.prefill(x, max_len)
-            cache.append(state)
-        return self._logits(x), cache
+    def prefill(
+        self,
+        tokens: jax.Array,
+        cache: list[dict],
+        positions: jax.Array,
+        lengths: jax.Array,
+        logits_at: jax.Array | None = None,
+    ) -> tuple[jax.Array, list[dict]]:
+        """Tokens [B, T] in one parallel pass, continued from `cache`: row b's tokens sit at
+        positions[b] + 0..T-1 and its first lengths[b] enter the cache, the rest are padding
+        (see SequenceMixer.prefill). -> logits [B, T, vocab] (their next-token predictions; at
+        padding, unspecified), or with `logits_at` [B, S] (indices into the chunk) only those,
+        [B, S, vocab]; and the new cache."""
+        positions = jnp.broadcast_to(jnp.asarray(positions, jnp.int32), tokens.shape[:1])
+        lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), tokens.shape[:1])
+        x = self._embed(tokens, positions[:, None] + jnp.arange(tokens.shape[1])[None, :])
+        new_cache = []
+        for layer, state in zip(self.layers, cache, strict=True):
+            x, state = layer.prefill(x, state, positions, lengths)
+            new_cache.append(state)
+        if logits_at is not None:
+            x = jnp.take_along_axis(x, logits_at[..., None], axis=1)
+        return self._logits(x), new_cache
 
 
 def layer_mixers(config: Any) -> tuple[str, ...]:

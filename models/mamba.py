@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from models import blocks
-from models.linear_attention import QK_NORMS, l2_normalize
-from models.mixer import CausalConv1D, SequenceMixer
+from models.linear_attention import QK_NORMS, l2_normalize, only_where
+from models.mixer import CausalConv1D, SequenceMixer, valid_mask
 from models.registry import CONFIG_SECTIONS, MIXERS, check_choice
 
 DEFAULTS = {
@@ -238,18 +238,13 @@ class Mamba(SequenceMixer):
     def _gate_out(self, y: jax.Array, z: jax.Array) -> jax.Array:
         return self.out_proj(y.astype(self.dtype) * nn.silu(z))
 
-    def _forward(self, u: jax.Array, initial_state=None):
-        xz = self.in_proj(u)  # [B, T, 2, E]
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        xz = self.in_proj(x)  # [B, T, 2, E]
         x, z = xz[..., 0, :], xz[..., 1, :]
         x_conv = nn.silu(self.conv(x))
         delta, B, C, A = self._ssm_inputs(x_conv)
-        y, state = selective_scan(
-            x_conv, delta, A, B, C, self.D, initial_state, self.options["scan"]
-        )
-        return self._gate_out(y, z), x, state
-
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        return self._forward(x)[0]
+        y, _ = selective_scan(x_conv, delta, A, B, C, self.D, None, self.options["scan"])
+        return self._gate_out(y, z)
 
     def init_state(self, batch_size: int, max_len: int) -> dict[str, jax.Array]:
         """The conv window (last d_conv - 1 inputs) and the SSM state [B, E, N] (float32)."""
@@ -258,7 +253,7 @@ class Mamba(SequenceMixer):
             "ssm": jnp.zeros((batch_size, self.d_inner, self.d_state), jnp.float32),
         }
 
-    def step(self, x: jax.Array, state: dict, position: jax.Array) -> tuple[jax.Array, dict]:
+    def step(self, x: jax.Array, state: dict, positions: jax.Array) -> tuple[jax.Array, dict]:
         xz = self.in_proj(x)  # [B, 2, E]
         x, z = xz[..., 0, :], xz[..., 1, :]
         x_conv, conv_state = self.conv.step(x, state["conv"])
@@ -267,10 +262,19 @@ class Mamba(SequenceMixer):
         y, ssm = selective_step(x_conv, delta, A, B, C, self.D, state["ssm"])
         return self._gate_out(y, z), {"conv": conv_state, "ssm": ssm}
 
-    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, dict]:
-        out, conv_input, ssm = self._forward(x)
-        _, conv_state = self.conv.prefill(conv_input)
-        return out, {"conv": conv_state, "ssm": ssm}
+    def prefill(
+        self, x: jax.Array, state: dict, positions: jax.Array, lengths: jax.Array
+    ) -> tuple[jax.Array, dict]:
+        """The selective scan from the state; at padding positions delta = 0, so the SSM state
+        neither decays nor takes an input (exp(0 A) h + 0 B x = h)."""
+        xz = self.in_proj(x)
+        x, z = xz[..., 0, :], xz[..., 1, :]
+        x_conv, conv_state = self.conv.prefill(x, state["conv"], lengths)
+        x_conv = nn.silu(x_conv)
+        delta, B, C, A = self._ssm_inputs(x_conv)
+        delta = only_where(valid_mask(lengths, x.shape[1]), delta)
+        y, ssm = selective_scan(x_conv, delta, A, B, C, self.D, state["ssm"], self.options["scan"])
+        return self._gate_out(y, z), {"conv": conv_state, "ssm": ssm}
 
     @classmethod
     def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:

@@ -1,13 +1,21 @@
 """The sequence-mixer interface every architecture family implements, and the short convolution
 that can sit in front of any mixer.
 
-A mixer maps [B, T, D] -> [B, T, D] causally, in two forms that must agree:
+A mixer maps [B, T, D] -> [B, T, D] causally, in forms that must agree:
 - `__call__(x, *, train)`: the parallel (or chunked) form used for training;
-- `step(x_t, state, position)`: the recurrent form, one token [B, D] at a time over a state
+- `step(x_t, state, positions)`: the recurrent form, one token [B, D] at a time over a state
   (a KV cache for attention, a fixed-size matrix for SSMs and linear attention), starting from
-  `init_state(batch_size, max_len)`.
-`prefill(x, max_len)` runs the parallel form and returns the state after the prompt; the default
-steps through the prompt, families override it with their own final-state computation.
+  `init_state(batch_size, max_len)`; row b's token sits at `positions[b]` (int32 [B]).
+- `prefill(x, state, positions, lengths)`: the parallel form continued from a state. Row b's
+  tokens sit at positions[b] + 0..T-1 and only its first `lengths[b]` enter the state: the rest
+  are padding, their outputs unspecified. From an empty state it is a prompt's prefill (prompts
+  of different lengths right-padded into one batch); from a decoding state it scores several
+  tokens in one pass (a speculative decoder's verification); and re-advancing a state kept
+  aside by only the accepted tokens is the rollback. The default steps through x (a scan of
+  `step`, the state held at padding positions); families override it with their parallel form.
+
+Every leaf of a state has the batch as its leading axis, and positions must stay below the
+`max_len` the state was made for.
 
 Mixers are set up with `setup()` (not `@nn.compact`) so that every method sees the same
 parameters. Class methods give the analytic cost: `state_size` (numbers carried per sequence
@@ -28,6 +36,20 @@ import jax
 import jax.numpy as jnp
 
 State = Any
+
+
+def hold_padding(valid: jax.Array, new: State, old: State) -> State:
+    """`new` in the rows where `valid` [B] is true, `old` in the others, leaf by leaf."""
+
+    def pick(n: jax.Array, o: jax.Array) -> jax.Array:
+        return jnp.where(valid.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+def valid_mask(lengths: jax.Array, length: int) -> jax.Array:
+    """[B, length] bool: which positions of a right-padded chunk are real tokens."""
+    return jnp.arange(length)[None, :] < lengths[:, None]
 
 
 class SequenceMixer(nn.Module):
@@ -53,16 +75,22 @@ class SequenceMixer(nn.Module):
     def init_state(self, batch_size: int, max_len: int) -> State:
         raise NotImplementedError
 
-    def step(self, x: jax.Array, state: State, position: jax.Array) -> tuple[jax.Array, State]:
+    def step(self, x: jax.Array, state: State, positions: jax.Array) -> tuple[jax.Array, State]:
         raise NotImplementedError
 
-    def prefill(self, x: jax.Array, max_len: int) -> tuple[jax.Array, State]:
-        state = self.init_state(x.shape[0], max_len)
-        outputs = []
-        for t in range(x.shape[1]):
-            y, state = self.step(x[:, t], state, jnp.int32(t))
-            outputs.append(y)
-        return jnp.stack(outputs, axis=1), state
+    def prefill(
+        self, x: jax.Array, state: State, positions: jax.Array, lengths: jax.Array
+    ) -> tuple[jax.Array, State]:
+        """The default: a scan of `step` through the chunk, the state held at padding."""
+
+        def advance(state: State, inputs: tuple[jax.Array, jax.Array]) -> tuple[State, jax.Array]:
+            x_t, offset = inputs
+            y, stepped = self.step(x_t, state, positions + offset)
+            return hold_padding(offset < lengths, stepped, state), y
+
+        offsets = jnp.arange(x.shape[1], dtype=jnp.int32)
+        state, ys = jax.lax.scan(advance, state, (jnp.moveaxis(x, 1, 0), offsets))
+        return jnp.moveaxis(ys, 0, 1), state
 
     @classmethod
     def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:
@@ -150,12 +178,15 @@ class CausalConv1D(nn.Module):
             jnp.float32,
         )
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def _convolve(self, padded: jax.Array, length: int) -> jax.Array:
+        """The outputs of the last `length` positions of `padded` [B, K-1+length, F]."""
         k = self.kernel_size
-        padded = jnp.pad(x.astype(self.dtype), ((0, 0), (k - 1, 0), (0, 0)))
-        t = x.shape[1]
-        y = sum(padded[:, i : i + t] * self.kernel[i].astype(self.dtype) for i in range(k))
+        y = sum(padded[:, i : i + length] * self.kernel[i].astype(self.dtype) for i in range(k))
         return y + self.bias.astype(self.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        padded = jnp.pad(x.astype(self.dtype), ((0, 0), (self.kernel_size - 1, 0), (0, 0)))
+        return self._convolve(padded, x.shape[1])
 
     def init_state(self, batch_size: int) -> jax.Array:
         return jnp.zeros((batch_size, self.kernel_size - 1, self.features), self.dtype)
@@ -165,7 +196,13 @@ class CausalConv1D(nn.Module):
         y = jnp.einsum("bkf,kf->bf", window, self.kernel.astype(self.dtype))
         return y + self.bias.astype(self.dtype), window[:, 1:]
 
-    def prefill(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Output over the prompt and the state after it (its last K-1 inputs, zero-padded)."""
-        padded = jnp.pad(x.astype(self.dtype), ((0, 0), (self.kernel_size - 1, 0), (0, 0)))
-        return self(x), padded[:, x.shape[1] :]
+    def prefill(
+        self, x: jax.Array, state: jax.Array, lengths: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Outputs over x [B, T, F] continued from `state`, and the state after each row's first
+        `lengths[b]` inputs (the K-1 inputs ending there)."""
+        padded = jnp.concatenate([state, x.astype(self.dtype)], axis=1)
+        window = lengths[:, None] + jnp.arange(self.kernel_size - 1)[None, :]
+        return self._convolve(padded, x.shape[1]), jnp.take_along_axis(
+            padded, window[..., None], axis=1
+        )

@@ -273,14 +273,36 @@ def initial_state(
     return step, state, True
 
 
-def restored_state(exp: Experiment, workdir: str, purpose: str) -> tuple[int, TrainState]:
-    """(step, state) of the run's newest checkpoint that verifies; a run without any checkpoint
-    is a UsageError ('run ... has no checkpoint to <purpose>')."""
+def require_checkpoints(workdir: str, purpose: str) -> None:
     if not checkpoint.has_checkpoints(workdir):
         raise UsageError(f"run {workdir!r} has no checkpoint to {purpose}")
+
+
+def restored_state(
+    exp: Experiment, workdir: str, purpose: str, step: int | None = None
+) -> tuple[int, TrainState]:
+    """(step, state) of the run's newest checkpoint that verifies, or of checkpoint `step`; a
+    run without any checkpoint is a UsageError ('run ... has no checkpoint to <purpose>'), and
+    so is a `step` it has no verified checkpoint of."""
+    require_checkpoints(workdir, purpose)
     checkpoints = checkpoint.Checkpoints(workdir, exp.config.checkpoint.max_to_keep, False)
     try:
-        step, state, _ = initial_state(exp, checkpoints)
+        if step is None:
+            step, state, _ = initial_state(exp, checkpoints)
+        else:
+            with exp.context():
+                state = checkpoints.restore_step(step, exp.abstract_state, exp.train_iter)
     finally:
         checkpoints.close()
     return step, state
+
+
+def restored_params(
+    config: ml_collections.ConfigDict, workdir: str, purpose: str, step: int | None = None
+) -> tuple[int, Any]:
+    """(step, its parameters as host arrays) for a run whose config is `config` (see
+    `restored_state`); a run without checkpoints fails before its data are loaded."""
+    require_checkpoints(workdir, purpose)
+    exp = build(config)
+    step, state = restored_state(exp, workdir, purpose, step)
+    return step, jax.device_get(state.params)

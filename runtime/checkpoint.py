@@ -143,6 +143,20 @@ class Checkpoints:
             "inspect them, or start a new --workdir"
         )
 
+    def restore_step(self, step: int, abstract_state: Any, iterator: Any) -> Any:
+        """The state of checkpoint `step`, which must exist and verify (UsageError otherwise,
+        naming the steps there are); restores `iterator` in place. Nothing is moved aside."""
+        steps = sorted(self.manager.all_steps())
+        if step not in steps:
+            have = ", ".join(map(str, steps)) or "none"
+            raise UsageError(f"no checkpoint at step {step} in {self.directory} (steps: {have})")
+        problem = seal.check_seal(self.step_dir(step)) if self._sealed else None
+        if problem is not None:
+            raise UsageError(f"checkpoint step {step} in {self.directory} {problem}")
+        if not self._sealed:
+            warn(f"checkpoint step {step} has no seal, nor has any other: unverified")
+        return self._restore(step, abstract_state, iterator)
+
     def _restore(self, step: int, abstract_state: Any, iterator: Any) -> Any:
         try:
             restored = self.manager.restore(

@@ -86,7 +86,8 @@ def stepped(model: Hyena, variables, x: jax.Array, max_len: int) -> tuple[jax.Ar
     state = model.apply(variables, x.shape[0], max_len, method="init_state")
     outputs = []
     for t in range(x.shape[1]):
-        y, state = model.apply(variables, x[:, t], state, jnp.int32(t), method="step")
+        positions = jnp.full(x.shape[0], t, jnp.int32)
+        y, state = model.apply(variables, x[:, t], state, positions, method="step")
         outputs.append(y)
     return jnp.stack(outputs, axis=1), state
 
@@ -102,7 +103,9 @@ def test_recurrent_and_parallel_forms_agree(long_conv, order):
     np.testing.assert_allclose(outputs, parallel, rtol=1e-5, atol=1e-5)
     # Prefill a prompt, then step: the same outputs and the same state.
     prompt = 6
-    out, prefilled = model.apply(variables, x[:, :prompt], T, method="prefill")
+    empty = model.apply(variables, 2, T, method="init_state")
+    start, lengths = jnp.zeros(2, jnp.int32), jnp.full(2, prompt)
+    out, prefilled = model.apply(variables, x[:, :prompt], empty, start, lengths, method="prefill")
     np.testing.assert_allclose(out, parallel[:, :prompt], rtol=1e-5, atol=1e-5)
     _, state_after_prompt = stepped(model, variables, x[:, :prompt], T)
     for a, b in zip(jax.tree.leaves(prefilled), jax.tree.leaves(state_after_prompt), strict=True):

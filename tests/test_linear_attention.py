@@ -270,11 +270,13 @@ def test_options_keep_forms_agreeing_and_counts_exact(name, options):
     params = mixer.init(jax.random.key(0), x)
     full = mixer.apply(params, x)
     prompt = 40
-    out, state = mixer.apply(params, x[:, :prompt], T, method="prefill")
+    empty = mixer.apply(params, B, T, method="init_state")
+    start, lengths = jnp.zeros(B, jnp.int32), jnp.full(B, prompt)
+    out, state = mixer.apply(params, x[:, :prompt], empty, start, lengths, method="prefill")
     assert_rel(out, full[:, :prompt])
     step = jax.jit(functools.partial(mixer.apply, method="step"))
     for t in range(prompt, T):
-        y, state = step(params, x[:, t], state, jnp.int32(t))
+        y, state = step(params, x[:, t], state, jnp.full(B, t, jnp.int32))
         assert_rel(y, full[:, t])
     cls = type(mixer)
     for use_bias in (False, True):

@@ -114,7 +114,7 @@ def stepped(model: Mamba, params, x: jax.Array) -> jax.Array:
     state = model.apply(params, x.shape[0], x.shape[1], method="init_state")
     outputs = []
     for t in range(x.shape[1]):
-        y, state = model.apply(params, x[:, t], state, jnp.int32(t), method="step")
+        y, state = model.apply(params, x[:, t], state, jnp.full(x.shape[0], t), method="step")
         outputs.append(y)
     return jnp.stack(outputs, axis=1)
 
@@ -145,10 +145,11 @@ def test_prefill_state_equals_the_state_after_stepping():
     model = mixer()
     x = jax.random.normal(jax.random.key(1), (2, 7, 32))
     params = nn.unbox(init(model, x))
-    _, prefilled = model.apply(params, x, T, method="prefill")
     state = model.apply(params, 2, T, method="init_state")
+    start, lengths = jnp.zeros(2, jnp.int32), jnp.full(2, x.shape[1])
+    _, prefilled = model.apply(params, x, state, start, lengths, method="prefill")
     for t in range(x.shape[1]):
-        _, state = model.apply(params, x[:, t], state, jnp.int32(t), method="step")
+        _, state = model.apply(params, x[:, t], state, jnp.full(x.shape[0], t), method="step")
     for name in ("conv", "ssm"):
         np.testing.assert_allclose(prefilled[name], state[name], rtol=1e-5, atol=1e-6)
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.core import FrozenDict
 
 import models
 from experiments.base import base_config
@@ -154,11 +155,53 @@ def test_parallel_prefill_and_token_by_token_decoding_agree(mixer, variant):
     assert_close(jnp.stack(stepped, axis=1), full)
     # A prompt through the parallel form, then cached decoding of the rest.
     prompt = 6
-    logits, cache = model.apply(variables, tokens[:, :prompt], T, method="prefill")
+    empty = model.apply(variables, 2, T, method="init_cache")
+    logits, cache = model.apply(variables, tokens[:, :prompt], empty, 0, prompt, method="prefill")
     assert_close(logits, full[:, :prompt])
     for t in range(prompt, T):
         logits, cache = step(variables, tokens[:, t], cache, jnp.int32(t))
         assert_close(logits, full[:, t])
+
+
+def mixer_alone(name: str, **overrides):
+    """The mixer `name` as the sequence model builds it, outside a model, with its parameters."""
+    cls = models.MIXERS.get(name)
+    options = lm_config(name, **overrides)[cls.SECTION].to_dict()
+    mixer = cls(d_model=32, num_heads=4, options=FrozenDict(options), seq_len=T)
+    x = jnp.zeros((2, T, 32))
+    return mixer, nn.unbox(mixer.init(jax.random.key(0), x, train=False))
+
+
+CHUNK_VARIANTS = [(m, "plain") for m in models.MIXERS.names()] + [("attention", "gqa_window")]
+
+
+@pytest.mark.parametrize(("mixer", "variant"), CHUNK_VARIANTS)
+def test_a_ragged_chunk_continues_any_state_as_stepping_its_real_tokens_does(mixer, variant):
+    """Each family's parallel `prefill` against the default one, which steps token by token and
+    holds the state at padding: two right-padded chunks, rows at different positions with
+    different numbers of real tokens, the second from the state the first left (what prompts of
+    different lengths and a speculative decoder's verification rely on). Padding is random, so
+    a state that took any of it would differ. With the window (5) shorter than the chunk, the
+    ring of keys wraps within one chunk."""
+    module, variables = mixer_alone(mixer, **VARIANTS[variant])
+    chunks = jax.random.normal(jax.random.key(3), (2, 2, 7, 32))
+    starts = [jnp.array([0, 0]), jnp.array([2, 6])]
+    lengths = [jnp.array([2, 6]), jnp.array([7, 3])]
+
+    def run(prefill):
+        apply = jax.jit(functools.partial(module.apply, method=prefill))
+        state = module.apply(variables, 2, T, method="init_state")
+        outputs = []
+        for chunk, start, length in zip(chunks, starts, lengths, strict=True):
+            out, state = apply(variables, chunk, state, start, length)
+            outputs.append([out[b, : length[b]] for b in range(2)])
+        return outputs, state
+
+    (outputs, state), (stepped, stepped_state) = run("prefill"), run(SequenceMixer.prefill)
+    for ours, theirs in zip(jax.tree.leaves(outputs), jax.tree.leaves(stepped), strict=True):
+        assert_close(ours, theirs)
+    for ours, theirs in zip(jax.tree.leaves(state), jax.tree.leaves(stepped_state), strict=True):
+        assert_close(ours, theirs)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,142 @@
+"""Continuations of prompts by a trained sequence model.
+
+    python -m launch.generate --workdir=runs/x --prompt="def " [--prompt=...] [--step=N]
+        [--max_new_tokens=64] [--num_samples=1] [--batch_size=8] [--seed=0]
+        [--temperature=1] [--top_k=0] [--top_p=1] [--stop_token=ID ...] [--output=out.jsonl]
+
+Restores the run's newest checkpoint that verifies (or checkpoint --step), then continues each
+prompt (--prompt, repeatable, or --prompts_file: one per line, or a .jsonl of {"prompt": ...})
+--num_samples times, --batch_size continuations at a time. A run on a text dataset takes text
+prompts and prints text; any other takes and prints token ids ("3 17 5"). Sampling keeps the
+--top_k most likely tokens, then the fewest of those reaching probability --top_p, then draws at
+--temperature (0: greedy). A continuation ends after --max_new_tokens or at a --stop_token (kept
+in its tokens, left out of its text). The same run, prompts, settings and --seed give the same
+tokens. With --output, each continuation is a line of JSON there instead of text on stdout.
+
+Exit status: 0, or 2 for bad input (no run or checkpoint there, an empty prompt, a token outside
+the vocabulary, a prompt the model cannot continue that far, settings that select nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from atomic_write import write_atomically
+from evaluation.run import run_config
+from generation.batches import Continuation, generate_all
+from generation.codecs import TextCodec, text_codec
+from generation.decode import Generator
+from generation.prompts import Prompt, check_fits, encode, read_file
+from generation.sampling import Sampling
+from runtime import assembly, host_memory
+from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
+
+
+def parse_args(argv: list[str]):
+    parser = ArgumentParser(prog="python -m launch.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="a run directory (launch.train's)")
+    parser.add_argument("--step", type=int, help="the checkpoint (default: the newest)")
+    parser.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    parser.add_argument("--prompts_file", help="one prompt per line, or .jsonl {'prompt': ...}")
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--num_samples", type=int, default=1, help="continuations per prompt")
+    parser.add_argument("--batch_size", type=int, default=8, help="continuations at a time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    parser.add_argument("--top_k", type=int, default=0, help="0: the whole vocabulary")
+    parser.add_argument("--top_p", type=float, default=1.0)
+    parser.add_argument("--stop_token", type=int, action="append", default=[], help="a token id")
+    parser.add_argument("--output", help="write the continuations here as JSON lines")
+    args = parser.parse_args(argv[1:])
+    if (args.prompt is None) == (args.prompts_file is None):
+        raise UsageError("give --prompt=... (repeatable) or --prompts_file=..., one of them")
+    for flag in ("max_new_tokens", "num_samples", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.output is not None:
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            raise UsageError(f"--output {args.output!r}: directory {parent!r} does not exist")
+    return args
+
+
+def record(
+    continuation: Continuation, prompts: list[Prompt], codec: TextCodec | None
+) -> dict[str, object]:
+    """A continuation as a line of --output."""
+    line: dict[str, object] = {
+        "prompt_index": continuation.prompt,
+        "sample": continuation.sample,
+        "prompt": prompts[continuation.prompt],
+        "tokens": continuation.tokens,
+        "ended": "stop_token" if continuation.stopped else "max_new_tokens",
+    }
+    if codec is not None:
+        line["text"] = text(continuation, codec)
+    return line
+
+
+def text(continuation: Continuation, codec: TextCodec) -> str:
+    tokens = continuation.tokens[:-1] if continuation.stopped else continuation.tokens
+    return codec.decode(tokens)
+
+
+def show(continuations: list[Continuation], codec: TextCodec | None) -> None:
+    """Each continuation on stdout: its text, or its ids; headed when there are several."""
+    for c in continuations:
+        if len(continuations) > 1:
+            print(f"--- prompt {c.prompt + 1}, sample {c.sample + 1} ---")
+        print(text(c, codec) if codec is not None else " ".join(map(str, c.tokens)))
+
+
+@exit_on_usage_error
+def main(argv: list[str]) -> int:
+    host_memory.keep_freed_memory()  # before JAX starts its threads
+    args = parse_args(argv)
+    config = run_config(args.workdir)
+    spec = assembly.data_shapes(config)
+    model, _ = assembly.model_and_objective(config, spec)
+    if not hasattr(model, "decode_step"):
+        raise UsageError(
+            f"run {args.workdir!r} trained a {config.model.name!r} model on {spec.name!r}: only "
+            "sequence models (model.name=lm) generate"
+        )
+    sampling = Sampling(args.temperature, args.top_k, args.top_p)
+    sampling.check(spec.vocab_size)
+    for token in args.stop_token:
+        if not 0 <= token < spec.vocab_size:
+            raise UsageError(
+                f"--stop_token {token} is outside the vocabulary (0..{spec.vocab_size - 1})"
+            )
+    codec = text_codec(config)
+    given = args.prompt if args.prompt is not None else read_file(args.prompts_file)
+    prompts = encode(given, codec, spec.vocab_size)
+    check_fits(prompts, args.max_new_tokens, spec.seq_len, model.fixed_length_reason())
+
+    step, params = assembly.restored_params(config, args.workdir, "generate from", args.step)
+    generator = Generator(model, args.max_new_tokens, sampling, tuple(args.stop_token))
+    continuations = generate_all(
+        generator,
+        params,
+        prompts,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    if args.output is None:
+        show(continuations, codec)
+    else:
+        lines = [json.dumps(record(c, given, codec)) + "\n" for c in continuations]
+        write_atomically(args.output, "".join(lines))
+    where = f" to {args.output}" if args.output else ""
+    print(
+        f"{len(continuations)} continuation(s) of run {args.workdir} at step {step}{where}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

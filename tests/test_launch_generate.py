@@ -1,0 +1,156 @@
+"""`python -m launch.generate` as a user runs it, on a tiny byte-level run of pydoc_text: text
+in, text out, the same seed giving the same tokens, and bad input refused in one line."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from generation.codecs import Utf8Bytes
+from launch.generate import parse_args
+from runtime.errors import UsageError
+from tests.conftest import run_module, run_train
+
+# Learned positions: a model defined only up to its training length (32), so that a prompt it
+# cannot continue that far is refused.
+PYDOC = [
+    "--config=experiments/pydoc_lm.py",
+    "--config.data.pydoc_text.seq_len=32",
+    "--config.model.num_layers=1",
+    "--config.model.d_model=32",
+    "--config.model.num_heads=2",
+    "--config.model.d_ff=64",
+    "--config.model.positional=learned",
+    "--config.train.steps=10",
+    "--config.train.batch_size=8",
+    "--config.train.log_every=5",
+    "--config.eval.every=10",
+    "--config.eval.num_batches=1",
+    "--config.checkpoint.every=5",
+    "--config.eval.suites=",
+]
+
+
+@pytest.fixture(scope="module")
+def pydoc_run(data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pydoc") / "run"
+    result = run_train(data_dir, workdir, base=PYDOC)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def generate(data_dir: str, workdir, *args: str) -> subprocess.CompletedProcess:
+    return run_module(data_dir, "launch.generate", f"--workdir={workdir}", *args)
+
+
+def test_a_run_continues_text_prompts_and_the_same_seed_gives_the_same_tokens(
+    data_dir, pydoc_run, tmp_path
+):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "The "}\n{"prompt": "def f(x):\\n  "}\n{"prompt": [40, 41]}\n')
+    settings = ["--max_new_tokens=6", "--num_samples=2", "--batch_size=4", "--top_k=40"]
+    printed = generate(data_dir, pydoc_run, f"--prompts_file={prompts}", *settings, "--seed=7")
+    assert printed.returncode == 0, printed.stderr
+    written = tmp_path / "out.jsonl"
+    result = generate(
+        data_dir,
+        pydoc_run,
+        f"--prompts_file={prompts}",
+        *settings,
+        "--seed=7",
+        f"--output={written}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "6 continuation(s) of run" in result.stderr and "at step 10" in result.stderr
+    lines = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [(x["prompt_index"], x["sample"]) for x in lines] == [
+        (i, s) for i in range(3) for s in range(2)
+    ]
+    for x in lines:
+        assert len(x["tokens"]) == 6 and x["ended"] == "max_new_tokens"
+        assert x["text"] == Utf8Bytes().decode(x["tokens"])
+    # The printed continuations are the written ones: the same seed, the same tokens.
+    expected = "".join(
+        f"--- prompt {x['prompt_index'] + 1}, sample {x['sample'] + 1} ---\n{x['text']}\n"
+        for x in lines
+    )
+    assert printed.stdout == expected
+    assert lines[0]["tokens"] != lines[1]["tokens"]  # two samples of one prompt differ
+
+
+def test_generation_stops_at_a_stop_token_and_leaves_it_out_of_the_text(
+    data_dir, pydoc_run, tmp_path
+):
+    """From an older checkpoint than the newest, too (the run has steps 5 and 10)."""
+
+    def greedy(*args: str) -> dict:
+        out = tmp_path / "out.jsonl"
+        settings = ["--prompt=The ", "--temperature=0", "--step=5", f"--output={out}"]
+        result = generate(data_dir, pydoc_run, *settings, *args)
+        assert result.returncode == 0, result.stderr
+        assert "at step 5" in result.stderr
+        return json.loads(out.read_text())
+
+    tokens = greedy("--max_new_tokens=5")["tokens"]
+    stop = tokens[2]
+    stopped = greedy("--max_new_tokens=5", f"--stop_token={stop}")
+    cut = tokens.index(stop) + 1  # at the first time greedy decoding produces it
+    assert stopped["tokens"] == tokens[:cut] and stopped["ended"] == "stop_token"
+    assert stopped["text"] == Utf8Bytes().decode(tokens[: cut - 1])
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--prompt="], "error: prompt 1 is empty: a continuation needs at least one token"),
+        (
+            ["--prompt=" + "x" * 30, "--max_new_tokens=4"],
+            "error: prompt 1 has 30 token(s): with --max_new_tokens=4 it needs 33 positions, more "
+            "than the 32 this model takes (learned positional embeddings exist only for the "
+            "training positions)",
+        ),
+        (["--prompt=a", "--max_new_tokens=2", "--step=7"], "error: no checkpoint at step 7 in "),
+    ],
+    ids=["empty-prompt", "too-long", "no-such-step"],
+)
+def test_bad_input_is_one_line_and_exit_2(data_dir, pydoc_run, args, error):
+    result = generate(data_dir, pydoc_run, *args)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(error)
+
+
+def test_a_token_outside_the_vocabulary_is_refused(data_dir, pydoc_run, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "fine"}\n{"prompt": [104, 256]}\n')
+    result = generate(data_dir, pydoc_run, f"--prompts_file={prompts}", "--max_new_tokens=2")
+    assert result.returncode == 2
+    assert (
+        result.stderr == "error: prompt 2: token 256 is outside the model's vocabulary (0..255)\n"
+    )
+
+
+def test_a_run_without_a_checkpoint_is_refused(data_dir, pydoc_run, tmp_path):
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    shutil.copy(pydoc_run / "config.json", untrained / "config.json")
+    result = generate(data_dir, untrained, "--prompt=a", "--max_new_tokens=2")
+    assert result.returncode == 2
+    assert result.stderr == f"error: run {str(untrained)!r} has no checkpoint to generate from\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--prompt=a", "--prompts_file=p.txt"], "give --prompt=... (repeatable) or --prompts"),
+        ([], "give --prompt=... (repeatable) or --prompts_file"),
+        (["--prompt=a", "--num_samples=0"], "--num_samples must be >= 1, got 0"),
+        (["--prompt=a", "--output=/no/such/dir/out.jsonl"], "directory '/no/such/dir' does not"),
+    ],
+)
+def test_command_lines_that_ask_for_nothing_sensible_are_refused(args, error):
+    with pytest.raises(UsageError, match=re.escape(error)):
+        parse_args(["launch.generate", "--workdir=runs/x", *args])
