@@ -56,5 +56,5 @@ def write_run(
 
 def read_params(workdir: str, config: ml_collections.ConfigDict) -> tuple[int, Any]:
     """(the step of the run's newest checkpoint that verifies, its parameters as host arrays);
-    `config` is the run's (`evaluation.run.run_config`)."""
+    `config` is the run's (`runtime.workdir.run_config`)."""
     return assembly.restored_params(config, workdir, "convert")

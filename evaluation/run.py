@@ -12,16 +12,13 @@ import os
 from typing import Any
 
 import jax
-import ml_collections
 
 from analysis import model_card, slices
-from analysis.runs import CONFIG_FILE, EVAL_DIR, eval_file, jsonable, read_json
+from analysis.runs import EVAL_DIR, eval_file, jsonable
 from atomic_write import write_json_atomically
 from evaluation import suites
 from evaluation.predictions import Predictor
-from experiments.base import base_config
 from runtime import assembly, metric_writers
-from runtime.config import flatten
 from runtime.errors import UsageError
 
 
@@ -88,25 +85,6 @@ def not_applicable(results: dict[str, Any]) -> dict[str, str]:
 
 def _write_json(path: str, value: Any) -> None:
     write_json_atomically(path, value, indent=2, allow_nan=False)
-
-
-def run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config the run recorded in config.json (the whole config, every key)."""
-    recorded = read_json(os.path.join(workdir, CONFIG_FILE))
-    if recorded is None:
-        raise UsageError(f"{workdir!r} is not a run directory (no {CONFIG_FILE})")
-    config = ml_collections.ConfigDict(recorded)
-    # A key added since the run was recorded would take today's default, which need not be what
-    # the run trained with (mqar's `answers` default changed from shown to hidden), so the run is
-    # evaluated by the code it was trained with or not at all.
-    missing = sorted(set(flatten(base_config())) - set(flatten(config)))
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise UsageError(
-            f"{workdir}/{CONFIG_FILE} predates config key {missing[0]}{more}: evaluate it at "
-            "the commit its manifest records, or retrain it"
-        )
-    return config
 
 
 def evaluate_checkpoint(exp: assembly.Experiment, workdir: str, names: list[str]) -> dict[str, Any]:

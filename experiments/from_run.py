@@ -10,7 +10,7 @@ that the run directory refuses, so a converted run's fine-tuning settings are gi
 
 import ml_collections
 
-from evaluation.run import run_config
+from runtime.workdir import run_config
 
 
 def get_config(workdir: str = "") -> ml_collections.ConfigDict:

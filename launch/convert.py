@@ -26,10 +26,9 @@ import sys
 
 import convert
 from convert import hf_dir, run_dir
-from evaluation.run import run_config
 from runtime import host_memory
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
-from runtime.workdir import check_writable_directory
+from runtime.workdir import check_writable_directory, run_config
 
 
 def parse_args(argv: list[str]) -> tuple:

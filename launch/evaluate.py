@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import sys
 
-from evaluation.run import evaluate_checkpoint, run_config, suite_names
+from evaluation.run import evaluate_checkpoint, suite_names
 from runtime import assembly, host_memory, manifest
 from runtime.errors import ArgumentParser, exit_on_usage_error
+from runtime.workdir import run_config
 
 
 @exit_on_usage_error

@@ -24,7 +24,6 @@ import os
 import sys
 
 from atomic_write import write_atomically
-from evaluation.run import run_config
 from generation.batches import Continuation, generate_all
 from generation.codecs import TextCodec, text_codec
 from generation.decode import Generator
@@ -32,6 +31,7 @@ from generation.prompts import Prompt, check_fits, encode, read_file
 from generation.sampling import Sampling
 from runtime import assembly, host_memory
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
+from runtime.workdir import run_config
 
 
 def parse_args(argv: list[str]):

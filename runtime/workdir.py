@@ -1,4 +1,4 @@
-"""A run directory: one that can be written, and that belongs to one config.
+"""A run directory: one that can be written, and that belongs to one config, which it records.
 
 Checked before any device or data is touched, so a wrong --workdir costs nothing; claimed (its
 config.json written) only once the config has been built, so a config that fails leaves nothing.
@@ -10,9 +10,12 @@ import json
 import os
 
 import jax
+import ml_collections
 
+from analysis.runs import read_json
 from atomic_write import write_atomically
-from runtime.config import differing_keys
+from experiments.base import base_config
+from runtime.config import differing_keys, flatten
 from runtime.errors import UsageError
 
 CONFIG_FILE = "config.json"
@@ -54,3 +57,23 @@ def claim_workdir(workdir: str, config_json: str) -> None:
         return
     os.makedirs(workdir, exist_ok=True)
     write_atomically(path, config_json)
+
+
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config the run recorded in config.json (the whole config, every key), for the
+    commands that read a finished run (evaluate, convert, generate)."""
+    recorded = read_json(os.path.join(workdir, CONFIG_FILE))
+    if recorded is None:
+        raise UsageError(f"{workdir!r} is not a run directory (no {CONFIG_FILE})")
+    config = ml_collections.ConfigDict(recorded)
+    # A key added since the run was recorded would take today's default, which need not be what
+    # the run trained with (mqar's `answers` default changed from shown to hidden), so the run is
+    # read by the code it was trained with or not at all.
+    missing = sorted(set(flatten(base_config())) - set(flatten(config)))
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise UsageError(
+            f"{workdir}/{CONFIG_FILE} predates config key {missing[0]}{more}: use it at the "
+            "commit its manifest records, or retrain it"
+        )
+    return config

@@ -42,11 +42,12 @@ CASES = {name: {"mixer": name} for name in models.MIXERS.names()} | {
 
 def tiny_model(**overrides):
     config = base_config().model
-    config.update(dict(name="lm", num_layers=2, d_model=32, num_heads=4, d_ff=48))
+    config.update(dict(name="lm", num_layers=1, d_model=32, num_heads=4, d_ff=48))
     config.update_from_flattened_dict(overrides)
     model = models.build_model(config, SPEC, jnp.float32)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, T), jnp.int32), train=False)
-    return model, nn.unbox(variables)["params"]
+    # Jitted: op by op, initialising a model compiles each op alone, and took longer than the test.
+    init = jax.jit(functools.partial(model.init, train=False))
+    return model, nn.unbox(init(jax.random.key(0), jnp.zeros((1, T), jnp.int32)))["params"]
 
 
 def padded(rows: list[np.ndarray], width: int, key: int) -> np.ndarray:

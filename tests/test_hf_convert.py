@@ -23,12 +23,12 @@ import transformers
 
 import convert
 from convert import hf_dir, run_dir
-from evaluation.run import run_config
 from experiments.base import base_config
 from launch import convert as convert_cli
 from runtime import assembly
 from runtime.checkpoint_seal import check_seal
 from runtime.config import to_json
+from runtime.workdir import run_config
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.long(seconds=80)

@@ -15,11 +15,10 @@ from launch.generate import parse_args
 from runtime.errors import UsageError
 from tests.conftest import run_module, run_train
 
-# Learned positions: a model defined only up to its training length (32), so that a prompt it
-# cannot continue that far is refused.
+# Learned positions: a model defined only up to its training length (pydoc_text's 128), so that
+# a prompt it cannot continue that far is refused.
 PYDOC = [
     "--config=experiments/pydoc_lm.py",
-    "--config.data.pydoc_text.seq_len=32",
     "--config.model.num_layers=1",
     "--config.model.d_model=32",
     "--config.model.num_heads=2",
@@ -47,60 +46,47 @@ def generate(data_dir: str, workdir, *args: str) -> subprocess.CompletedProcess:
     return run_module(data_dir, "launch.generate", f"--workdir={workdir}", *args)
 
 
-def test_a_run_continues_text_prompts_and_the_same_seed_gives_the_same_tokens(
+def test_a_run_continues_text_prompts_the_same_seed_gives_the_same_tokens_and_stops(
     data_dir, pydoc_run, tmp_path
 ):
+    """Printed (the newest checkpoint), written (--step=10, the same one), then written again
+    with a stop token: each continuation ends at its own first stop token, the others go on."""
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "The "}\n{"prompt": "def f(x):\\n  "}\n{"prompt": [40, 41]}\n')
-    settings = ["--max_new_tokens=6", "--num_samples=2", "--batch_size=4", "--top_k=40"]
-    printed = generate(data_dir, pydoc_run, f"--prompts_file={prompts}", *settings, "--seed=7")
+    settings = [f"--prompts_file={prompts}", "--max_new_tokens=6", "--num_samples=2"]
+    settings += ["--batch_size=4", "--top_k=40", "--seed=7"]
+
+    def written(*args: str) -> list[dict]:
+        out = tmp_path / "out.jsonl"
+        result = generate(data_dir, pydoc_run, *settings, "--step=10", f"--output={out}", *args)
+        assert result.returncode == 0, result.stderr
+        assert f"6 continuation(s) of run {pydoc_run} at step 10 to {out}\n" in result.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    printed = generate(data_dir, pydoc_run, *settings)
     assert printed.returncode == 0, printed.stderr
-    written = tmp_path / "out.jsonl"
-    result = generate(
-        data_dir,
-        pydoc_run,
-        f"--prompts_file={prompts}",
-        *settings,
-        "--seed=7",
-        f"--output={written}",
-    )
-    assert result.returncode == 0, result.stderr
-    assert "6 continuation(s) of run" in result.stderr and "at step 10" in result.stderr
-    lines = [json.loads(line) for line in written.read_text().splitlines()]
+    assert f"6 continuation(s) of run {pydoc_run} at step 10\n" in printed.stderr
+    lines = written()
     assert [(x["prompt_index"], x["sample"]) for x in lines] == [
         (i, s) for i in range(3) for s in range(2)
     ]
     for x in lines:
         assert len(x["tokens"]) == 6 and x["ended"] == "max_new_tokens"
         assert x["text"] == Utf8Bytes().decode(x["tokens"])
-    # The printed continuations are the written ones: the same seed, the same tokens.
-    expected = "".join(
+    assert printed.stdout == "".join(
         f"--- prompt {x['prompt_index'] + 1}, sample {x['sample'] + 1} ---\n{x['text']}\n"
         for x in lines
     )
-    assert printed.stdout == expected
     assert lines[0]["tokens"] != lines[1]["tokens"]  # two samples of one prompt differ
 
-
-def test_generation_stops_at_a_stop_token_and_leaves_it_out_of_the_text(
-    data_dir, pydoc_run, tmp_path
-):
-    """From an older checkpoint than the newest, too (the run has steps 5 and 10)."""
-
-    def greedy(*args: str) -> dict:
-        out = tmp_path / "out.jsonl"
-        settings = ["--prompt=The ", "--temperature=0", "--step=5", f"--output={out}"]
-        result = generate(data_dir, pydoc_run, *settings, *args)
-        assert result.returncode == 0, result.stderr
-        assert "at step 5" in result.stderr
-        return json.loads(out.read_text())
-
-    tokens = greedy("--max_new_tokens=5")["tokens"]
-    stop = tokens[2]
-    stopped = greedy("--max_new_tokens=5", f"--stop_token={stop}")
-    cut = tokens.index(stop) + 1  # at the first time greedy decoding produces it
-    assert stopped["tokens"] == tokens[:cut] and stopped["ended"] == "stop_token"
-    assert stopped["text"] == Utf8Bytes().decode(tokens[: cut - 1])
+    stop = lines[0]["tokens"][2]
+    for x, y in zip(lines, written(f"--stop_token={stop}"), strict=True):
+        if stop in x["tokens"]:
+            cut = x["tokens"].index(stop) + 1
+            assert y["tokens"] == x["tokens"][:cut] and y["ended"] == "stop_token"
+            assert y["text"] == Utf8Bytes().decode(x["tokens"][: cut - 1])
+        else:
+            assert y == x
 
 
 @pytest.mark.parametrize(
@@ -108,9 +94,9 @@ def test_generation_stops_at_a_stop_token_and_leaves_it_out_of_the_text(
     [
         (["--prompt="], "error: prompt 1 is empty: a continuation needs at least one token"),
         (
-            ["--prompt=" + "x" * 30, "--max_new_tokens=4"],
-            "error: prompt 1 has 30 token(s): with --max_new_tokens=4 it needs 33 positions, more "
-            "than the 32 this model takes (learned positional embeddings exist only for the "
+            ["--prompt=" + "x" * 126, "--max_new_tokens=4"],
+            "error: prompt 1 has 126 token(s): with --max_new_tokens=4 it needs 129 positions, "
+            "more than the 128 this model takes (learned positional embeddings exist only for the "
             "training positions)",
         ),
         (["--prompt=a", "--max_new_tokens=2", "--step=7"], "error: no checkpoint at step 7 in "),

@@ -168,8 +168,8 @@ def mixer_alone(name: str, **overrides):
     cls = models.MIXERS.get(name)
     options = lm_config(name, **overrides)[cls.SECTION].to_dict()
     mixer = cls(d_model=32, num_heads=4, options=FrozenDict(options), seq_len=T)
-    x = jnp.zeros((2, T, 32))
-    return mixer, nn.unbox(mixer.init(jax.random.key(0), x, train=False))
+    init = jax.jit(functools.partial(mixer.init, train=False))  # op by op it compiles each op
+    return mixer, nn.unbox(init(jax.random.key(0), jnp.zeros((2, T, 32))))
 
 
 CHUNK_VARIANTS = [(m, "plain") for m in models.MIXERS.names()] + [("attention", "gqa_window")]
