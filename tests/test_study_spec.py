@@ -139,5 +139,5 @@ def test_a_chosen_arm_brings_its_own_blocks_baseline():
     args, overrides = study_cli.parse_args(
         ["launch.study", mad_tasks.__file__, "--workdir=unused", "--arms=mamba-noisy_recall"]
     )
-    _, arms, _ = study_cli.plan(args, overrides)
+    _, arms, _, _ = study_cli.plan(args, overrides)
     assert arms == ["attention-noisy_recall", "mamba-noisy_recall"]
