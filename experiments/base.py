@@ -137,3 +137,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.sharding = ml_collections.ConfigDict()
     c.sharding.rules = DEFAULT_SHARDING_RULES
     return c
+
+
+def arm_and_setting(
+    arg: str | None, arms: dict, settings: dict, baseline: str, default_setting: str
+) -> tuple[str, str]:
+    """A study file's `get_config` argument, `"<arm>[,<setting>]"`, checked against its ARMS and
+    SETTINGS (an unknown one is a ValueError listing the valid ones)."""
+    arm, _, setting = (arg or baseline).partition(",")
+    setting = setting or default_setting
+    if arm not in arms:
+        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(arms)}")
+    if setting not in settings:
+        raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(settings)}")
+    return arm, setting

@@ -19,7 +19,7 @@ was measured, and the runs behind every choice below, are in `mqar_mixers.md` be
 
 import ml_collections
 
-from experiments.base import base_config
+from experiments.base import arm_and_setting, base_config
 from runtime.config import apply_overrides
 
 # Arm -> config overrides. Every arm keeps the same block (pre-norm, short conv, SwiGLU), so
@@ -102,12 +102,7 @@ SETTINGS: dict[str, dict] = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arm, _, setting = (arg or BASELINE).partition(",")
-    setting = setting or "small"
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
+    arm, setting = arm_and_setting(arg, ARMS, SETTINGS, BASELINE, "small")
     c = small_recall_config()
     c.data.name = "mqar"
     # Zoology's Figure 2 form (random_non_queries=False): positions that hold neither a pair nor

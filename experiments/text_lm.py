@@ -16,7 +16,7 @@ with the commands, is in `text_lm.md` beside this file.
 
 import ml_collections
 
-from experiments.base import base_config
+from experiments.base import arm_and_setting, base_config
 from runtime.config import apply_overrides
 
 # Arm -> config overrides. The block (pre-norm, SwiGLU) is shared; d_ff brings each arm to the
@@ -51,12 +51,7 @@ SETTINGS: dict[str, dict] = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arm, _, setting = (arg or BASELINE).partition(",")
-    setting = setting or "full"
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
+    arm, setting = arm_and_setting(arg, ARMS, SETTINGS, BASELINE, "full")
     c = base_config()
     c.data.name = "python_stdlib"
     c.data.python_stdlib.tokenizer = "bpe"

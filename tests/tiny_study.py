@@ -6,6 +6,7 @@ Hypothesis for the tests' sake only; at 20 steps neither arm learns much.
 import ml_collections
 
 from experiments import mqar_mixers
+from experiments.base import arm_and_setting
 from runtime.config import apply_overrides
 from tests.conftest import tiny_overrides
 
@@ -25,8 +26,7 @@ SETTINGS = {"default": {}, "longer": {"train.steps": 30}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arm, _, setting = (arg or BASELINE).partition(",")
-    setting = setting or "default"
+    arm, setting = arm_and_setting(arg, ARMS, SETTINGS, BASELINE, "default")
     config = mqar_mixers.get_config(BASELINE)
     apply_overrides(config, tiny_overrides(), "conftest's TINY")
     # The study's report shows the suites' headline numbers per arm: the cheapest suite suffices.
