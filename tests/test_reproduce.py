@@ -137,8 +137,8 @@ def test_a_run_from_a_dirty_tree_is_rebuilt_from_its_commit_and_patch(
     # untracked file.
     config = experiments / "mqar_mixers.py"
     edited = config.read_text().replace(
-        "from experiments.base import base_config\n",
-        "from experiments.base import base_config\nfrom experiments.tuned import LEARNING_RATE\n",
+        "import ml_collections\n",
+        "import ml_collections\n\nfrom experiments.tuned import LEARNING_RATE\n",
     )
     edited = edited.replace(
         "c.optimizer.learning_rate = 3e-3", "c.optimizer.learning_rate = LEARNING_RATE"
