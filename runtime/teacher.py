@@ -2,11 +2,12 @@
 computes (`objective.distillation.teacher` names that run's directory).
 
 The teacher is its own run's model (its mixer, width and depth: any model that predicts the
-student's vocabulary), built from the config that run recorded, with the parameters of its newest
-verified checkpoint placed by the student's sharding rules on the student's mesh
-(`runtime.assembly.build`). They enter the jitted train step as an argument: never a constant
-compiled into the program, never part of the train state (so the student's checkpoints do not
-hold them and the optimizer never sees them), and the step reads them through stop_gradient.
+student's vocabulary), built from the config that run recorded (its compute dtype too: the
+logits are the ones it was evaluated with), with the parameters of its newest verified checkpoint
+placed by the student's sharding rules on the student's mesh (`runtime.assembly.load_teacher`).
+They enter the jitted train step as an argument: never a constant compiled into the program,
+never part of the train state (so the student's checkpoints do not hold them and the optimizer
+never sees them), and the step reads them through stop_gradient.
 Nothing in the teacher's run directory is written.
 
 A resumed student distils from the checkpoint it started with: its manifest records the teacher's
