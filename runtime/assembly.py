@@ -305,16 +305,17 @@ def load_teacher(
     with teacher_lib.blamed(path):
         teacher_config = run_config(path)
         teacher_spec = data_shapes(teacher_config)
-        model, _ = model_and_objective(teacher_config, teacher_spec)
+        trained, _ = model_and_objective(teacher_config, teacher_spec)
+        model = teacher_lib.at_student_length(trained, teacher_spec, spec)
+        # The parameters' shapes are the model's as it was trained (its checkpoint's).
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             boxed = jax.eval_shape(
-                lambda: model.init(jax.random.PRNGKey(0), model.example_inputs(1), train=False)
+                lambda: trained.init(jax.random.PRNGKey(0), trained.example_inputs(1), train=False)
             )["params"]
             specs = mesh_lib.param_specs(boxed)
             abstract = mesh_lib.unbox(boxed)
             mesh_lib.check_divisible(specs, abstract, mesh.shape, rules)
             shardings = mesh_lib.to_shardings(specs, mesh, rules)
-        model = teacher_lib.at_student_length(model, teacher_spec, spec)
         step, fingerprint = teacher_lib.checkpoint_to_read(path, recorded)
         params = checkpoint.restore_params(
             path, step, checkpoint.abstract_like(abstract, shardings)

@@ -141,6 +141,20 @@ def test_a_distilled_run_resumes_bitwise(data_dir, teacher, student, tmp_path):
     assert [a["resumed_from_step"] for a in attempts] == [None, 3]
 
 
+def test_a_student_on_a_sharded_mesh_distils_as_on_one_device(data_dir, teacher, student, tmp_path):
+    """The teacher's parameters follow the student's sharding rules on its data x fsdp x tensor
+    mesh, and the run's numbers stay those of one device."""
+    sharded = tmp_path / "sharded"
+    mesh = ["--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
+    result = run_train(data_dir, sharded, *student_command(teacher[0]), *mesh, devices=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, four = metrics(student), metrics(sharded)
+    assert [r.keys() for r in one] == [r.keys() for r in four]
+    for a, b in zip(one, four, strict=True):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key)
+
+
 def np_log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
