@@ -26,7 +26,7 @@ from runtime.workdir import run_config
 from tests.conftest import metrics, run_module, run_train
 from tests.test_train_cli import assert_usage_error
 
-pytestmark = pytest.mark.long(seconds=60)
+pytestmark = pytest.mark.long(seconds=75)
 
 STEPS = [
     "--config.train.steps=6",
