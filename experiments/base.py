@@ -32,6 +32,15 @@ DEFAULT_SHARDING_RULES = (
 )
 
 
+# Keys added to base_config after runs had been recorded without them, each with the value that
+# does what those runs did before the key existed, so such a run still reads, resumes and
+# compares as itself (runtime.workdir.recorded_config). A key whose absence cannot be read this
+# way (a default that changed, as mqar's `answers` did) stays out: runs older than it are refused.
+KEYS_ADDED_LATER: dict[str, object] = {
+    "objective.distillation.teacher": "",
+}
+
+
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0

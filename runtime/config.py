@@ -173,6 +173,18 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
 
 
+def with_keys_added(recorded: dict[str, Any], added: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-loaded config with each dotted key of `added` that it lacks set to its value."""
+    out = json.loads(json.dumps(recorded))
+    for dotted, value in added.items():
+        *sections, leaf = dotted.split(".")
+        node = out
+        for section in sections:
+            node = node.setdefault(section, {})
+        node.setdefault(leaf, value)
+    return out
+
+
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Flattened keys whose values differ between two JSON-loaded configs."""
     a, b = flatten(old), flatten(new)

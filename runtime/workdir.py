@@ -14,8 +14,8 @@ import ml_collections
 
 from analysis.runs import read_json
 from atomic_write import write_atomically
-from experiments.base import base_config
-from runtime.config import differing_keys, flatten
+from experiments.base import KEYS_ADDED_LATER, base_config
+from runtime.config import differing_keys, flatten, with_keys_added
 from runtime.errors import UsageError
 
 CONFIG_FILE = "config.json"
@@ -40,8 +40,7 @@ def check_workdir(workdir: str, config_json: str) -> None:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        keys = differing_keys(json.load(f), json.loads(config_json))
+    keys = differing_keys(recorded_config(workdir), json.loads(config_json))
     if keys:
         shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
         raise UsageError(
@@ -59,10 +58,17 @@ def claim_workdir(workdir: str, config_json: str) -> None:
     write_atomically(path, config_json)
 
 
+def recorded_config(workdir: str) -> dict | None:
+    """The run's config.json (None if it has none), with the keys added since it was recorded
+    that have a value meaning "as before the key existed" (experiments.base.KEYS_ADDED_LATER)."""
+    recorded = read_json(os.path.join(workdir, CONFIG_FILE))
+    return None if recorded is None else with_keys_added(recorded, KEYS_ADDED_LATER)
+
+
 def run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config the run recorded in config.json (the whole config, every key), for the
     commands that read a finished run (evaluate, convert, generate)."""
-    recorded = read_json(os.path.join(workdir, CONFIG_FILE))
+    recorded = recorded_config(workdir)
     if recorded is None:
         raise UsageError(f"{workdir!r} is not a run directory (no {CONFIG_FILE})")
     config = ml_collections.ConfigDict(recorded)
