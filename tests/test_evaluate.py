@@ -21,6 +21,7 @@ from data.mqar import distance_buckets
 from experiments import mqar_mixers
 from runtime import assembly
 from runtime.errors import UsageError
+from runtime.workdir import run_config
 from tests.conftest import run_module, run_train, tiny_overrides
 
 pytestmark = pytest.mark.long(seconds=170)
@@ -324,13 +325,17 @@ def check_generation_suite(data_dir: str, run) -> None:
     also among the headline numbers a study reports per arm."""
     eval_dir = run / "eval"
     result = json.loads((eval_dir / "generation.json").read_text())
-    source = tiny_mqar(data_dir).source("validation")
+    config = run_config(str(run))
+    dataset = data.load("mqar", config.data.mqar.to_dict(), data_dir)
+    source = dataset.source(dataset.spec.eval_split)
     examples = [np.asarray(source[i]["inputs"]) for i in range(3)]
     assert [c["prompt"] for c in result["continuations"]] == [e[:8].tolist() for e in examples]
     assert all(len(c["tokens"]) == 6 for c in result["continuations"])
     # One attention layer (d_model 32) caches, for each of the 8 + 6 - 1 positions fed, a key
-    # and a value (32 float32 each) and the slot's position (an int32): 260 bytes a position.
-    assert result["headline"]["state_bytes_per_sequence"] == 13 * 260
+    # and a value (32 float32 each) and the slot's position (an int32): 260 bytes a position;
+    # its short convolution (kernel 4) keeps the last 3 inputs: 3 x 32 float32.
+    state_bytes = 13 * 260 + 3 * 32 * 4
+    assert result["headline"]["state_bytes_per_sequence"] == state_bytes
     assert len(result["seconds_per_token_timed"]) == 3
     assert result["headline"]["seconds_per_token"] == min(result["seconds_per_token_timed"]) > 0
     shown = (eval_dir / "generations.md").read_text()
@@ -338,7 +343,7 @@ def check_generation_suite(data_dir: str, run) -> None:
         for tokens in (example[:8], continuation["tokens"], example[8:14]):
             assert "\n" + " ".join(map(str, tokens)) + "\n" in shown
     summary = json.loads((eval_dir / "summary.json").read_text())
-    assert summary["headline"]["generation/state_bytes_per_sequence"] == 13 * 260
+    assert summary["headline"]["generation/state_bytes_per_sequence"] == state_bytes
     assert "## Generation" in (run / "model_card.md").read_text()
 
 
