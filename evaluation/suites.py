@@ -363,7 +363,7 @@ def generation_suite(ctx: SuiteContext) -> Result:
     }
     write_atomically(
         os.path.join(ctx.out_dir, GENERATIONS_FILE),
-        _generations_md(examples, prompt_tokens, continuations, codec, cost, len(prompts)),
+        _generations_md(examples, prompt_tokens, continuations, codec, cost),
     )
     return {
         "headline": cost,
@@ -392,8 +392,9 @@ def _generations_md(
     continuations: list[list[int]],
     codec: TextTokenizer | None,
     cost: dict[str, Any],
-    batch: int,
 ) -> str:
+    """generations.md: each prompt, its continuation and what followed it in the data."""
+
     def shown(tokens: Any) -> str:
         tokens = [int(t) for t in tokens]
         return codec.decode(tokens) if codec is not None else " ".join(map(str, tokens))
@@ -407,8 +408,8 @@ def _generations_md(
         f"greedy, shown {'as text' if codec is not None else 'as token ids'}. Decoding state: "
         f"{cost['state_bytes_per_sequence']:,} bytes per sequence; "
         + (
-            f"{per_token * 1e3:.3g} ms per token (one decoding step of the {batch} sequences "
-            f"together; the least of {TIMED_CALLS} timed calls after one that compiled)."
+            f"{per_token * 1e3:.3g} ms per token (one decoding step of the {len(examples)} "
+            f"sequences together; the least of {TIMED_CALLS} timed calls after one that compiled)."
             if per_token is not None
             else "no decoding step to time."
         ),
