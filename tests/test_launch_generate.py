@@ -222,8 +222,9 @@ def test_each_studys_baseline_arm_generates_or_is_refused_in_one_line(study, dat
         return
 
     if config.data.name in PREPARED:
-        config.data[config.data.name].update(PREPARED[config.data.name])
-        data.load(config.data.name, PREPARED[config.data.name], data_dir)
+        params = config.data[config.data.name]
+        params.update(PREPARED[config.data.name])
+        data.load(config.data.name, params.to_dict(), data_dir)
     model, spec = sequence_model(config, f"runs/{study}")
     codec = text_codec(config, f"runs/{study}")
     assert (codec is not None) == (STUDIES[study] == "text")
