@@ -131,7 +131,7 @@ def summarize(
     a seed that does not reach what it should vary), std is 0 and both intervals are that value.
     """
     _check_confidence(confidence)
-    x = _as_sample(values, "values")
+    x = as_sample(values, "values")
     n = x.size
     if n == 1:
         nan = math.nan
@@ -194,8 +194,8 @@ def compare(
     taken at its limit: p is 0 when the means differ and NaN when they are equal (df NaN).
     """
     _check_confidence(confidence)
-    base = _as_sample(baseline, "baseline")
-    cand = _as_sample(candidate, "candidate")
+    base = as_sample(baseline, "baseline")
+    cand = as_sample(candidate, "candidate")
     if base.size < 2 or cand.size < 2:
         raise ValueError(
             f"compare needs at least 2 seeds per arm to estimate the spread; got "
@@ -348,7 +348,8 @@ def minimum_detectable_difference(
     return float(noncentrality * sd * math.sqrt(1 / n_baseline + 1 / n_candidate))
 
 
-def _as_sample(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+def as_sample(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    """One arm's values over its seeds as a 1-D float array; empty or non-finite is an error."""
     x = np.asarray(values, dtype=float)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers; got {values!r}")
@@ -556,8 +557,8 @@ class _WelchDifference:
 def _welch_difference(
     baseline: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray
 ) -> _WelchDifference:
-    base = _as_sample(baseline, "baseline")
-    cand = _as_sample(candidate, "candidate")
+    base = as_sample(baseline, "baseline")
+    cand = as_sample(candidate, "candidate")
     if base.size < 2 or cand.size < 2:
         raise ValueError(
             f"a t-test needs at least 2 values per arm; got {base.size} baseline and "

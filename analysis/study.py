@@ -19,12 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from analysis import stats
+from analysis import proportions, stats
 from analysis.runs import Run, eval_file, is_run, jsonable, load_run, read_json
 
 DIFFERENCE_RELATIONS = ("beats", "loses to")  # (arm, relation, other arm): a Welch t-test
 EQUIVALENCE_RELATION = "matches"  # (arm, "matches", other arm, margin): a TOST
-RELATIONS = (*DIFFERENCE_RELATIONS, EQUIVALENCE_RELATION)
+# (arm, relation, other arm or rate) on the fraction of seeds that reach SOLVED_AT: Boschloo's
+# exact test against another arm, the exact binomial test against a rate; relation -> direction.
+PROPORTION_RELATIONS = {"solves more often than": "more", "solves less often than": "less"}
+RELATIONS = (*DIFFERENCE_RELATIONS, EQUIVALENCE_RELATION, *PROPORTION_RELATIONS)
 RUNS_DIR = "runs"
 # Training FLOPs per token: the backward pass costs about twice the forward (Kaplan et al.).
 TRAINING_FLOPS_PER_FORWARD_FLOP = 3
@@ -34,11 +37,15 @@ TRAINING_FLOPS_PER_FORWARD_FLOP = 3
 class Claim:
     candidate: str
     relation: str  # one of RELATIONS
-    other: str
+    other: str | None  # the arm compared with; None for a solve-rate claim against `rate`
     margin: float | None = None  # "matches" only: the largest difference that counts as none
+    rate: float | None = None  # a solve-rate claim on one arm only: the rate it is held to
 
     @property
     def text(self) -> str:
+        if self.other is None:
+            fewer = "fewer" if self.relation == "solves less often than" else "more"
+            return f"arm `{self.candidate}` solves in {fewer} than {100 * self.rate:g}% of seeds"
         within = f" within ±{self.margin:g}" if self.relation == EQUIVALENCE_RELATION else ""
         return f"arm `{self.candidate}` {self.relation} arm `{self.other}`{within}"
 
@@ -57,6 +64,9 @@ class StudySpec:
     hypothesis: str
     claims: tuple[Claim, ...]
     settings: tuple[str, ...]  # () when the study has no named settings
+    # A seed solves when its final metric reaches this (>= when higher is better, <= when lower
+    # is); None when the study declares no SOLVED_AT (then it has no solve-rate claims).
+    solved_at: float | None = None
 
     @property
     def baseline(self) -> str | None:
@@ -129,7 +139,7 @@ def _curve(runs: Sequence[Run], metric: str) -> dict[str, list]:
 
 
 def _arm_summary(
-    spec: StudySpec, study_dir: str, arm: str, seeds: Sequence[int]
+    spec: StudySpec, study_dir: str, arm: str, seeds: Sequence[int], confidence: float
 ) -> tuple[dict[str, Any], list[Run]]:
     dirs = {s: run_dir(study_dir, arm, s) for s in seeds}
     found = {s: load_run(d) for s, d in dirs.items() if is_run(d)}
@@ -144,6 +154,10 @@ def _arm_summary(
         if name == spec.metric:
             best = [r.best(name, spec.higher_is_better) for r in completed]
             entry.update(best=stats.summarize(best), best_values=best)
+            if spec.solved_at is not None:
+                entry["solved"] = proportions.solve_fraction(
+                    finals, spec.solved_at, spec.higher_is_better, confidence
+                )
         metrics[name] = entry
     hashes = sorted({config_hash(r.config) for r in found.values() if r.config})
     summary = {
@@ -236,44 +250,24 @@ def _comparisons(spec: StudySpec, arms: dict[str, Any], confidence: float) -> di
 def _claims(
     spec: StudySpec, arms: dict[str, Any], confidence: float, alpha: float
 ) -> list[dict[str, Any]]:
-    """The hypothesis' claims: each candidate against its other arm, Holm-adjusted together
-    (a "matches" claim's p is its TOST p: each claim is one test in the family)."""
-    out = []
-    for claim in spec.claims:
-        entry = {
-            "candidate": claim.candidate,
-            "relation": claim.relation,
-            "other": claim.other,
-            "metric": spec.metric,
-            "text": f"{claim.text} on {spec.metric}",
-            "comparison": None,
-            "adjusted_p": None,
-        }
-        if claim.relation == EQUIVALENCE_RELATION:
-            entry.update(margin=claim.margin, equivalence=None)
-        if claim.candidate not in arms or claim.other not in arms:
-            entry["verdict"] = stats.Verdict(
-                "inconclusive", "not run: an arm of the claim was left out (--arms)"
-            )
-        else:
-            comparison, note = _compare(spec, arms, claim.other, claim.candidate, confidence)
-            entry["comparison"] = comparison
-            if comparison is None:
-                entry["verdict"] = stats.Verdict("inconclusive", note)
-            elif claim.relation == EQUIVALENCE_RELATION:
-                entry["equivalence"] = stats.equivalence_test(
-                    _final_values(arms[claim.other], spec.metric),
-                    _final_values(arms[claim.candidate], spec.metric),
-                    claim.margin,
-                    alpha,
-                )
-        out.append(entry)
-    tested = [c for c in out if c["comparison"] is not None]
-    adjusted = stats.holm([_claim_p(c) for c in tested]) if tested else []
-    for entry, p in zip(tested, adjusted, strict=True):
+    """The hypothesis' claims, each tested, then judged on p-values Holm-adjusted together
+    (a "matches" claim's p is its TOST p, a solve-rate claim's its one-sided exact p: each
+    claim is one test in the family)."""
+    out = [_tested_claim(spec, claim, arms, confidence, alpha) for claim in spec.claims]
+    tested = [c for c in out if "verdict" not in c]
+    p_values = [_claim_p(c) for c in tested]
+    adjusted = stats.holm(p_values) if tested else []
+    for i, (entry, p) in enumerate(zip(tested, adjusted, strict=True)):
         entry["adjusted_p"] = float(p)
         names = (entry["candidate"], entry["other"])
-        if entry["relation"] == EQUIVALENCE_RELATION:
+        if entry["relation"] in PROPORTION_RELATIONS:
+            # The claim stated the other way round, in its place in the same family.
+            opposite = [*p_values[:i], entry["proportions"].p_opposite, *p_values[i + 1 :]]
+            entry["adjusted_p_opposite"] = float(stats.holm(opposite)[i])
+            entry["verdict"] = proportions.proportion_verdict(
+                entry["proportions"], float(p), entry["adjusted_p_opposite"], alpha, names
+            )
+        elif entry["relation"] == EQUIVALENCE_RELATION:
             entry["verdict"] = stats.equivalence_verdict(
                 entry["equivalence"], float(p), alpha, names
             )
@@ -283,8 +277,78 @@ def _claims(
     return out
 
 
+def _tested_claim(
+    spec: StudySpec, claim: Claim, arms: dict[str, Any], confidence: float, alpha: float
+) -> dict[str, Any]:
+    """One claim's test, before the Holm adjustment; with a verdict already when it could not
+    be tested."""
+    entry = {
+        "candidate": claim.candidate,
+        "relation": claim.relation,
+        "other": claim.other,
+        "metric": spec.metric,
+        "text": f"{claim.text} on {spec.metric}",
+        "comparison": None,
+        "adjusted_p": None,
+    }
+    named = [a for a in (claim.candidate, claim.other) if a is not None]
+    if claim.relation in PROPORTION_RELATIONS:
+        solves = "≥" if spec.higher_is_better else "≤"
+        entry.update(
+            text=f"{claim.text} (a seed solves when its final {spec.metric} {solves} "
+            f"{spec.solved_at:g})",
+            rate=claim.rate,
+            solved_at=spec.solved_at,
+            proportions=None,
+            adjusted_p_opposite=None,
+        )
+    if claim.relation == EQUIVALENCE_RELATION:
+        entry.update(margin=claim.margin, equivalence=None)
+    if any(arm not in arms for arm in named):
+        entry["verdict"] = stats.Verdict(
+            "inconclusive", "not run: an arm of the claim was left out (--arms)"
+        )
+        return entry
+    if claim.relation in PROPORTION_RELATIONS:
+        test, note = _proportion_test(spec, claim, arms, alpha)
+        entry["proportions"] = test
+        if test is None:
+            entry["verdict"] = stats.Verdict("inconclusive", note)
+        return entry
+    comparison, note = _compare(spec, arms, claim.other, claim.candidate, confidence)
+    entry["comparison"] = comparison
+    if comparison is None:
+        entry["verdict"] = stats.Verdict("inconclusive", note)
+    elif claim.relation == EQUIVALENCE_RELATION:
+        entry["equivalence"] = stats.equivalence_test(
+            _final_values(arms[claim.other], spec.metric),
+            _final_values(arms[claim.candidate], spec.metric),
+            claim.margin,
+            alpha,
+        )
+    return entry
+
+
+def _proportion_test(
+    spec: StudySpec, claim: Claim, arms: dict[str, Any], alpha: float
+) -> tuple[proportions.ProportionTest | None, str | None]:
+    """A solve-rate claim's exact test on its arms' solving seeds; None and why when an arm has
+    no completed seed with the metric."""
+    named = [a for a in (claim.candidate, claim.other) if a is not None]
+    fractions = [arms[a]["metrics"].get(spec.metric, {}).get("solved") for a in named]
+    if any(f is None for f in fractions):
+        missing = ", ".join(a for a, f in zip(named, fractions, strict=True) if f is None)
+        return None, f"not tested: {missing} has no completed seed with the metric"
+    direction = PROPORTION_RELATIONS[claim.relation]
+    if claim.other is None:
+        return proportions.rate_test(fractions[0], claim.rate, direction, alpha), None
+    return proportions.fraction_comparison(fractions[0], fractions[1], direction, alpha), None
+
+
 def _claim_p(entry: dict[str, Any]) -> float:
     """The unadjusted p-value a claim's verdict rests on."""
+    if entry["relation"] in PROPORTION_RELATIONS:
+        return entry["proportions"].p
     if entry["relation"] == EQUIVALENCE_RELATION:
         return entry["equivalence"].p
     return entry["comparison"].welch_p
@@ -372,7 +436,7 @@ def summarize_study(
     run's arm, seed, workdir, status and log tail, as the runner saw them."""
     arm_summaries, runs = {}, []
     for arm in arms:
-        arm_summaries[arm], arm_runs = _arm_summary(spec, study_dir, arm, seeds)
+        arm_summaries[arm], arm_runs = _arm_summary(spec, study_dir, arm, seeds, confidence)
         runs += arm_runs
     claims = _claims(spec, arm_summaries, confidence, alpha)
     totals = [s["compute"] for s in arm_summaries.values()]
@@ -384,6 +448,7 @@ def summarize_study(
         "hypothesis": spec.hypothesis,
         "metric": spec.metric,
         "higher_is_better": spec.higher_is_better,
+        "solved_at": spec.solved_at,
         "baseline": spec.baseline,
         "block_by": spec.block_by,
         "blocks": _blocks(spec, arms),

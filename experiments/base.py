@@ -67,6 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.objective = ml_collections.ConfigDict()
     c.objective.name = "next_token_xent"
     c.objective.update(objectives.OPTION_DEFAULTS)  # z_loss, label_smoothing, distillation's
+    # objective.name=distillation: the teacher's run directory (its model and newest verified
+    # checkpoint; runtime/teacher.py). temperature and alpha above set the loss.
+    c.objective.distillation = ml_collections.ConfigDict()
+    c.objective.distillation.teacher = ""
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | lion | sgd | adafactor

@@ -70,12 +70,20 @@ BASELINE = "attention"
 SEEDS = 3
 METRIC = "eval/accuracy"
 HIGHER_IS_BETTER = True
+# A seed solves MQAR when its final accuracy reaches this: the bar every arm's LEARNING budget is
+# held to (tests/test_mqar_learning.py).
+SOLVED_AT = 0.9
 HYPOTHESIS = """At width 64 with two layers and the same state (one 64x64 matrix per layer), the
-delta rule's error-correcting write recalls key-value pairs better than a decay-gated write, and
-attention (whose cache grows with T) better than the selective SSM. Supported when DeltaNet's
-final MQAR accuracy is significantly higher than Mamba-2's, and attention's than Mamba's (Welch
-t-test over seeds, Holm-adjusted p < 0.05)."""
-CLAIMS = [("deltanet", "beats", "mamba2"), ("attention", "beats", "mamba")]
+delta rule's error-correcting write learns to recall key-value pairs more reliably than a
+decay-gated write, and attention (whose cache grows with T) recalls better than the selective SSM.
+Supported when DeltaNet's seeds reach 0.9 final MQAR accuracy more often than Mamba-2's (one-sided
+Boschloo exact test on the fractions of seeds), and attention's final accuracy is significantly
+higher than Mamba's (Welch t-test over seeds), Holm-adjusted p < 0.05."""
+# Mamba-2's seeds either escape the chance plateau within the budget or stay on it
+# (mqar_mixers.md): a mean and a t-test describe such an arm badly, so its claim counts the seeds
+# that solve. At 3 seeds per arm only 3 of 3 against 0 of 3 supports it (Boschloo p 1/64, at most
+# 0.031 after Holm); the report says how many seeds the fractions seen would need.
+CLAIMS = [("deltanet", "solves more often than", "mamba2"), ("attention", "beats", "mamba")]
 SETTINGS: dict[str, dict] = {
     "small": {},
     "learn": {},  # the small setting plus the arm's LEARNING overrides (applied in get_config)

@@ -92,16 +92,18 @@ def compile_step(exp: assembly.Experiment) -> tuple[float, Any, Any, Any]:
     with exp.context():
         batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
         start = time.perf_counter()
-        compiled = exp.train_step.lower(state, batch).compile()
+        compiled = exp.train_step.lower(state, batch, *exp.step_extras).compile()
         return time.perf_counter() - start, compiled, state, batch
 
 
-def time_steps(compiled: Any, state: Any, batch: Any, steps: int) -> tuple[Any, list[float]]:
-    """(state, seconds per step)."""
+def time_steps(
+    compiled: Any, state: Any, batch: Any, steps: int, extras: tuple = ()
+) -> tuple[Any, list[float]]:
+    """(state, seconds per step); `extras`: the step's further arguments (a teacher's params)."""
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, *extras)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
     return state, times
@@ -151,12 +153,12 @@ def benchmark(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dic
     peak = peak_flops.device_peak()  # as launch.train does: once, before anything compiles
 
     compile_seconds, compiled, state, batch = compile_step(exp)
-    state, _ = time_steps(compiled, state, batch, warmup)
+    state, _ = time_steps(compiled, state, batch, warmup, exp.step_extras)
     # Half the bare steps before the loop and half after: a machine whose load changes
     # meanwhile moves both figures alike.
-    state, times = time_steps(compiled, state, batch, (steps + 1) // 2)
+    state, times = time_steps(compiled, state, batch, (steps + 1) // 2, exp.step_extras)
     loop_rate = loop_steps_per_second(exp, warmup, peak)
-    _, more_times = time_steps(compiled, state, batch, steps // 2)
+    _, more_times = time_steps(compiled, state, batch, steps // 2, exp.step_extras)
     times = times + more_times
     step_seconds = statistics.median(times)
     model_flops = exp.model_flops_per_step

@@ -35,7 +35,9 @@ def main(argv: list[str]) -> int:
     config = run_config(args.workdir)
     names = suite_names(args.suite if args.suite is not None else config.eval.suites)
     assembly.check(config)
-    summary = evaluate_checkpoint(assembly.build(config), args.workdir, names)
+    # A distilled student is scored on the hard labels: its teacher is not read.
+    exp = assembly.build(config, with_teacher=False)
+    summary = evaluate_checkpoint(exp, args.workdir, names)
     step = summary["step"]
     print(json.dumps({"step": step, "accuracy": summary["accuracy"], **summary["headline"]}))
     for suite, reason in summary["not_applicable"].items():

@@ -26,7 +26,7 @@ from ml_collections import config_flags
 import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
-from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops
+from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops, teacher
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter, backend_names
@@ -71,7 +71,8 @@ def main(argv: list[str]) -> int:
     # The experiment's pieces, then the run directory: a config that does not fit the devices or
     # the data fails before anything is written.
     distributed.initialize(coordinator)  # before any device is touched
-    exp = assembly.build(config)
+    # A resumed student distils from the teacher checkpoint its manifest records.
+    exp = assembly.build(config, teacher_record=teacher.recorded(manifest.read(workdir)))
     claim_workdir(workdir, to_json(config))
     peak = peak_flops.device_peak()  # MFU's denominator; on CPU a matmul timed now, once
 

@@ -19,6 +19,18 @@ OPTION_DEFAULTS = {
 }
 
 
+# Objectives trained against a teacher's logits (batch['teacher_logits'], computed in the train step
+# by the run that objective.distillation.teacher names), each with the objective that scores the
+# student on the hard labels alone: evaluation uses that one, so it needs no teacher and its
+# metrics mean what they mean in every other run.
+TEACHER_OBJECTIVES = {"distillation": "next_token_xent"}
+
+
+def needs_teacher(name: str) -> bool:
+    """Does objective `name` train against a teacher's logits?"""
+    return name in TEACHER_OBJECTIVES
+
+
 def _check(options: dict[str, float]) -> None:
     if options["z_loss"] < 0:
         raise ValueError(f"objective.z_loss must be >= 0, got {options['z_loss']}")
@@ -35,6 +47,13 @@ def _check(options: dict[str, float]) -> None:
 def get_objective(objective_config: Any) -> Objective:
     """Look up `objective_config.name` and bind the options it takes (see `bind_options`)."""
     return bind_options(OBJECTIVES.get(objective_config.name), objective_config)
+
+
+def get_eval_objective(objective_config: Any) -> Objective:
+    """What evaluation scores: the objective itself, or for one trained against a teacher its
+    hard-label objective (TEACHER_OBJECTIVES), with the same options."""
+    name = TEACHER_OBJECTIVES.get(objective_config.name, objective_config.name)
+    return bind_options(OBJECTIVES.get(name), objective_config)
 
 
 def bind_options(fn: Callable[..., Any], objective_config: Any) -> Objective:

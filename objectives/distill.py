@@ -5,16 +5,16 @@
 
 The KL is averaged over the scored positions (loss_mask, with padding rows zeroed by
 example_mask); T^2 keeps its gradient on the scale of the hard-label term whatever T is. The
-teacher's logits arrive in batch['teacher_logits'] [B, T, V] and are never differentiated; with
-batch['score_positions'] the student's logits are [B, S, V] and the teacher's are read there.
+teacher's logits arrive in batch['teacher_logits'], lined up with the student's: [B, T, V], or
+[B, S, V] at batch['score_positions'] (the train step computes both models' logits there only).
+They are never differentiated.
 
 Metrics keep the cross-entropy family's meaning, so runs stay comparable: `loss` (and `nll`,
 `accuracy`, `z_loss`, and for text `bytes_per_token`) score the student against the hard targets;
 `kl` is the unscaled KL at temperature T; `weight` is the number of scored positions.
 
-Not registered as an objective yet: nothing in the training step supplies teacher logits, and a
-name a config can choose must train end to end (tests/test_registered_objectives.py). It is
-registered when a teacher run can be named in the config.
+The train step supplies the teacher's logits: `objective.distillation.teacher` names the teacher's
+run directory, whose parameters `runtime.teacher` restores (objectives.build.TEACHER_OBJECTIVES).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from objectives.registry import Metrics
+from objectives.registry import OBJECTIVES, Metrics
 from objectives.xent import (
     at_scored_positions,
     example_weights,
@@ -43,6 +43,7 @@ def softened_kl(teacher_logits: jax.Array, student_logits: jax.Array, temperatur
     return jnp.sum(p * (jnp.where(p > 0, log_p, 0.0) - log_q), axis=-1)
 
 
+@OBJECTIVES.register("distillation")
 def distillation(
     logits: jax.Array,
     batch: dict[str, jax.Array],
@@ -53,11 +54,14 @@ def distillation(
     temperature: float = 2.0,
     alpha: float = 0.5,
 ) -> tuple[jax.Array, Metrics]:
-    """logits [B, T, V] (or [B, S, V] at batch['score_positions']); batch: 'teacher_logits'
-    [B, T, V], 'targets' [B, T], 'loss_mask' [B, T]."""
-    targets, mask, teacher = (
-        at_scored_positions(batch, batch[k]) for k in ("targets", "loss_mask", "teacher_logits")
-    )
+    """logits and batch['teacher_logits'] [B, T, V] (or both [B, S, V] at
+    batch['score_positions']); batch['targets'] [B, T], batch['loss_mask'] [B, T]."""
+    targets, mask = (at_scored_positions(batch, batch[k]) for k in ("targets", "loss_mask"))
+    teacher = batch["teacher_logits"]
+    if teacher.shape != logits.shape:
+        raise ValueError(
+            f"teacher logits {teacher.shape} do not line up with logits {logits.shape}"
+        )
     weights = example_weights(batch, mask).astype(jnp.float32)
     _, metrics = weighted_xent(
         logits,

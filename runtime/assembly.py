@@ -2,8 +2,8 @@
 `launch.benchmark` times, and the state the loop (`runtime.loop`) starts from.
 
 The story, in order: checks -> mesh -> the data's shapes -> model, objective and optimizer ->
-sharded state specs, checked against the mesh -> data -> jitted steps (`build`); then a fresh or
-restored state (`initial_state`).
+sharded state specs, checked against the mesh -> a distillation teacher's parameters -> data ->
+jitted steps (`build`); then a fresh or restored state (`initial_state`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from runtime import checkpoint, metric_writers
 from runtime import mesh as mesh_lib
 from runtime import optimizer as optimizer_lib
 from runtime import privacy as privacy_lib
+from runtime import teacher as teacher_lib
 from runtime.errors import UsageError
 from runtime.step import (
     MODEL_INPUT,
@@ -38,6 +40,7 @@ from runtime.step import (
     make_eval_step,
     make_train_step,
 )
+from runtime.workdir import run_config
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -71,6 +74,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
             raise UsageError(f"{key} must be >= 1, got {value}")
     privacy_lib.check_config(config)
     metric_writers.check(config.tracking)
+    teacher_lib.check_config(config)
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -94,6 +98,11 @@ def data_shapes(config: ml_collections.ConfigDict) -> data.DatasetSpec:
 def model_and_objective(config: ml_collections.ConfigDict, spec: data.DatasetSpec) -> tuple:
     """The model for data of `spec`'s shapes and the objective; a config that does not fit itself
     or the data is a UsageError."""
+    if objectives.needs_teacher(config.objective.name) and spec.kind != "sequence":
+        raise UsageError(
+            f"objective {config.objective.name!r} distils next-token predictions: "
+            f"{spec.name!r} is {spec.kind} data"
+        )
     try:
         model = models.build_model(config.model, spec, COMPUTE_DTYPES[config.train.compute_dtype])
         objective = objectives.get_objective(config.objective)
@@ -117,10 +126,18 @@ class Experiment:
     abstract_state: TrainState  # shapes, carrying the target shardings
     state_shardings: TrainState
     batch_sharding: NamedSharding
-    train_step: Callable  # jitted: (state, batch) -> (state, metrics); donates the state
+    # jitted: (state, batch, *step_extras) -> (state, metrics); donates the state
+    train_step: Callable
     eval_step: Callable  # jitted: (params, batch) -> metrics
     make_state: Callable[[], TrainState]  # a fresh, boxed state
     privacy: privacy_lib.DpSgdAccounting | None  # with privacy.dp_sgd: the epsilon spent by a step
+    teacher: teacher_lib.Teacher | None = None  # with a distillation objective
+
+    @property
+    def step_extras(self) -> tuple:
+        """The train step's arguments after (state, batch): the teacher's parameters when
+        distilling (an argument of the program, never a constant compiled into it), else none."""
+        return () if self.teacher is None else (self.teacher.params,)
 
     @property
     def tokens_per_step(self) -> int:
@@ -131,10 +148,15 @@ class Experiment:
     def model_flops_per_step(self) -> float | None:
         """Analytic FLOPs of one optimizer step: 3 x forward FLOPs per token (the backward pass
         costs twice the forward) x tokens per step; forward FLOPs per token are the model's own
-        `describe()`. None for a model that does not state its FLOPs (the image models)."""
-        describe = self.model.describe() if hasattr(self.model, "describe") else {}
-        forward = describe.get("flops_per_token")
-        return 3 * forward * self.tokens_per_step if forward else None
+        `describe()`; a teacher's forward pass adds its own. None for a model that does not
+        state its FLOPs (the image models)."""
+        forward = forward_flops_per_token(self.model)
+        if not forward:
+            return None
+        if self.teacher is None:
+            return 3 * forward * self.tokens_per_step
+        teacher = forward_flops_per_token(self.teacher.model)
+        return (3 * forward + teacher) * self.tokens_per_step if teacher else None
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
@@ -143,10 +165,24 @@ class Experiment:
             yield
 
 
-def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Experiment:
+def forward_flops_per_token(model: nn.Module) -> float | None:
+    return (model.describe() if hasattr(model, "describe") else {}).get("flops_per_token")
+
+
+def build(
+    config: ml_collections.ConfigDict,
+    devices: list | None = None,
+    *,
+    with_teacher: bool = True,
+    teacher_record: dict[str, Any] | None = None,
+) -> Experiment:
     """Checks the config against the devices (default: all) and data, then builds every piece.
     Raises UsageError for a config that does not fit (batch vs mesh, model vs data, a parameter
-    dimension vs the mesh axes it is sharded over), before the data are prepared."""
+    dimension vs the mesh axes it is sharded over), before the data are prepared.
+
+    A distillation objective's teacher is read then too (`load_teacher`; `teacher_record`: the one
+    a resumed run's manifest records). `with_teacher=False` leaves it out, for reading a trained
+    student back (evaluate, generate, convert): that Experiment's train step refuses to run."""
     check_names(config)
     mesh = mesh_lib.make_mesh(config, devices)
     mesh_lib.check_batch_size(
@@ -177,6 +213,12 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         )
     # Parameters first in the state's order, so a parameter is named before its Adam moments.
     mesh_lib.check_divisible(state_specs, abstract, mesh.shape, rules)
+    distilling = objectives.needs_teacher(config.objective.name)
+    teacher = (
+        load_teacher(config, spec, mesh, rules, teacher_record)
+        if distilling and with_teacher
+        else None
+    )
 
     # Data: prepared on first use; every process reads its own shard of each global batch.
     try:
@@ -213,13 +255,21 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
                 config.train.grad_accum_steps,
                 NamedSharding(mesh, P(None, mesh_lib.BATCH_AXES)),
                 per_example_grads=config.privacy.dp_sgd,
+                teacher=teacher.model if teacher else None,
             ),
-            in_shardings=(state_shardings, batch_sharding),
+            in_shardings=(
+                state_shardings,
+                batch_sharding,
+                *([teacher.shardings] if teacher else []),
+            ),
             out_shardings=(state_shardings, replicated),
             donate_argnums=0,
         )
+        if distilling and teacher is None:
+            train_step = untaught_step
+        # Evaluation scores the hard labels only: it needs no teacher.
         eval_step = jax.jit(
-            make_eval_step(model, objective, input_key),
+            make_eval_step(model, objectives.get_eval_objective(config.objective), input_key),
             in_shardings=(state_shardings.params, batch_sharding),
             out_shardings=replicated,
         )
@@ -239,6 +289,57 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         eval_step=eval_step,
         make_state=make_state,
         privacy=accounting,
+        teacher=teacher,
+    )
+
+
+def load_teacher(
+    config: ml_collections.ConfigDict,
+    spec: data.DatasetSpec,
+    mesh: Mesh,
+    rules: tuple,
+    recorded: dict[str, Any] | None,
+) -> teacher_lib.Teacher:
+    """The teacher run that `objective.distillation.teacher` names: its model from its own
+    recorded config at the student's length, its parameters from its newest verified checkpoint
+    (or the one `recorded`), sharded as the student's are: by their logical axes, through the
+    student's rules, on the student's mesh. Reads nothing but the teacher's config and
+    parameters, and writes nothing there; UsageError, naming the teacher, for a run that is not
+    there, has no checkpoint that verifies, or does not fit the student's data or mesh."""
+    path = config.objective.distillation.teacher
+    with teacher_lib.blamed(path):
+        teacher_config = run_config(path)
+        teacher_spec = data_shapes(teacher_config)
+        trained, _ = model_and_objective(teacher_config, teacher_spec)
+        model = teacher_lib.at_student_length(trained, teacher_spec, spec)
+        # The parameters' shapes are the model's as it was trained (its checkpoint's).
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            boxed = jax.eval_shape(
+                lambda: trained.init(jax.random.PRNGKey(0), trained.example_inputs(1), train=False)
+            )["params"]
+            specs = mesh_lib.param_specs(boxed)
+            abstract = mesh_lib.unbox(boxed)
+            mesh_lib.check_divisible(specs, abstract, mesh.shape, rules)
+            shardings = mesh_lib.to_shardings(specs, mesh, rules)
+        step, fingerprint = teacher_lib.checkpoint_to_read(path, recorded)
+        params = checkpoint.restore_params(
+            path, step, checkpoint.abstract_like(abstract, shardings)
+        )
+    return teacher_lib.Teacher(
+        workdir=os.path.abspath(path),
+        config=teacher_config,
+        model=model,
+        step=step,
+        fingerprint=fingerprint,
+        shardings=shardings,
+        params=params,
+    )
+
+
+def untaught_step(*_: Any) -> None:
+    raise UsageError(
+        "this experiment was built without its distillation teacher (to read a trained run "
+        "back), so it cannot train"
     )
 
 
@@ -308,6 +409,6 @@ def restored_params(
     """(step, its parameters as host arrays) for a run whose config is `config` (see
     `restored_state`); a run without checkpoints fails before its data are loaded."""
     require_checkpoints(workdir, purpose)
-    exp = build(config)
+    exp = build(config, with_teacher=False)
     step, state = restored_state(exp, workdir, purpose, step)
     return step, jax.device_get(state.params)

@@ -201,8 +201,65 @@ class Checkpoints:
 
 def has_checkpoints(workdir: str) -> bool:
     """Whether the run has any step directory, without creating anything."""
+    return bool(checkpoint_steps(workdir))
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+    """The run's finalised checkpoint steps, newest first (Orbax writes a step under a temporary
+    name and renames it when complete, so a step-named directory is whole), read only."""
     directory = os.path.join(workdir, CHECKPOINT_DIR)
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+    if not os.path.isdir(directory):
+        return []
+    return sorted((int(name) for name in os.listdir(directory) if name.isdigit()), reverse=True)
+
+
+def verified_checkpoint(workdir: str, step: int | None = None) -> tuple[int, str]:
+    """(step, fingerprint) of the run's newest checkpoint whose seal holds, or of checkpoint
+    `step`, for another run to read: nothing in this run is written, moved or deleted (unlike
+    `Checkpoints.restore_latest`, which tidies its own run). The fingerprint is
+    `checkpoint_seal.fingerprint`'s. Newer checkpoints that do not verify are skipped with a
+    warning; where no checkpoint has a seal (they predate seals) the newest is taken, with a
+    warning. UsageError when there is no checkpoint, none verifies, or `step` is not there."""
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        raise UsageError(f"run {workdir!r} has no checkpoint")
+    if step is not None and step not in steps:
+        have = ", ".join(map(str, sorted(steps)))
+        raise UsageError(f"run {workdir!r} has no checkpoint at step {step} (steps: {have})")
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    legacy = not any(seal.has_seal(os.path.join(directory, str(s))) for s in steps)
+    skipped: list[str] = []
+    for candidate in steps if step is None else [step]:
+        step_dir = os.path.join(directory, str(candidate))
+        problem = None if legacy else seal.check_seal(step_dir)
+        if problem is None:
+            for why in skipped:
+                warn(f"{why}: skipped")
+            if legacy:
+                warn(f"checkpoint step {candidate} of {workdir} has no seal, nor has any other")
+            return candidate, seal.fingerprint(step_dir)
+        skipped.append(f"checkpoint step {candidate} of {workdir} {problem}")
+    raise UsageError(f"no checkpoint verifies: {'; '.join(skipped)}")
+
+
+def restore_params(workdir: str, step: int, abstract_params: Any) -> Any:
+    """Only the parameters of checkpoint `step`'s state, born with `abstract_params`' shardings;
+    its optimizer state and data iterator are not read, and nothing is written."""
+    path = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR, str(step), STATE))
+    item = {"params": abstract_params}
+    args = ocp.args.PyTreeRestore(
+        item=item,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True,
+    )
+    try:
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+            return checkpointer.restore(path, args=args)["params"]
+    except Exception as e:  # whatever Orbax raises for parameters that are not these
+        raise UsageError(
+            f"the parameters of checkpoint step {step} of {workdir} do not load "
+            f"({type(e).__name__}: {first_line(e)})"
+        ) from e
 
 
 def unused_path(path: str) -> str:

@@ -40,6 +40,19 @@ def has_seal(step_dir: str) -> bool:
     return os.path.isfile(os.path.join(step_dir, SEAL_FILE))
 
 
+def fingerprint(step_dir: str) -> str:
+    """One sha256 for the whole checkpoint: of its {file: sha256} table, which is its seal's (read
+    back, so call `check_seal` first to know the files still match), or for a checkpoint that
+    predates seals the same table computed from its files now."""
+    try:
+        with open(os.path.join(step_dir, SEAL_FILE)) as f:
+            digests = json.load(f)["sha256"]
+    except FileNotFoundError:
+        digests = file_digests(step_dir)
+    table = json.dumps(digests, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(table.encode()).hexdigest()
+
+
 def check_seal(step_dir: str) -> str | None:
     """None when every sealed file is there with its bytes unchanged; else what is wrong, in
     words fit for a one-line warning."""

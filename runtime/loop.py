@@ -102,7 +102,7 @@ def train_loop(
         with exp.context():
             for step in range(start_step + 1, config.train.steps + 1):
                 batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
-                state, metrics = exp.train_step(state, batch)
+                state, metrics = exp.train_step(state, batch, *exp.step_extras)
                 pending.append((step, metrics["total_loss"], metrics.pop("params_finite")))
                 progress.advance(step)
                 last = step == config.train.steps

@@ -189,6 +189,9 @@ def begin_attempt(
     if exp.privacy is not None:
         # The (epsilon, delta) of the whole run: it also bounds every checkpoint before the end.
         record["privacy"] = exp.privacy.guarantee(config.train.steps)
+    if exp.teacher is not None:
+        # Which run and checkpoint the student distils from; a resumed run reads the same one.
+        record["teacher"] = exp.teacher.record()
     record["attempts"].append(new_attempt(module, argv, resumed_from_step, git))
     write_patch(workdir, code)
     write(workdir, record)

@@ -73,14 +73,29 @@ def make_train_step(
     microbatches: int,
     microbatch_sharding: Any,
     per_example_grads: bool = False,
-) -> Callable[[TrainState, Batch], tuple]:
+    teacher: nn.Module | None = None,
+) -> Callable[..., tuple]:
     """One optimizer update; with `microbatches` > 1 the gradient is averaged over a lax.scan.
 
     With `per_example_grads` (DP-SGD) `tx` receives every example's own gradient on a leading
     batch axis, and its first transform clips, noises and averages them; `microbatches` is
-    then 1 (runtime.privacy checks)."""
+    then 1 (runtime.privacy checks).
 
-    def loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
+    With a `teacher` (distillation) the step is (state, batch, teacher_params): the teacher's
+    logits on each (micro)batch, where the student's are computed, reach the objective as
+    batch['teacher_logits'], through stop_gradient; the teacher's parameters are only read."""
+
+    def taught(batch: Batch, teacher_params: Any) -> Batch:
+        if teacher is None:
+            return batch
+        logits, _ = _apply(
+            teacher, teacher_params, batch[input_key], False, None, batch.get("score_positions")
+        )
+        return {**batch, "teacher_logits": jax.lax.stop_gradient(logits)}
+
+    def loss_and_grad(params: Any, batch: Batch, rng: jax.Array, teacher_params: Any) -> tuple:
+        batch = taught(batch, teacher_params)
+
         def loss_fn(p: Any) -> tuple:
             logits, aux = _apply(
                 model, p, batch[input_key], True, rng, batch.get("score_positions")
@@ -92,23 +107,30 @@ def make_train_step(
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
-    def per_example_loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
+    def per_example_loss_and_grad(
+        params: Any, batch: Batch, rng: jax.Array, teacher_params: Any
+    ) -> tuple:
         """The batch's loss and metrics, and each example's gradient taken alone (a batch of
         one with its own dropout key), stacked on a leading batch axis."""
         batch_size = batch[input_key].shape[0]
 
         def one_example(example: Batch, example_rng: jax.Array) -> tuple:
-            return loss_and_grad(params, jax.tree.map(lambda x: x[None], example), example_rng)
+            example = jax.tree.map(lambda x: x[None], example)
+            return loss_and_grad(params, example, example_rng, teacher_params)
 
         (losses, metrics), grads = jax.vmap(one_example)(batch, jax.random.split(rng, batch_size))
         return batch_means(losses, metrics), grads
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    def step(
+        state: TrainState, batch: Batch, teacher_params: Any = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
         if per_example_grads:
-            (loss, metrics), grads = per_example_loss_and_grad(state.params, batch, rng)
+            (loss, metrics), grads = per_example_loss_and_grad(
+                state.params, batch, rng, teacher_params
+            )
         elif microbatches == 1:
-            (loss, metrics), grads = loss_and_grad(state.params, batch, rng)
+            (loss, metrics), grads = loss_and_grad(state.params, batch, rng, teacher_params)
         else:
             # Microbatch i takes every `microbatches`-th example, so each one stays spread over
             # all data-parallel devices instead of living on a few of them.
@@ -119,7 +141,7 @@ def make_train_step(
             def accumulate(carry: tuple, micro: tuple) -> tuple:
                 index, micro_batch = micro
                 out, grads = loss_and_grad(
-                    state.params, micro_batch, jax.random.fold_in(rng, index)
+                    state.params, micro_batch, jax.random.fold_in(rng, index), teacher_params
                 )
                 return jax.tree.map(jnp.add, carry, (out, grads)), None
 
@@ -127,7 +149,7 @@ def make_train_step(
             first = jax.tree.map(lambda x: x[0], micro_batches)
             zeros = jax.tree.map(
                 lambda s: jnp.zeros(s.shape, s.dtype),
-                jax.eval_shape(loss_and_grad, state.params, first, rng),
+                jax.eval_shape(loss_and_grad, state.params, first, rng, teacher_params),
             )
             summed, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro_batches))
             (loss, metrics), grads = jax.tree.map(lambda x: x / microbatches, summed)

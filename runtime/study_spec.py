@@ -12,11 +12,19 @@ from `"<arm>"` or `"<arm>,<setting>"`), it declares:
     CLAIMS = [("deltanet", "beats", "mamba")]   # the criterion, as comparisons on METRIC
     SETTINGS = {"small": {...}, "hard": {...}}  # optional: named variants of every arm
     BLOCK_BY = "data.name"                 # optional: compare arms only within blocks
+    SOLVED_AT = 0.9                        # optional: a seed solves when its final METRIC
+                                           # reaches this (needed by solve-rate claims)
 
 A claim is (arm, relation, other arm) with relation "beats" or "loses to" on the primary
 metric's final value (a Welch t-test), or (arm, "matches", other arm, margin): the two do not
 differ by `margin` or more, in METRIC's units (an equivalence test, TOST: a difference that is
 merely not significant is no evidence of none). The study's verdict is the claims' verdicts.
+
+Solve-rate claims count the seeds whose final METRIC reaches SOLVED_AT (>= it when
+HIGHER_IS_BETTER, <= otherwise), for arms whose seeds either learn or do not, which a mean
+describes badly: (arm, "solves more often than", other arm) by Boschloo's exact test, or
+(arm, "solves more often than", rate) against a fraction of seeds in (0, 1) by the exact
+binomial test; "solves less often than" is the other direction. Both tests are one-sided.
 
 Blocks: when arms differ in something that makes their metric incomparable (the task they are
 trained and scored on), BLOCK_BY names the override key whose value puts an arm in its block.
@@ -37,6 +45,7 @@ from typing import Any
 from analysis.study import (
     DIFFERENCE_RELATIONS,
     EQUIVALENCE_RELATION,
+    PROPORTION_RELATIONS,
     RELATIONS,
     Claim,
     StudySpec,
@@ -78,7 +87,8 @@ def load_study(path: str) -> StudySpec:
         raise UsageError(f"{where}: SEEDS must be an integer >= 1, got {module.SEEDS!r}")
     if not isinstance(module.HIGHER_IS_BETTER, bool):
         raise UsageError(f"{where}: HIGHER_IS_BETTER must be True or False")
-    claims = [_claim(where, claim, arms, block_by, block_of) for claim in module.CLAIMS]
+    solved_at = _solved_at(where, getattr(module, "SOLVED_AT", None))
+    claims = [_claim(where, claim, arms, block_by, block_of, solved_at) for claim in module.CLAIMS]
     return StudySpec(
         name=os.path.splitext(os.path.basename(path))[0],
         path=path,
@@ -92,7 +102,19 @@ def load_study(path: str) -> StudySpec:
         hypothesis=" ".join(str(module.HYPOTHESIS).split()),
         claims=tuple(claims),
         settings=tuple(getattr(module, "SETTINGS", {})),
+        solved_at=solved_at,
     )
+
+
+def _solved_at(where: str, solved_at: Any) -> float | None:
+    if solved_at is None:
+        return None
+    if not (_is_number(solved_at) and math.isfinite(solved_at)):
+        raise UsageError(
+            f"{where}: SOLVED_AT must be a finite number, the final METRIC value at which a seed "
+            f"counts as solving; got {solved_at!r}"
+        )
+    return float(solved_at)
 
 
 def _blocks(where: str, arms: dict[str, dict[str, Any]], block_by: Any) -> dict[str, str]:
@@ -166,31 +188,61 @@ def _claim(
     arms: dict[str, dict[str, Any]],
     block_by: str | None,
     block_of: dict[str, str],
+    solved_at: float | None,
 ) -> Claim:
     relations = ", ".join(repr(r) for r in DIFFERENCE_RELATIONS)
+    solves = " | ".join(repr(r) for r in PROPORTION_RELATIONS)
     form = (
         f"(arm, relation, arm) with relation {relations}, or "
-        f"(arm, {EQUIVALENCE_RELATION!r}, arm, margin)"
+        f"(arm, {EQUIVALENCE_RELATION!r}, arm, margin), or (arm, {solves}, arm or rate)"
     )
     relation = claim[1] if isinstance(claim, tuple | list) and len(claim) in (3, 4) else None
     if relation not in RELATIONS or len(claim) != (4 if relation == EQUIVALENCE_RELATION else 3):
         raise UsageError(f"{where}: claim {claim!r} must be {form}")
+    if not _is_arm(claim[0], arms):
+        raise UsageError(f"{where}: claim names arm {claim[0]!r}; valid: {', '.join(arms)}")
+    if relation in PROPORTION_RELATIONS:
+        if solved_at is None:
+            raise UsageError(
+                f"{where}: claim {claim!r} counts the seeds that solve, but the study declares "
+                "no SOLVED_AT (the final METRIC value at which a seed solves: reached from above "
+                "when HIGHER_IS_BETTER, from below otherwise)"
+            )
+        if _is_number(claim[2]):
+            return _rate_claim(where, claim)
     margin = claim[3] if len(claim) == 4 else None
-    if margin is not None and (
-        isinstance(margin, bool)
-        or not isinstance(margin, int | float)
-        or not (math.isfinite(margin) and margin > 0)
-    ):
+    if margin is not None and not (_is_number(margin) and math.isfinite(margin) and margin > 0):
         raise UsageError(
             f"{where}: claim {claim!r}: the margin of {EQUIVALENCE_RELATION!r} must be a number "
             f"> 0 in the metric's units, got {margin!r}"
         )
-    for arm in (claim[0], claim[2]):
-        if arm not in arms:
-            raise UsageError(f"{where}: claim names arm {arm!r}; valid: {', '.join(arms)}")
+    if not _is_arm(claim[2], arms):
+        raise UsageError(f"{where}: claim names arm {claim[2]!r}; valid: {', '.join(arms)}")
+    if claim[0] == claim[2]:
+        raise UsageError(f"{where}: claim {claim!r} compares arm {claim[0]!r} with itself")
     if block_of[claim[0]] != block_of[claim[2]]:
         raise UsageError(
             f"{where}: claim {claim!r} compares arms of different blocks ({block_by} "
             f"{block_of[claim[0]]!r} vs {block_of[claim[2]]!r}); a claim compares arms of one block"
         )
     return Claim(claim[0], relation, claim[2], None if margin is None else float(margin))
+
+
+def _rate_claim(where: str, claim: Any) -> Claim:
+    """(arm, "solves more often than" | "solves less often than", rate): one arm against a
+    stated fraction of seeds."""
+    rate = claim[2]
+    if not (math.isfinite(rate) and 0 < rate < 1):
+        raise UsageError(
+            f"{where}: claim {claim!r}: a rate to solve more or less often than must be a "
+            f"fraction of seeds strictly between 0 and 1, got {rate!r}"
+        )
+    return Claim(claim[0], claim[1], None, rate=float(rate))
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _is_arm(value: Any, arms: dict[str, dict[str, Any]]) -> bool:
+    return isinstance(value, str) and value in arms

@@ -12,17 +12,11 @@ import objectives
 from objectives import distill
 from registry import UnknownNameError
 
-# Distillation's loss is tested as a function: it is not a registered objective until the step
-# supplies teacher logits (objectives/distill.py).
-UNREGISTERED = {"distillation": distill.distillation}
-
 
 def objective(name: str, z_loss: float = 0.0, label_smoothing: float = 0.0, **options):
     config = ml_collections.ConfigDict(
         dict(name=name, z_loss=z_loss, label_smoothing=label_smoothing, **options)
     )
-    if name in UNREGISTERED:
-        return objectives.bind_options(UNREGISTERED[name], config)
     return objectives.get_objective(config)
 
 
@@ -260,6 +254,33 @@ def test_distillation_with_alpha_one_is_cross_entropy(lm_batch):
     np.testing.assert_allclose(loss, xent_loss, rtol=1e-6)
     for key in xent_metrics:
         np.testing.assert_allclose(metrics[key], xent_metrics[key], rtol=1e-6)
+
+
+def test_distillation_is_evaluated_on_the_hard_labels_alone(lm_batch):
+    """Evaluation needs no teacher: it scores a distilled student as cross-entropy scores any
+    run, with the same options, and the metrics distillation trains with but its `kl`."""
+    logits, batch = batch_for("distillation", *lm_batch)
+    options = dict(z_loss=1e-3, label_smoothing=0.1, temperature=2.0, alpha=0.3)
+    config = ml_collections.ConfigDict(dict(name="distillation", **options))
+    _, evaluated = objectives.get_eval_objective(config)(jnp.asarray(logits), {**batch}, {})
+    del batch["teacher_logits"]  # what evaluation batches have
+    _, evaluated_bare = objectives.get_eval_objective(config)(jnp.asarray(logits), batch, {})
+    _, xent = objective("next_token_xent", z_loss=1e-3, label_smoothing=0.1)(
+        jnp.asarray(logits), batch, {}
+    )
+    _, trained = objective("distillation", **options)(
+        jnp.asarray(logits), batch_for("distillation", *lm_batch)[1], {}
+    )
+    assert set(evaluated) == set(evaluated_bare) == set(xent) == set(trained) - {"kl"}
+    for key in xent:
+        assert float(evaluated[key]) == float(evaluated_bare[key]) == float(xent[key])
+        np.testing.assert_allclose(trained[key], xent[key], rtol=1e-6)
+
+
+def test_teacher_logits_must_line_up_with_the_students(lm_batch):
+    logits, batch = batch_for("distillation", *lm_batch)
+    with pytest.raises(ValueError, match=r"teacher logits \(3, 5, 7\) do not line up"):
+        objective("distillation")(jnp.asarray(logits[:, :2]), batch, {})
 
 
 def test_unscored_teacher_logits_do_not_matter(lm_batch):

@@ -21,8 +21,9 @@ from analysis.report.formatting import (
 from analysis.report.html_page import inline_html
 from analysis.summary_reader import arm_label
 from experiments.mad_tasks import MIXERS, TASKS
-from tests.fabricated_runs import mad_summary, mad_values
+from tests.fabricated_runs import SOLVES_VALUES, mad_summary, mad_values, solves_summary
 from tests.report_summary import (
+    FINAL_ACCURACY,
     METRIC,
     build_summary,
     html_section,
@@ -118,6 +119,20 @@ def test_arms_table_shows_the_comparison_numbers(rendered, summary):
     final = summary["arms"]["mamba"]["metrics"][METRIC]["final"]
     half = (final["t_ci"][1] - final["t_ci"][0]) / 2
     assert f"{final['mean']:.4g} ± {half:.4g}" in row
+
+
+def test_the_arms_table_shows_each_seeds_final_value_beside_the_mean(rendered):
+    table = html_section(rendered["html"], "arms-table")
+    arms_md = md_section(rendered["md"], "Arms")
+    assert '<th class="num">Final per seed</th>' in table
+    for arm, shown in (("mamba", "0.701 0.783 0.742"), ("deltanet", "0.981 0.975 0.988")):
+        assert FINAL_ACCURACY[arm] == [float(v) for v in shown.split()]
+        row = re.search(rf"<tr><td>{arm}</td>.*?</tr>", table).group(0)
+        assert f'<td class="num">{shown}</td>' in row
+        assert re.search(rf"^\| {arm} \|.*\| {shown} \|", arms_md, re.M)
+    assert re.search(r"<tr><td>linear</td>.*?<td class=\"num\">0.552</td>", table)
+    # A study without SOLVED_AT has no Solved column.
+    assert "Solved" not in table
 
 
 def test_unresolvable_difference_says_how_many_seeds_it_needs(tmp_path, summary):
@@ -282,6 +297,44 @@ def test_an_equivalence_claim_is_reported_with_its_tost_numbers(mad):
     reason = claim["verdict"]["reason"]
     assert f"TOST p {claim['equivalence']['p']:.2g}" in reason and reason in md
     assert md.index(reason) < md.index("## Arms")
+
+
+# --- a study with claims on how often arms solve ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def solves(tmp_path_factory) -> dict:
+    """A study with SOLVED_AT 0.9 whose Mamba-2 seeds either solve or do not."""
+    summary_ = solves_summary(tmp_path_factory.mktemp("solves") / "study")
+    return {**rendered_reports(summary_, tmp_path_factory), "summary": summary_}
+
+
+def test_a_solve_rate_claim_states_both_fractions_their_exact_intervals_and_p(solves):
+    stated = (
+        "deltanet 3/3 seeds solve (95% exact CI [0.29, 1]) vs mamba2 1/3 seeds solve "
+        "(95% exact CI [0.0084, 0.91]); one-sided Boschloo exact p 0.11 (Holm-adjusted 0.22, "
+        "alpha 0.05)"
+    )
+    claim = (
+        "arm `deltanet` solves more often than arm `mamba2` (a seed solves when its final "
+        "eval/accuracy ≥ 0.9)"
+    )
+    md, page = solves["md"], solves["html"]
+    assert f"- **INCONCLUSIVE** — {claim}" in md
+    assert stated in md and md.index(stated) < md.index("## Arms")
+    assert inline_html(claim) in page and inline_html(stated) in page
+    assert "Boschloo's test between two arms" in md_section(md, "Verdict")
+
+
+def test_the_arms_table_of_a_solves_study_shows_who_solved_beside_each_seeds_value(solves):
+    table = html_section(solves["html"], "arms-table")
+    assert '<th class="num">Solved (≥ 0.9), exact\u00a0CI</th>' in table
+    row = re.search(r"<tr><td>mamba2</td>.*?</tr>", table).group(0)
+    assert SOLVES_VALUES["mamba2"] == [0.081, 0.997, 0.079]
+    assert '<td class="num">0.081 0.997 0.079</td><td class="num">1/3 [0.0084, 0.91]</td>' in row
+    arms_md = md_section(solves["md"], "Arms")
+    assert re.search(r"^\| mamba \|.*\| 0.250 0.240 0.251 \| 0/3 \[0, 0.71\] \|", arms_md, re.M)
+    assert "Solved: the seeds whose final value is ≥ 0.9 (the study's SOLVED_AT)" in arms_md
 
 
 # --- evaluation suites ------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import models
 import objectives
 from data.pipeline import make_loader
 from experiments.base import base_config
-from objectives import distill
 from runtime import step as step_lib
 from runtime.loop import with_example_mask
 
@@ -39,8 +38,7 @@ def tiny_lm(**overrides: Any) -> tuple[Any, Any]:
 
 
 def objective(name: str, **options: float) -> Any:
-    fn = distill.distillation if name == "distillation" else objectives.OBJECTIVES.get(name)
-    return objectives.bind_options(fn, ml_collections.ConfigDict(dict(name=name, **options)))
+    return objectives.get_objective(ml_collections.ConfigDict(dict(name=name, **options)))
 
 
 def scored_batch(seed: int = 0) -> dict[str, np.ndarray]:
@@ -97,9 +95,13 @@ def test_objective_at_score_positions_equals_the_masked_full_objective(name, opt
     fn = objective(name, **options)
     full = jnp.asarray(np.random.default_rng(1).normal(size=(B, T, V)).astype(np.float32) * 3)
 
+    def at_positions(x: np.ndarray | jax.Array) -> jax.Array:
+        return jnp.take_along_axis(x, batch["score_positions"][..., None], axis=1)
+
     def scored_loss(logits: jax.Array) -> tuple:
-        at = jnp.take_along_axis(logits, batch["score_positions"][..., None], axis=1)
-        return fn(at, batch, {})
+        # The teacher's logits come as the student's do: at the scored positions only.
+        teacher = {"teacher_logits": at_positions(batch["teacher_logits"])}
+        return fn(at_positions(logits), {**batch, **teacher}, {})
 
     def masked_loss(logits: jax.Array) -> tuple:
         return fn(logits, without_positions(batch), {})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import mad_tasks
+from experiments import mad_tasks, mqar_mixers
 from launch import study as study_cli
 from runtime.errors import UsageError
 from runtime.study_spec import load_study
@@ -30,6 +30,13 @@ BLOCKED = {
     "HYPOTHESIS": "Mamba copies as well as attention.",
     "CLAIMS": [("mamba-copy", "matches", "attention-copy", 0.05)],
 }
+
+
+class Source(str):
+    """A value written into the study file as this Python source, not as its repr."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def study_file(tmp_path, **changes) -> str:
@@ -133,6 +140,99 @@ def test_blocks_are_checked(tmp_path, changes, message):
 )
 def test_claims_take_a_margin_exactly_when_they_claim_no_difference(tmp_path, claim, message):
     assert message in load_error(tmp_path, CLAIMS=[claim])
+
+
+# --- claims on how often arms solve -----------------------------------------------------------
+
+
+def test_solve_rate_claims_compare_two_arms_or_hold_one_to_a_rate(tmp_path):
+    claims = [
+        ("mamba-copy", "solves more often than", "attention-copy"),
+        ("mamba-recall", "solves less often than", 0.5),
+    ]
+    spec = load_study(study_file(tmp_path, SOLVED_AT=0.9, CLAIMS=claims))
+    assert spec.solved_at == 0.9
+    two_arms, one_arm = spec.claims
+    assert (two_arms.other, two_arms.rate) == ("attention-copy", None)
+    assert two_arms.text == "arm `mamba-copy` solves more often than arm `attention-copy`"
+    assert (one_arm.other, one_arm.rate) == (None, 0.5)
+    assert one_arm.text == "arm `mamba-recall` solves in fewer than 50% of seeds"
+
+
+def test_the_mqar_study_counts_the_seeds_that_reach_0_9():
+    spec = load_study(mqar_mixers.__file__)
+    assert spec.solved_at == mqar_mixers.SOLVED_AT == 0.9
+    relations = {(c.candidate, c.relation, c.other) for c in spec.claims}
+    assert ("deltanet", "solves more often than", "mamba2") in relations
+    assert all(c.candidate in mqar_mixers.MAIN_ARMS for c in spec.claims)
+    assert all(c.other in mqar_mixers.MAIN_ARMS for c in spec.claims)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"CLAIMS": [("mamba-copy", "solves more often than", "attention-copy")]},
+            "counts the seeds that solve, but the study declares no SOLVED_AT",
+        ),
+        ({"SOLVED_AT": "90%"}, "SOLVED_AT must be a finite number, the final METRIC value"),
+        ({"SOLVED_AT": True}, "SOLVED_AT must be a finite number"),
+        ({"SOLVED_AT": Source('float("nan")')}, "SOLVED_AT must be a finite number"),
+        (
+            {"SOLVED_AT": 0.9, "CLAIMS": [("mamba-copy", "solves more often than", 1.0)]},
+            "a rate to solve more or less often than must be a fraction of seeds strictly "
+            "between 0 and 1, got 1.0",
+        ),
+        (
+            {"SOLVED_AT": 0.9, "CLAIMS": [("mamba-copy", "solves less often than", 0)]},
+            "strictly between 0 and 1, got 0",
+        ),
+        (
+            {"SOLVED_AT": 0.9, "CLAIMS": [("mamba-copy", "solves more often than", "mamba")]},
+            "claim names arm 'mamba'; valid: attention-recall, mamba-recall, attention-copy",
+        ),
+        (
+            {"SOLVED_AT": 0.9, "CLAIMS": [("mamba", "solves more often than", 0.5)]},
+            "claim names arm 'mamba'; valid:",
+        ),
+        (
+            {
+                "SOLVED_AT": 0.9,
+                "CLAIMS": [("mamba-copy", "solves more often than", "attention-recall")],
+            },
+            "compares arms of different blocks (data.name 'copy' vs 'recall')",
+        ),
+        (
+            {"SOLVED_AT": 0.9, "CLAIMS": [("mamba-copy", "solves more often than", "mamba-copy")]},
+            "compares arm 'mamba-copy' with itself",
+        ),
+        (
+            {"SOLVED_AT": 0.9, "CLAIMS": [("mamba-copy", "solves", 0.9)]},
+            "or (arm, 'solves more often than' | 'solves less often than', arm or rate)",
+        ),
+        (
+            {
+                "SOLVED_AT": 0.9,
+                "CLAIMS": [("mamba-copy", "solves more often than", "attention-copy", 0.9)],
+            },
+            "must be (arm, relation, arm) with",
+        ),
+    ],
+)
+def test_solve_rate_claims_are_checked(tmp_path, changes, message):
+    assert message in load_error(tmp_path, **changes)
+
+
+def test_launch_study_stops_on_a_bad_solve_rate_claim_with_one_line_before_any_run(
+    tmp_path, capsys
+):
+    path = study_file(tmp_path, CLAIMS=[("mamba-copy", "solves more often than", 0.5)])
+    workdir = tmp_path / "study"
+    with pytest.raises(SystemExit) as exit_:
+        study_cli.main(["launch.study", path, f"--workdir={workdir}"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not workdir.exists()
 
 
 def test_a_chosen_arm_brings_its_own_blocks_baseline():

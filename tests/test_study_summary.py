@@ -12,7 +12,7 @@ import pytest
 
 from analysis import stats
 from experiments.mad_tasks import MEMORIZATION_MARGIN, TASKS
-from tests.fabricated_runs import mad_summary, mad_values
+from tests.fabricated_runs import METRIC, mad_summary, mad_values, solves_summary
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,80 @@ def test_equivalence_that_noisy_seeds_cannot_show_is_inconclusive(tmp_path):
     assert matches["verdict"]["outcome"] == "inconclusive"  # ... is not equivalence shown
     assert "equivalence not shown" in matches["verdict"]["reason"]
     assert summary["verdict"] == "inconclusive"
+
+
+# --- claims on how often arms solve ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def solves(tmp_path_factory) -> dict:
+    return solves_summary(tmp_path_factory.mktemp("study") / "solves")
+
+
+def test_each_arm_counts_its_seeds_that_reach_solved_at_with_an_exact_interval(solves):
+    assert solves["solved_at"] == 0.9
+    counted = {
+        arm: (entry["metrics"][METRIC]["solved"]["solved"], entry["metrics"][METRIC]["solved"]["n"])
+        for arm, entry in solves["arms"].items()
+    }
+    assert counted == {"attention": (3, 3), "deltanet": (3, 3), "mamba2": (1, 3), "mamba": (0, 3)}
+    interval = solves["arms"]["mamba2"]["metrics"][METRIC]["solved"]["ci"]
+    assert interval == pytest.approx([1 - 0.975 ** (1 / 3), 0.9057007], abs=1e-6)
+
+
+def test_solve_rate_claims_join_the_holm_family_with_their_one_sided_exact_p(solves):
+    deltanet, mamba, attention = solves["claims"]
+    welch = attention["comparison"]["welch_p"]
+    # Boschloo: 3/3 vs 1/3 is 7/64; Mamba's 0/3 vs attention's 3/3 is 1 the claimed way.
+    raw = [7 / 64, 1.0, welch]
+    assert [deltanet["proportions"]["p"], mamba["proportions"]["p"]] == pytest.approx(raw[:2])
+    assert [c["adjusted_p"] for c in solves["claims"]] == pytest.approx(stats.holm(raw).tolist())
+    assert deltanet["text"] == (
+        "arm `deltanet` solves more often than arm `mamba2` (a seed solves when its final "
+        "eval/accuracy ≥ 0.9)"
+    )
+    assert deltanet["verdict"]["outcome"] == "inconclusive"
+    assert "about 6 seeds per arm would support it" in deltanet["verdict"]["reason"]
+    assert attention["verdict"]["outcome"] == "supported"
+
+
+def test_a_solve_rate_claim_the_seeds_contradict_is_refuted_in_its_place_in_the_family(solves):
+    mamba = solves["claims"][1]
+    welch = solves["claims"][2]["comparison"]["welch_p"]
+    # The claim stated the other way round (1/64), Holm-adjusted among the same three p-values.
+    assert mamba["adjusted_p_opposite"] == pytest.approx(stats.holm([7 / 64, 1 / 64, welch])[1])
+    assert mamba["adjusted_p_opposite"] < 0.05
+    assert mamba["verdict"]["outcome"] == "refuted"
+    assert solves["verdict"] == "refuted"
+
+
+@pytest.mark.parametrize(
+    ("seeds", "outcome", "p"), [(3, "inconclusive", 0.5**3), (5, "supported", 0.5**5)]
+)
+def test_a_claim_that_an_arm_solves_in_most_seeds_needs_five_seeds(tmp_path, seeds, outcome, p):
+    summary = solves_summary(
+        tmp_path / "study",
+        claims=[("attention", "solves more often than", 0.5)],
+        values={"attention": [0.99] * seeds},
+    )
+    (claim,) = summary["claims"]
+    assert claim["text"].startswith("arm `attention` solves in more than 50% of seeds")
+    assert claim["proportions"]["p"] == pytest.approx(p)
+    assert claim["verdict"]["outcome"] == outcome
+    if outcome == "inconclusive":
+        assert "at 3 seeds no outcome can reach alpha 0.05" in claim["verdict"]["reason"]
+        assert "about 5 seeds would support it" in claim["verdict"]["reason"]
+
+
+def test_a_solve_rate_claim_on_an_arm_without_completed_seeds_is_not_tested(tmp_path):
+    summary = solves_summary(
+        tmp_path / "study",
+        claims=[("deltanet", "solves more often than", "mamba2")],
+        values={"attention": [0.99] * 3, "deltanet": [0.99] * 3, "mamba2": []},
+    )
+    (claim,) = summary["claims"]
+    assert claim["adjusted_p"] is None and claim["proportions"] is None
+    assert claim["verdict"] == {
+        "outcome": "inconclusive",
+        "reason": "not tested: mamba2 has no completed seed with the metric",
+    }

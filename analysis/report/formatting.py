@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from analysis.summary_reader import as_float, as_pair
+from analysis.summary_reader import as_float, as_list, as_pair
 
 DASH = "—"  # what an unknown number (NaN, None, missing) shows as
 HASH_CHARS = 12  # a config hash or commit is shown this long; the full one is in summary.json
@@ -99,3 +99,28 @@ def ci_bounds(stat: Mapping[str, Any]) -> str:
         return DASH
     lo, hi = as_pair(stat.get("t_ci"))
     return f"[{fmt_number(lo)}, {fmt_number(hi)}]"
+
+
+def fmt_seed_values(values: Sequence[Any]) -> str:
+    """Each seed's value, in seed order, to one number of decimals: "0.999 0.998 1.000", so that
+    a bimodal arm ("0.081 0.079 0.997") shows as such. The decimals give the values' typical
+    size three significant digits; far from 1 they are written as 3.1e-05."""
+    xs = [as_float(v) for v in as_list(values)]
+    finite = [abs(x) for x in xs if math.isfinite(x)]
+    if not xs:
+        return DASH
+    typical = sum(finite) / len(finite) if finite else 0.0
+    if typical and not 1e-3 <= typical < 1e6:
+        return " ".join(fmt_number(x, 3) if math.isfinite(x) else fmt_number(x) for x in xs)
+    decimals = max(0, 2 - math.floor(math.log10(typical))) if typical else 3
+    return " ".join(f"{x:.{decimals}f}" if math.isfinite(x) else fmt_number(x) for x in xs)
+
+
+def fraction_ci(fraction: Mapping[str, Any]) -> str:
+    """A solve fraction (analysis.proportions.Fraction, as the summary has it) as
+    "1/3 [0.0084, 0.91]": solved of n seeds, and the exact interval of the rate."""
+    solved, n = as_float(fraction.get("solved")), as_float(fraction.get("n"))
+    if not (math.isfinite(solved) and n > 0):
+        return DASH
+    lo, hi = as_pair(fraction.get("ci"))
+    return f"{int(solved)}/{int(n)} [{fmt_number(lo, 2)}, {fmt_number(hi, 2)}]"

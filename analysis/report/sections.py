@@ -30,8 +30,10 @@ from analysis.report.formatting import (
     fmt_number,
     fmt_p,
     fmt_percent,
+    fmt_seed_values,
     fmt_signed,
     fmt_time,
+    fraction_ci,
     mean_pm,
 )
 from analysis.summary_reader import (
@@ -98,11 +100,24 @@ def _header(summary: Mapping[str, Any]) -> list[Block]:
         blocks.append(Paragraph(f"Hypothesis: {hypothesis}", "lead"))
     if claims:
         blocks.append(Claims(tuple(claims)))
-        blocks.append(Paragraph("p-values Holm-adjusted across the study's claims.", "muted"))
+        blocks.append(Paragraph(_claims_note(summary), "muted"))
     else:
         blocks.append(Paragraph("No claims were declared: this study only describes its arms."))
     blocks.extend(Alert(text) for text in _alerts(summary))
     return blocks
+
+
+def _claims_note(summary: Mapping[str, Any]) -> str:
+    note = "p-values Holm-adjusted across the study's claims."
+    relations = {as_mapping(c).get("relation") for c in as_list(summary.get("claims"))}
+    if any(str(r).startswith("solves") for r in relations):
+        note += (
+            " A claim on how often an arm solves counts the seeds that reach the threshold and "
+            "is tested one-sided and exactly (Boschloo's test between two arms, the binomial "
+            "test against a rate), with Clopper-Pearson intervals of each fraction: at a few "
+            "seeds these are wide, and the reason says what the seeds could resolve."
+        )
+    return note
 
 
 def _claim(claim: Any) -> Claim:
@@ -185,8 +200,16 @@ def _arms_section(summary: Mapping[str, Any]) -> list[Block]:
     conf = confidence_label(summary)
     measured = (
         f"Final `{metric}` ({direction(summary)}) over seeds: mean ± half-width of the "
-        f"{conf} t-interval."
+        f"{conf} t-interval, and each seed's final value in seed order (a mean hides arms whose "
+        "seeds either learn or do not)."
     )
+    solved_at = as_float(summary.get("solved_at"))
+    if math.isfinite(solved_at):
+        measured += (
+            f" Solved: the seeds whose final value is {_solves_symbol(summary)} {solved_at:g} "
+            f"(the study's SOLVED_AT), with the {conf} Clopper-Pearson exact interval of the "
+            "arm's solve rate, wide at a few seeds (3 of 3 leaves [0.29, 1] at 95%)."
+        )
     arms = arm_order(summary)
     out: list[Block] = [Heading(2, "Arms", "arms")]
     if summary.get("block_by"):
@@ -222,12 +245,27 @@ def _arms_section(summary: Mapping[str, Any]) -> list[Block]:
     return out
 
 
+def _solves_symbol(summary: Mapping[str, Any]) -> str:
+    return "≤" if summary.get("higher_is_better") is False else "≥"
+
+
+def _solved_header(summary: Mapping[str, Any]) -> tuple[str, ...]:
+    """The arms table's "Solved" column, for a study that declares SOLVED_AT; () otherwise."""
+    solved_at = as_float(summary.get("solved_at"))
+    if not math.isfinite(solved_at):
+        return ()
+    return (f"Solved ({_solves_symbol(summary)} {solved_at:g}), exact CI",)
+
+
 def _arms_table(summary: Mapping[str, Any], arms: Sequence[str], anchor: str) -> Table:
+    solved = _solved_header(summary)
     headers = (
         "Arm",
         "Seeds",
         "Final (mean ± CI)",
         f"{confidence_label(summary)} t-CI",
+        "Final per seed",
+        *solved,
         "Best (mean)",
         "Δ vs baseline",
         "Relative Δ",
@@ -237,7 +275,7 @@ def _arms_table(summary: Mapping[str, Any], arms: Sequence[str], anchor: str) ->
         "Cohen's d",
         "Resolution",
     )
-    numeric = (False, True, True, True, True, True, True, True, True, True, True, False)
+    numeric = (False, *(True for _ in headers[1:-1]), False)
     marked = tuple(is_baseline(summary, arm) for arm in arms)
     rows = tuple(_arm_row(summary, arm, m) for arm, m in zip(arms, marked, strict=True))
     return Table(headers, rows, numeric, marked, anchor)
@@ -248,7 +286,15 @@ def _arm_row(summary: Mapping[str, Any], name: str, baseline: bool) -> tuple[str
     stats = metric_stats(arm, summary.get("metric") or "")
     final, best = as_mapping(stats.get("final")), as_mapping(stats.get("best"))
     seeds = f"{_count(arm.get('seeds_completed'))}/{_count(arm.get('seeds_planned'))}"
-    row = (arm_label(summary, name), seeds, mean_pm(final), ci_bounds(final), _mean_or_dash(best))
+    row = (
+        arm_label(summary, name),
+        seeds,
+        mean_pm(final),
+        ci_bounds(final),
+        fmt_seed_values(stats.get("final_values")),
+        *(fraction_ci(as_mapping(stats.get("solved"))) for _ in _solved_header(summary)),
+        _mean_or_dash(best),
+    )
     if not final:
         return (*row, *[DASH] * 6, "no completed seeds")
     if baseline:
