@@ -93,6 +93,7 @@ def render(workdir: str, arm: Mapping[str, Any] | None = None) -> str:
         ("robustness", _robustness),
         ("slices", _slices),
         ("groups", _groups),
+        ("generation", _generation),
     ):
         if name in evaluated:
             lines += section(_eval(workdir, name))
@@ -274,6 +275,24 @@ def _groups(result: Mapping[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _generation(result: Mapping[str, Any]) -> list[str]:
+    if not result:
+        return []
+    lines = ["## Generation", ""]
+    if result.get("file") is None:
+        return lines + [f"Not applicable: {result.get('not_applicable')}.", ""]
+    headline = result.get("headline", {})
+    per_token = headline.get("seconds_per_token")
+    return lines + [
+        f"Greedy continuations of {result['prompts']} evaluation prompts of "
+        f"{result['prompt_tokens']} tokens, {result['new_tokens']} new tokens each: "
+        f"`eval/{result['file']}`. Decoding state {_fmt(headline.get('state_bytes_per_sequence'))}"
+        f" bytes per sequence at {result['cache_positions']} positions; "
+        + (f"{_fmt(per_token * 1e3, 3)} ms per token." if per_token is not None else "untimed."),
+        "",
+    ]
 
 
 def _privacy(record: Mapping[str, Any]) -> list[str]:

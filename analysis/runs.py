@@ -22,6 +22,9 @@ CONFIG_FILE = "config.json"
 TIMING_PREFIX = "perf/"
 EVAL_DIR = "eval"  # launch.evaluate's output: summary.json, one <suite>.json each, plots
 MODEL_CARD_FILE = "model_card.md"
+# A converted Hugging Face checkpoint's tokenizer, under the name it has in the checkpoint's
+# directory: launch.convert copies it both ways, launch.generate reads text with it.
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def eval_file(workdir: str, name: str) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from analysis.runs import TOKENIZER_FILE
 from atomic_write import write_atomically, write_json_atomically
 from runtime.errors import UsageError
 
@@ -70,6 +71,16 @@ def check_new_directory(directory: str, flag: str) -> None:
     """`directory` does not exist or is empty: a conversion never writes over anything."""
     if os.path.exists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
         raise UsageError(f"{flag}={directory!r} exists and is not empty: give a new directory")
+
+
+def copy_tokenizer(source: str, target: str) -> None:
+    """The tokenizer.json of directory `source`, if it has one, into directory `target` (a
+    checkpoint's text encoding travels with it between a Hugging Face directory and a run)."""
+    path = os.path.join(source, TOKENIZER_FILE)
+    if os.path.isfile(path):
+        os.makedirs(target, exist_ok=True)
+        with open(path, "rb") as f:
+            write_atomically(os.path.join(target, TOKENIZER_FILE), f.read())
 
 
 def write(directory: str, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:

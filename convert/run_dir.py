@@ -2,7 +2,8 @@
 
 The run is what `launch.train` would leave after checkpointing step 0 of the same config:
 config.json, a sealed Orbax checkpoint at step 0 (`runtime.checkpoint.Checkpoints`, the data
-iterator at its start, the optimizer's initial state) and manifest.json, whose one attempt is
+iterator at its start, the optimizer's initial state), the source's tokenizer.json when it has
+one (launch.generate reads text with it) and manifest.json, whose one attempt is
 the conversion (status 'converted') and whose `converted_from` names the source directory and
 the sha256 of each of its files. `launch.evaluate` reads it as it is; `launch.train` resumes it
 at step 1 (a fine-tune of `train.steps` steps on the run's dataset).
@@ -16,6 +17,7 @@ from typing import Any
 import ml_collections
 
 import models
+from convert import hf_dir
 from runtime import assembly, checkpoint, manifest
 from runtime.checkpoint_seal import file_digests
 from runtime.config import to_json
@@ -41,6 +43,7 @@ def write_run(
         checkpoints.save(0, state, exp.train_iter)
     finally:
         checkpoints.close()  # seals it
+    hf_dir.copy_tokenizer(source["directory"], workdir)
     num_params = models.count_params(state.params)
     record = manifest.begin_attempt(
         workdir, exp, num_params, argv, None, {}, module="launch.convert"

@@ -21,7 +21,7 @@ from data import (  # noqa: F401
     text_files,
 )
 from data.config import DataConfigError
-from data.dataset import Dataset, default_params, load, shape_spec
+from data.dataset import Dataset, default_params, load, shape_spec, text_tokenizer
 from data.pipeline import iterator_checkpoint_args
 from data.registry import DATASETS
 from data.spec import DatasetSpec
@@ -33,6 +33,7 @@ __all__ = [
     "DatasetSpec",
     "default_params",
     "shape_spec",
+    "text_tokenizer",
     "iterator_checkpoint_args",
     "load",
 ]

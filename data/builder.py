@@ -2,7 +2,8 @@
 
 It fixes what all our datasets share: examples written in generation order (so example i of a
 split is the same on every machine), the module docstring as the data sheet (TFDS's
-description), and the two hooks the rest of `data/` reads: `spec()` and `data_sheet()`.
+description), and the hooks the rest of archlab reads: `spec()` and `data_sheet()`, the slices
+the evaluation suites group by, and `text_tokenizer()`, how the tokens read as text.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from etils import epath
 
 from data.config import ParamsConfig
 from data.spec import DatasetSpec
+from data.tokenizer import TextTokenizer
 
 
 class ArchlabBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -63,6 +65,12 @@ class ArchlabBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Slices that need other data: attribute -> {slice label: parameter overrides of an
         evaluation variant of this dataset}. {} when the task defines none."""
         return {}
+
+    def text_tokenizer(self) -> TextTokenizer | None:
+        """How the tokens read as text (prompts are encoded, continuations printed with it), or
+        None when they are ids: synthetic tasks and images. A text dataset overrides it; the
+        builder need not be prepared unless its tokenizer is made at preparation."""
+        return None
 
     def split_sizes(self) -> dict[str, int]:
         return {name: split.num_examples for name, split in sorted(self.info.splits.items())}

@@ -15,6 +15,7 @@ from data.config import DataConfigError
 from data.prepare import prepare, resolve_data_dir, unprepared_builder
 from data.registry import DATASETS
 from data.spec import DatasetSpec
+from data.tokenizer import TextTokenizer
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -99,9 +100,26 @@ def shape_spec(
     """What dataset `name` with `params` will be, known before any data is generated: its shapes
     (vocabulary, length, classes, scored positions), which models are built from; its split
     sizes are empty until it is prepared. Raises as `load` does."""
+    return _unprepared(name, params, data_dir).spec()
+
+
+def text_tokenizer(
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> TextTokenizer | None:
+    """How dataset `name`'s tokens read as text (`ArchlabBuilder.text_tokenizer`), or None when
+    they are ids. Nothing is prepared: a tokenizer made at preparation (a BPE) is read from the
+    prepared data, and raises DataConfigError when they are not there. Raises as `load` does."""
+    return _unprepared(name, params, data_dir).text_tokenizer()
+
+
+def _unprepared(
+    name: str, params: Mapping[str, Any] | None, data_dir: str | os.PathLike | None
+) -> ArchlabBuilder:
     builder_cls = DATASETS.get(name)
     config = builder_cls.CONFIG_CLASS.from_params(dict(params) if params else {})
-    return unprepared_builder(builder_cls, config, resolve_data_dir(data_dir)).spec()
+    return unprepared_builder(builder_cls, config, resolve_data_dir(data_dir))
 
 
 def load(

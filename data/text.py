@@ -40,6 +40,7 @@ from data.config import DataConfigError, ParamsConfig, param
 from data.decontaminate import near_copies
 from data.registry import DATASETS
 from data.spec import DatasetSpec
+from data.tokenizer import ByteTokenizer, TextTokenizer
 
 
 def corpus_bytes() -> bytes:
@@ -111,6 +112,9 @@ class PydocText(ArchlabBuilder):
             vocab_size=256,
             seq_len=self.config.seq_len,
         )
+
+    def text_tokenizer(self) -> TextTokenizer:
+        return ByteTokenizer()  # the bytes without its EOD, which this corpus never writes
 
     def data_sheet(self) -> dict[str, Any]:
         return {

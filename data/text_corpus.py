@@ -184,17 +184,33 @@ class TextCorpusBuilder(ArchlabBuilder, skip_registration=True):
         }
 
     def _tokenizer(self) -> TextTokenizer:
+        """The tokenizer to prepare the data with: a BPE is trained here."""
+        config = self.config
+        if config.tokenizer != "bpe":
+            return self.text_tokenizer()
+        train_texts = (
+            text
+            for text in self._documents("training the BPE on the train split")
+            if not corpus.in_validation(text, config.val_fraction)
+        )
+        return train_bpe(train_texts, config.vocab_size)
+
+    def text_tokenizer(self) -> TextTokenizer:
+        """The tokenizer the data were made with: a BPE is read from the prepared data
+        (DataConfigError when they are not prepared in this data dir)."""
         config = self.config
         if config.tokenizer == "byte":
             return ByteTokenizer()
-        if config.tokenizer == "bpe":
-            train_texts = (
-                text
-                for text in self._documents("training the BPE on the train split")
-                if not corpus.in_validation(text, config.val_fraction)
+        if config.tokenizer != "bpe":
+            return config.tokenizer_file
+        saved = Path(self.data_path) / TOKENIZER_FILE
+        if not saved.is_file():
+            raise DataConfigError(
+                f"{self.name}: its BPE is trained when the data are prepared, and {saved} is not "
+                f"there: prepare them first (`python -m launch.datacheck --data={self.name}` "
+                "with the same parameters and data dir)"
             )
-            return train_bpe(train_texts, config.vocab_size)
-        return config.tokenizer_file
+        return load_file(saved)
 
     def _documents(self, task: str) -> Iterator[str]:
         """Every document in corpus order, with a progress bar over the files' bytes."""

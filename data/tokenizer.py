@@ -42,6 +42,12 @@ class TextTokenizer(abc.ABC):
         """Each text's int32 token ids (no EOD)."""
 
     @abc.abstractmethod
+    def decode(self, tokens: Sequence[int]) -> str:
+        """The text that token ids stand for, EOD as its token's text (`<|endoftext|>` for
+        ours). Ids the tokenizer does not have are left out, and bytes that are not UTF-8 (text
+        cut inside a character) read as U+FFFD: a model's continuation need not be text."""
+
+    @abc.abstractmethod
     def token_bytes(self) -> np.ndarray:
         """int32 [vocab_size]: the UTF-8 bytes each token stands for (EOD: 1)."""
 
@@ -56,6 +62,17 @@ class ByteTokenizer(TextTokenizer):
 
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.int32) for t in texts]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        documents, current = [], bytearray()
+        for token in tokens:
+            if token == self.eod_id:
+                documents.append(current)
+                current = bytearray()
+            elif 0 <= token < 256:
+                current.append(token)
+        documents.append(current)
+        return EOD_TOKEN.join(d.decode("utf-8", errors="replace") for d in documents)
 
     def token_bytes(self) -> np.ndarray:
         return np.ones(self.vocab_size, dtype=np.int32)
@@ -89,6 +106,9 @@ class ByteLevelBPE(TextTokenizer):
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         encodings = self.hf.encode_batch(list(texts), add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self.hf.decode(list(tokens), skip_special_tokens=False)
 
     def token_bytes(self) -> np.ndarray:
         return self._token_bytes

@@ -1,4 +1,6 @@
-"""The evaluation suites: calibration, robustness, slices and group gaps of a trained model.
+"""The evaluation suites: calibration, robustness, slices and group gaps of a trained model, and
+(asked for by name: it is not among the default `eval.suites`) generation: what a sequence model
+says and what decoding costs.
 
 Each suite is a function of a `SuiteContext` (the experiment, its trained parameters and the
 predictions on the evaluation split) that returns its results as JSON-ready dicts and writes its
@@ -12,16 +14,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 import data
 from analysis import calibration, figures, slices
 from atomic_write import write_atomically
 from data import corruptions
+from data.tokenizer import TextTokenizer
 from evaluation.predictions import Items, Predictor
+from generation.decode import Generator, generates
+from generation.sampling import Sampling
 from registry import Registry
 from runtime.assembly import Experiment
 
@@ -312,6 +319,119 @@ def groups_suite(ctx: SuiteContext) -> Result:
         "groups": rows,
         "worst_group": worst["group"],
     }
+
+
+# ----------------------------------------------------------------------------------- generation
+GENERATIONS_FILE = "generations.md"
+TIMED_CALLS = 3  # after one that compiles; the least is reported, the least disturbed by load
+
+
+@SUITES.register("generation")
+def generation_suite(ctx: SuiteContext) -> Result:
+    """Greedy continuations of the first `eval.generation.prompts` evaluation examples, each
+    cut to its first `prompt_tokens` tokens, written to generations.md (as text where the
+    dataset's tokens read as text, else ids) beside the tokens that followed in the data; and
+    what decoding costs: the bytes of state a sequence carries, and the time per token."""
+    config, spec, model = ctx.exp.config, ctx.exp.dataset.spec, ctx.exp.model
+    settings = config.eval.generation
+    if not generates(model):
+        return {
+            "headline": {},
+            "not_applicable": f"a {config.model.name!r} model does not generate: only sequence "
+            "models (model.name=lm) do",
+        }
+    source = ctx.exp.dataset.source(spec.eval_split)
+    examples = [np.asarray(source[i]["inputs"]) for i in range(min(settings.prompts, len(source)))]
+    prompt_tokens = min(settings.prompt_tokens, spec.seq_len)
+    new_tokens = settings.new_tokens
+    if model.fixed_length_reason():  # it cannot continue past its training length
+        new_tokens = min(new_tokens, spec.seq_len - prompt_tokens + 1)
+    prompts = np.stack([e[:prompt_tokens] for e in examples]).astype(np.int32)
+    lengths = np.full(len(prompts), prompt_tokens, np.int32)
+    keys = jax.random.split(jax.random.key(0), len(prompts))  # greedy decoding draws nothing
+    generator = Generator(model, new_tokens, Sampling(temperature=0.0))
+    params = jax.device_get(ctx.params)  # generation runs on one device, as launch.generate
+    calls = [generator(params, prompts, lengths, keys) for _ in range(1 + TIMED_CALLS)][1:]
+    steps = new_tokens - 1  # the first new token comes from the prefill's logits
+    step_seconds = [c.decode_seconds / steps for c in calls] if steps else []
+    continuations = [calls[0].row(b) for b in range(len(prompts))]
+    codec = ctx.exp.dataset.builder.text_tokenizer()
+    state_bytes = generator.state_bytes(params, prompt_tokens)
+    cost = {
+        "state_bytes_per_sequence": state_bytes,
+        "seconds_per_token": min(step_seconds) if step_seconds else None,
+    }
+    write_atomically(
+        os.path.join(ctx.out_dir, GENERATIONS_FILE),
+        _generations_md(examples, prompt_tokens, continuations, codec, cost),
+    )
+    return {
+        "headline": cost,
+        "prompts": len(prompts),
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "cache_positions": generator.cache_length(prompt_tokens),
+        "seconds_per_token_timed": step_seconds,
+        "prefill_seconds": min(c.prefill_seconds for c in calls),
+        "continuations": [
+            {"example": i, "prompt": p.tolist(), "tokens": c}
+            for i, (p, c) in enumerate(zip(prompts, continuations, strict=True))
+        ],
+        "file": GENERATIONS_FILE,
+        **(
+            {}
+            if steps
+            else {"not_applicable": "one new token: no decoding step to time (new_tokens=1)"}
+        ),
+    }
+
+
+def _generations_md(
+    examples: list[np.ndarray],
+    prompt_tokens: int,
+    continuations: list[list[int]],
+    codec: TextTokenizer | None,
+    cost: dict[str, Any],
+) -> str:
+    """generations.md: each prompt, its continuation and what followed it in the data."""
+
+    def shown(tokens: Any) -> str:
+        tokens = [int(t) for t in tokens]
+        return codec.decode(tokens) if codec is not None else " ".join(map(str, tokens))
+
+    new_tokens = len(continuations[0])
+    per_token = cost["seconds_per_token"]
+    lines = [
+        f"# Greedy continuations of {len(examples)} evaluation examples",
+        "",
+        f"Each prompt is an example's first {prompt_tokens} tokens; {new_tokens} new tokens, "
+        f"greedy, shown {'as text' if codec is not None else 'as token ids'}. Decoding state: "
+        f"{cost['state_bytes_per_sequence']:,} bytes per sequence; "
+        + (
+            f"{per_token * 1e3:.3g} ms per token (one decoding step of the {len(examples)} "
+            f"sequences together; the least of {TIMED_CALLS} timed calls after one that compiled)."
+            if per_token is not None
+            else "no decoding step to time."
+        ),
+        "",
+    ]
+    for i, (example, continuation) in enumerate(zip(examples, continuations, strict=True)):
+        held_out = example[prompt_tokens : prompt_tokens + new_tokens]
+        lines += [f"## Example {i}", ""]
+        for title, tokens in (
+            ("Prompt", example[:prompt_tokens]),
+            ("Continuation", continuation),
+            ("What followed in the data", held_out),
+        ):
+            lines += [f"{title}:", "", *_fenced(shown(tokens)), ""]
+    return "\n".join(lines)
+
+
+def _fenced(text: str) -> list[str]:
+    """A Markdown code block around `text`, its fence longer than any run of backticks in it."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
 
 
 def run(names: list[str], ctx: SuiteContext) -> dict[str, Result]:

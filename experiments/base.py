@@ -109,13 +109,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.num_batches = 0  # 0 -> the whole evaluation split
     # Evaluation beyond accuracy (launch.evaluate; run by launch.train when the run completes).
     # Each suite says "not applicable" with the reason where the data or model does not allow it.
-    c.eval.suites = "calibration,robustness,slices,groups"  # comma-separated; '' = none
+    # comma-separated; '' = none; `generation` is not run unless named
+    c.eval.suites = "calibration,robustness,slices,groups"
     c.eval.calibration_bins = 15
     c.eval.corruption_rates = (0.05, 0.1, 0.2, 0.4)  # sequences: token substitution rates
     c.eval.length_factors = (2, 4)  # sequences: evaluate at these multiples of the length
     c.eval.noise_stddevs = (0.1, 0.2, 0.4)  # images: Gaussian pixel noise
     c.eval.shifts = (1, 2)  # images: translation in pixels (right and down, zero fill)
     c.eval.hardest_examples = 8  # dumped readably by the slices suite
+    # The generation suite (sequence models; add `generation` to eval.suites): greedy
+    # continuations of the first `prompts` evaluation examples cut to `prompt_tokens` tokens,
+    # in eval/generations.md, with the decoding state's bytes and the time per token.
+    c.eval.generation = ml_collections.ConfigDict()
+    c.eval.generation.prompts = 4
+    c.eval.generation.prompt_tokens = 32
+    c.eval.generation.new_tokens = 32
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 250

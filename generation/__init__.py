@@ -6,7 +6,7 @@ command; this package is the work, one module per job:
   jitted `lax.while_loop` of `decode_step` over the donated cache;
 - `batches`: many prompts, each sampled several times, as batches of one shape;
 - `prompts`: prompts as given (text or ids, on the command line or in a file), checked;
-- `codecs`: which datasets' tokens are text, and how they read.
+- `codecs`: whether a run's tokens are text, and how they read (its dataset declares it);
 
 A speculative decoder builds on the same pieces: the model's `prefill` from a decoding cache
 scores k draft tokens in one pass, `sampling.sampling_logits` gives the distributions to accept

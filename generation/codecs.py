@@ -1,44 +1,69 @@
-"""How a dataset's tokens read as text: prompts in, continuations out.
+"""How a run's tokens read as text: prompts in, continuations out.
 
-`CODECS` maps a dataset name to a factory `(run config) -> TextCodec`. A dataset with an entry is
-text: prompts are text, encoded by its codec, and continuations are printed decoded. Any other
-dataset's tokens are ids: prompts are ids ("3 17 5") and continuations are printed as ids. A
-text dataset registers its codec here (the factory gets the run's whole config, so a tokenizer
-prepared with the data can be read from where the data are).
+A run's tokens are text when its dataset declares the tokenizer they were made with
+(`ArchlabBuilder.text_tokenizer`: pydoc_text's UTF-8 bytes; a text corpus's bytes, trained BPE or
+tokenizer.json), or else when the run directory holds a tokenizer.json (a converted Hugging Face
+checkpoint's, copied beside it by `launch.convert`). Then prompts are text, encoded by it, and
+continuations are printed decoded. Otherwise tokens are ids: prompts are ids ("3 17 5") and
+continuations are printed as ids. A new text dataset is covered by declaring its tokenizer; this
+module names no dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from registry import Registry
+import numpy as np
+import tokenizers
+
+import data
+from analysis.runs import TOKENIZER_FILE
+from runtime.errors import UsageError
 
 
 class TextCodec(Protocol):
-    def encode(self, text: str) -> list[int]: ...
+    """What `data.tokenizer.TextTokenizer` offers generation."""
 
-    def decode(self, tokens: list[int]) -> str: ...
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+
+    def decode(self, tokens: Sequence[int]) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True)
-class Utf8Bytes:
-    """Tokens are the UTF-8 bytes of the text (ids 0..255). A continuation may stop inside a
-    character, or a byte model may produce bytes that are not UTF-8: those decode as U+FFFD."""
+class RunTokenizer:
+    """A run directory's tokenizer.json, any kind Hugging Face's `tokenizers` reads. Prompts are
+    encoded with its own special tokens (a beginning-of-sequence token where it adds one), as
+    transformers encodes them for the checkpoint it came with."""
 
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+    hf: tokenizers.Tokenizer
 
-    def decode(self, tokens: list[int]) -> str:
-        return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [np.asarray(e.ids, np.int32) for e in self.hf.encode_batch(list(texts))]
 
-
-CODECS: Registry[Callable[[Any], TextCodec]] = Registry("text codec")
-CODECS.register("pydoc_text")(lambda config: Utf8Bytes())
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self.hf.decode(list(tokens), skip_special_tokens=False)
 
 
-def text_codec(config: Any) -> TextCodec | None:
-    """The codec of the run's dataset, or None when its tokens are ids."""
+def dataset_codec(config: Any) -> TextCodec | None:
+    """The tokenizer the run's dataset declares, or None when its tokens are ids."""
     name = config.data.name
-    return CODECS.get(name)(config) if name in CODECS else None
+    try:
+        return data.text_tokenizer(name, config.data[name].to_dict(), config.data.dir or None)
+    except data.DataConfigError as e:
+        raise UsageError(str(e)) from e
+
+
+def text_codec(config: Any, workdir: str) -> TextCodec | None:
+    """The run's codec: its dataset's tokenizer, else the run directory's tokenizer.json, else
+    None (ids)."""
+    codec = dataset_codec(config)
+    path = os.path.join(workdir, TOKENIZER_FILE)
+    if codec is not None or not os.path.isfile(path):
+        return codec
+    try:
+        return RunTokenizer(tokenizers.Tokenizer.from_file(path))
+    except Exception as e:  # tokenizers raises its own Exception type for any malformed file
+        raise UsageError(f"{path} is not a tokenizer.json that tokenizers reads ({e})") from e

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -25,17 +26,26 @@ import numpy as np
 from generation.sampling import Sampling, sample
 
 
+def generates(model: Any) -> bool:
+    """Whether a model can be decoded from: sequence models (models/lm.py) have a decode step."""
+    return hasattr(model, "decode_step")
+
+
 @dataclasses.dataclass(frozen=True)
 class Generated:
     """tokens [B, max_new_tokens] int32: a row's first `counts[b]` are its own (a stop token that
     ended it included), the rest are 0; `stopped[b]`: whether a stop token ended it. With
     `keep_logits`, logits [B, max_new_tokens, V] float32: the model's logits each token was
-    chosen from (before the sampling settings), zero past a row's count."""
+    chosen from (before the sampling settings), zero past a row's count. `prefill_seconds` and
+    `decode_seconds`: the wall time of the prefill and of the decoding loop (each waited for;
+    the first call of a batch shape includes compiling them)."""
 
     tokens: np.ndarray
     counts: np.ndarray
     stopped: np.ndarray
     logits: np.ndarray | None = None
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
 
     def row(self, b: int) -> list[int]:
         return self.tokens[b, : self.counts[b]].tolist()
@@ -74,9 +84,31 @@ class Generator:
         lengths = jnp.asarray(lengths, jnp.int32)
         active = np.ones(len(lengths), bool) if active is None else active
         max_len = self.cache_length(prompts.shape[1])
+        start = time.perf_counter()
         last_logits, cache = _prefill(self.model, max_len, params, jnp.asarray(prompts), lengths)
+        jax.block_until_ready((last_logits, cache))
+        prefilled = time.perf_counter()
         out, _ = _decode(self, params, cache, last_logits, lengths, keys, jnp.asarray(active))
-        return Generated(*(None if x is None else np.asarray(x) for x in out))
+        out = jax.block_until_ready(out)
+        decoded = time.perf_counter()
+        return Generated(
+            *(None if x is None else np.asarray(x) for x in out),
+            prefill_seconds=prefilled - start,
+            decode_seconds=decoded - prefilled,
+        )
+
+    def state_bytes(self, params: Any, prompt_length: int) -> int:
+        """Bytes of the decoding cache (the state carried through the loop) of one sequence for
+        prompts of `prompt_length`: a KV cache grows with the length, a recurrent state does
+        not. From the cache's shapes; nothing is allocated."""
+        init_cache = functools.partial(
+            self.model.apply,
+            batch_size=1,
+            max_len=self.cache_length(prompt_length),
+            method="init_cache",
+        )
+        cache = jax.eval_shape(init_cache, {"params": params})
+        return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -1,8 +1,9 @@
 """Prompts as a user gives them, as token ids, checked before any compute.
 
-A prompt is text (for a dataset with a codec, generation/codecs.py) or token ids ("3 17 5" or
-"3,17,5"). `--prompts_file` holds one prompt per line, empty lines skipped; a `.jsonl` file one
-JSON object per line whose "prompt" is the text (or the ids as a string), or a list of ids.
+A prompt is text (for a run whose tokens read as text, generation/codecs.py) or token ids
+("3 17 5" or "3,17,5"). `--prompts_file` holds one prompt per line, empty lines skipped; a
+`.jsonl` file one JSON object per line whose "prompt" is the text (or the ids as a string), or a
+list of ids.
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ def to_tokens(prompt: Prompt, codec: TextCodec | None, where: str) -> list[int]:
     if isinstance(prompt, list):
         return prompt
     if codec is not None:
-        return codec.encode(prompt)
+        return codec.encode([prompt])[0].tolist()
     fields = [f for f in re.split(r"[\s,]+", prompt) if f]
     if not all(re.fullmatch(r"-?\d+", f) for f in fields):
         raise UsageError(
-            f"{where} {prompt!r}: this run's dataset has no text codec, so a prompt is token "
-            "ids separated by spaces or commas"
+            f"{where} {prompt!r}: this run's tokens are ids (its dataset declares no text "
+            "tokenizer), so a prompt is token ids separated by spaces or commas"
         )
     return [int(f) for f in fields]
 

@@ -13,7 +13,8 @@ with `launch.train --config=experiments/from_run.py:<run> --workdir=<run>`, whic
 step 1 and trains to the train.steps given here.
 
 --to_hf writes the run's newest checkpoint as config.json and a float32 model.safetensors that
-transformers' AutoModelForCausalLM loads. See convert/ for what maps to what.
+transformers' AutoModelForCausalLM loads. A tokenizer.json travels along both ways. See convert/
+for what maps to what.
 
 Exit status 2 with one `error: ...` line, before anything is written, for a checkpoint or model
 with a setting that has no exact counterpart (it is named), an architecture not converted, a
@@ -65,6 +66,7 @@ def to_hf(workdir: str, directory: str) -> None:
     check_writable_directory(directory, "--to_hf")
     step, params = run_dir.read_params(workdir, config)
     convert.write_checkpoint(config, params, directory)
+    hf_dir.copy_tokenizer(workdir, directory)
     print(f"wrote step {step} of run {workdir} to {directory}")
 
 

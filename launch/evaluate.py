@@ -4,10 +4,11 @@
 
 Restores the run's newest checkpoint and writes `<run>/eval/`: `summary.json` (the headline
 numbers of every suite and what could not be done, with the reason), one `<suite>.json` each,
-the plots (`reliability.png`, `robustness.png`) and `hardest.md`; then `<run>/model_card.md`.
-The suites (`eval.suites` in the config, or --suite) are calibration, robustness, slices and
-groups (see evaluation/suites.py). `launch.train` runs the same function when a run completes, in
-the same process, so the suites come with the accuracy that the run reports.
+the plots (`reliability.png`, `robustness.png`), `hardest.md` and with the generation suite
+`generations.md`; then `<run>/model_card.md`. The suites (`eval.suites` in the config, or
+--suite) are calibration, robustness, slices, groups and generation (see evaluation/suites.py).
+`launch.train` runs the same function when a run completes, in the same process, so the suites
+come with the accuracy that the run reports.
 
 Exit status: 0, or 2 for bad input (no run there, no checkpoint, an unknown suite, a run whose
 config predates a key of this archlab's config).

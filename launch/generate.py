@@ -6,15 +6,18 @@
 
 Restores the run's newest checkpoint that verifies (or checkpoint --step), then continues each
 prompt (--prompt, repeatable, or --prompts_file: one per line, or a .jsonl of {"prompt": ...})
---num_samples times, --batch_size continuations at a time. A run on a text dataset takes text
-prompts and prints text; any other takes and prints token ids ("3 17 5"). Sampling keeps the
---top_k most likely tokens, then the fewest of those reaching probability --top_p, then draws at
---temperature (0: greedy). A continuation ends after --max_new_tokens or at a --stop_token (kept
-in its tokens, left out of its text). The same run, prompts, settings and --seed give the same
-tokens. With --output, each continuation is a line of JSON there instead of text on stdout.
+--num_samples times, --batch_size continuations at a time. A run whose tokens read as text (its
+dataset's tokenizer, or a converted checkpoint's tokenizer.json in the run: generation/codecs.py)
+takes text prompts and prints text; any other takes and prints token ids ("3 17 5"). Sampling
+keeps the --top_k most likely tokens, then the fewest of those reaching probability --top_p,
+then draws at --temperature (0: greedy). A continuation ends after --max_new_tokens or at a
+--stop_token (kept in its tokens, left out of its text). The same run, prompts, settings and
+--seed give the same tokens. With --output, each continuation is a line of JSON there instead of
+text on stdout.
 
-Exit status: 0, or 2 for bad input (no run or checkpoint there, an empty prompt, a token outside
-the vocabulary, a prompt the model cannot continue that far, settings that select nothing).
+Exit status: 0, or 2 for bad input (no run or checkpoint there, a model that is not a sequence
+model, an empty prompt, a token outside the vocabulary, a prompt the model cannot continue that
+far, settings that select nothing).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 from atomic_write import write_atomically
+from data import DatasetSpec
 from generation.batches import Continuation, generate_all
 from generation.codecs import TextCodec, text_codec
-from generation.decode import Generator
+from generation.decode import Generator, generates
 from generation.prompts import Prompt, check_fits, encode, read_file
 from generation.sampling import Sampling
 from runtime import assembly, host_memory
@@ -60,6 +65,18 @@ def parse_args(argv: list[str]):
         if not os.path.isdir(parent):
             raise UsageError(f"--output {args.output!r}: directory {parent!r} does not exist")
     return args
+
+
+def sequence_model(config: Any, workdir: str) -> tuple[Any, DatasetSpec]:
+    """(the run's model, its data's spec); UsageError unless the model is a sequence model."""
+    spec = assembly.data_shapes(config)
+    model, _ = assembly.model_and_objective(config, spec)
+    if not generates(model):
+        raise UsageError(
+            f"run {workdir!r} trained a {config.model.name!r} model on {spec.name!r}: only "
+            "sequence models (model.name=lm) generate"
+        )
+    return model, spec
 
 
 def record(
@@ -96,13 +113,7 @@ def main(argv: list[str]) -> int:
     host_memory.keep_freed_memory()  # before JAX starts its threads
     args = parse_args(argv)
     config = run_config(args.workdir)
-    spec = assembly.data_shapes(config)
-    model, _ = assembly.model_and_objective(config, spec)
-    if not hasattr(model, "decode_step"):
-        raise UsageError(
-            f"run {args.workdir!r} trained a {config.model.name!r} model on {spec.name!r}: only "
-            "sequence models (model.name=lm) generate"
-        )
+    model, spec = sequence_model(config, args.workdir)
     sampling = Sampling(args.temperature, args.top_k, args.top_p)
     sampling.check(spec.vocab_size)
     for token in args.stop_token:
@@ -110,7 +121,7 @@ def main(argv: list[str]) -> int:
             raise UsageError(
                 f"--stop_token {token} is outside the vocabulary (0..{spec.vocab_size - 1})"
             )
-    codec = text_codec(config)
+    codec = text_codec(config, args.workdir)
     given = args.prompt if args.prompt is not None else read_file(args.prompts_file)
     prompts = encode(given, codec, spec.vocab_size)
     check_fits(prompts, args.max_new_tokens, spec.seq_len, model.fixed_length_reason())

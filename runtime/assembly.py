@@ -9,6 +9,8 @@ jitted steps (`build`); then a fresh or restored state (`initial_state`).
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,10 +65,13 @@ def check_names(config: ml_collections.ConfigDict) -> None:
         "eval.every",
         "checkpoint.every",
         "train.grad_accum_steps",
+        "eval.generation.prompts",
+        "eval.generation.prompt_tokens",
+        "eval.generation.new_tokens",
     ):
-        section, name = key.split(".")
-        if config[section][name] < 1:
-            raise UsageError(f"{key} must be >= 1, got {config[section][name]}")
+        value = functools.reduce(operator.getitem, key.split("."), config)
+        if value < 1:
+            raise UsageError(f"{key} must be >= 1, got {value}")
     privacy_lib.check_config(config)
     metric_writers.check(config.tracking)
     teacher_lib.check_config(config)

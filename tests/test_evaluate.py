@@ -19,6 +19,9 @@ from data import corruptions
 from data.digits import ink_groups
 from data.mqar import distance_buckets
 from experiments import mqar_mixers
+from runtime import assembly
+from runtime.errors import UsageError
+from runtime.workdir import run_config
 from tests.conftest import run_module, run_train, tiny_overrides
 
 pytestmark = pytest.mark.long(seconds=170)
@@ -165,7 +168,8 @@ def evaluate(data_dir: str, workdir, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def digits_run(data_dir, tmp_path_factory):
-    """A digits MLP trained to ~0.9 accuracy with every suite, as launch.train runs them."""
+    """A digits MLP trained to ~0.9 accuracy with every suite, as launch.train runs them (the
+    generation suite says why it does not apply)."""
     workdir = tmp_path_factory.mktemp("digits") / "run"
     result = run_train(
         data_dir,
@@ -173,7 +177,7 @@ def digits_run(data_dir, tmp_path_factory):
         "--config.train.steps=120",
         "--config.eval.every=120",
         "--config.checkpoint.every=120",
-        "--config.eval.suites=calibration,robustness,slices,groups",
+        "--config.eval.suites=calibration,robustness,slices,groups,generation",
         base=["--config=experiments/digits_mlp.py"],
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -196,7 +200,11 @@ def test_a_completed_run_writes_every_suite_plots_and_a_model_card(digits_run):
     assert {"calibration/ece", "groups/accuracy_gap", "slices/worst_accuracy/class"} <= set(
         summary["headline"]
     )
-    assert summary["not_applicable"] == {"robustness/length": "images have no sequence length"}
+    assert summary["not_applicable"] == {
+        "robustness/length": "images have no sequence length",
+        "generation": "a 'mlp' model does not generate: only sequence models (model.name=lm) do",
+    }
+    assert not (eval_dir / "generations.md").exists()
     card = (digits_run / "model_card.md").read_text()
     for section in (
         "## Intended use",
@@ -207,6 +215,7 @@ def test_a_completed_run_writes_every_suite_plots_and_a_model_card(digits_run):
         "## Robustness",
         "## Slices",
         "## Group gaps",
+        "## Generation",
         "## Privacy",
         "## Compute",
         "## Known limitations",
@@ -241,7 +250,7 @@ def test_launch_evaluate_reproduces_the_suites_and_checks_its_input(data_dir, di
         assert (eval_dir / name).read_text() == text, f"{name} differs on a rerun"
     bad = evaluate(data_dir, digits_run, "--suite=calibration,fairness")
     assert bad.returncode == 2 and "unknown evaluation suite 'fairness'" in bad.stderr
-    assert "calibration, groups, robustness, slices" in bad.stderr
+    assert "calibration, generation, groups, robustness, slices" in bad.stderr
     missing = evaluate(data_dir, digits_run.parent / "nope")
     assert missing.returncode == 2 and "not a run directory" in missing.stderr
 
@@ -281,12 +290,13 @@ def test_an_unknown_suite_fails_before_training(data_dir, tmp_path):
 
 def test_sequence_suites_on_mqar(data_dir, tmp_path):
     """MQAR: slices by query-key distance and by number of pairs (evaluation variants), length
-    generalization at 2x and 4x for attention, "not applicable" for groups."""
+    generalization at 2x and 4x for attention, "not applicable" for groups, and generation."""
     result = run_train(
         data_dir,
         tmp_path / "run",
-        "--config.eval.suites=robustness,slices,groups",
+        "--config.eval.suites=robustness,slices,groups,generation",
         "--config.eval.corruption_rates=(0.3,)",
+        *GENERATION,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     eval_dir = tmp_path / "run" / "eval"
@@ -299,6 +309,49 @@ def test_sequence_suites_on_mqar(data_dir, tmp_path):
     assert "[" in (eval_dir / "hardest.md").read_text()  # the scored position is marked
     groups = json.loads((eval_dir / "groups.json").read_text())
     assert "carries no group attribute" in groups["not_applicable"]
+    check_generation_suite(data_dir, tmp_path / "run")
+
+
+GENERATION = [
+    "--config.eval.generation.prompts=3",
+    "--config.eval.generation.prompt_tokens=8",
+    "--config.eval.generation.new_tokens=6",
+]
+
+
+def check_generation_suite(data_dir: str, run) -> None:
+    """Greedy continuations of the first three evaluation examples' first 8 tokens, shown as
+    ids (MQAR's tokens are not text) beside what followed in the data, and what decoding costs,
+    also among the headline numbers a study reports per arm."""
+    eval_dir = run / "eval"
+    result = json.loads((eval_dir / "generation.json").read_text())
+    config = run_config(str(run))
+    dataset = data.load("mqar", config.data.mqar.to_dict(), data_dir)
+    source = dataset.source(dataset.spec.eval_split)
+    examples = [np.asarray(source[i]["inputs"]) for i in range(3)]
+    assert [c["prompt"] for c in result["continuations"]] == [e[:8].tolist() for e in examples]
+    assert all(len(c["tokens"]) == 6 for c in result["continuations"])
+    # One attention layer (d_model 32) caches, for each of the 8 + 6 - 1 positions fed, a key
+    # and a value (32 float32 each) and the slot's position (an int32): 260 bytes a position;
+    # its short convolution (kernel 4) keeps the last 3 inputs: 3 x 32 float32.
+    state_bytes = 13 * 260 + 3 * 32 * 4
+    assert result["headline"]["state_bytes_per_sequence"] == state_bytes
+    assert len(result["seconds_per_token_timed"]) == 3
+    assert result["headline"]["seconds_per_token"] == min(result["seconds_per_token_timed"]) > 0
+    shown = (eval_dir / "generations.md").read_text()
+    for example, continuation in zip(examples, result["continuations"], strict=True):
+        for tokens in (example[:8], continuation["tokens"], example[8:14]):
+            assert "\n" + " ".join(map(str, tokens)) + "\n" in shown
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    assert summary["headline"]["generation/state_bytes_per_sequence"] == state_bytes
+    assert "## Generation" in (run / "model_card.md").read_text()
+
+
+def test_generation_settings_below_one_are_refused_before_anything_runs():
+    config = mqar_mixers.get_config()
+    config.eval.generation.new_tokens = 0
+    with pytest.raises(UsageError, match=r"^eval.generation.new_tokens must be >= 1, got 0$"):
+        assembly.check_names(config)
 
 
 # ---------------------------------------------------------------------------------- model card

@@ -80,3 +80,20 @@ def test_greedy_generation_is_the_argmax_of_the_forward_pass_after_each_token(ca
         # the argmax alone.
         scale = max(float(np.abs(recomputed).max()), 1.0)
         np.testing.assert_allclose(out.logits[b], recomputed, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_the_decoding_state_is_a_kv_cache_that_grows_or_a_recurrent_state_that_does_not():
+    """What the generation suite reports as a sequence's decoding state (Generator.state_bytes):
+    attention caches a key and a value (d_model float32 each) and the slot's position (int32)
+    for every position fed; Mamba's state is its analytic size in float32 at any length."""
+    d_model = 32
+    attention, params = tiny_model(mixer="attention")
+    generate = Generator(attention, NEW_TOKENS, Sampling(temperature=0.0))
+    per_position = 2 * d_model * 4 + 4
+    assert generate.state_bytes(params, 8) == (8 + NEW_TOKENS - 1) * per_position
+    assert generate.state_bytes(params, 8) - generate.state_bytes(params, 2) == 6 * per_position
+
+    mamba, params = tiny_model(mixer="mamba")
+    generate = Generator(mamba, NEW_TOKENS, Sampling(temperature=0.0))
+    analytic = 4 * mamba.describe()["state_size"]
+    assert generate.state_bytes(params, 8) == generate.state_bytes(params, 2) == analytic

@@ -24,12 +24,14 @@ import transformers
 import convert
 from convert import hf_dir, run_dir
 from experiments.base import base_config
+from generation.codecs import text_codec
 from launch import convert as convert_cli
 from runtime import assembly
 from runtime.checkpoint_seal import check_seal
 from runtime.config import to_json
 from runtime.workdir import run_config
 from tests.conftest import run_module
+from tests.test_codecs import hub_tokenizer
 
 pytestmark = pytest.mark.long(seconds=80)
 
@@ -187,6 +189,7 @@ def test_converted_run_evaluates_fine_tunes_and_exports(data_dir, tmp_path, monk
     source, run, exported = tmp_path / "hf", tmp_path / "run", tmp_path / "exported"
     hf_model = random_hf_model(transformers.LlamaConfig(**LLAMA, num_key_value_heads=2))
     hf_model.save_pretrained(source)
+    hub_tokenizer(source / "tokenizer.json")  # its text encoding travels with the checkpoint
     converted = run_module(
         data_dir,
         "launch.convert",
@@ -205,8 +208,9 @@ def test_converted_run_evaluates_fine_tunes_and_exports(data_dir, tmp_path, monk
     record = json.loads((run / "manifest.json").read_text())
     assert record["status"] == "converted"
     digests = record["converted_from"]["sha256"]
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
         assert digests[name] == hashlib.sha256((source / name).read_bytes()).hexdigest()
+    assert (run / "tokenizer.json").read_bytes() == (source / "tokenizer.json").read_bytes()
 
     evaluated = run_module(data_dir, "launch.evaluate", f"--workdir={run}", "--suite=calibration")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -227,11 +231,14 @@ def test_converted_run_evaluates_fine_tunes_and_exports(data_dir, tmp_path, monk
     exported_run = run_module(data_dir, "launch.convert", f"--workdir={run}", f"--to_hf={exported}")
     assert exported_run.returncode == 0, exported_run.stderr
     assert "wrote step 2" in exported_run.stdout
+    assert (exported / "tokenizer.json").read_bytes() == (source / "tokenizer.json").read_bytes()
     tuned = transformers.AutoModelForCausalLM.from_pretrained(exported).eval()
     tokens = random_tokens()
     assert not np.allclose(hf_logits(tuned, tokens), hf_logits(hf_model, tokens))  # it trained
     monkeypatch.setenv("ARCHLAB_DATA_DIR", data_dir)
     config = run_config(str(run))
+    # induction_head's tokens are ids, yet the run reads text: with the checkpoint's tokenizer.
+    assert text_codec(config, str(run)).encode(["hello world"])[0].tolist() == [0, 3, 4]
     step, params = run_dir.read_params(str(run), config)
     assert step == 2
     assert_same_logits(archlab_logits(config, params, tokens), hf_logits(tuned, tokens))

@@ -1,19 +1,31 @@
 """`python -m launch.generate` as a user runs it, on a tiny byte-level run of pydoc_text: text
-in, text out, the same seed giving the same tokens, and bad input refused in one line."""
+in, text out, the same seed giving the same tokens, and bad input refused in one line; and every
+study's baseline arm: it generates, reading text where its dataset's tokens are text, or it is
+refused in one line when it is not a sequence model."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import re
 import shutil
 import subprocess
 
+import flax.linen as nn
+import jax
 import pytest
 
-from generation.codecs import Utf8Bytes
-from launch.generate import parse_args
+import data
+from data.tokenizer import ByteTokenizer
+from generation.batches import generate_all
+from generation.codecs import text_codec
+from generation.decode import Generator
+from generation.prompts import encode
+from generation.sampling import Sampling
+from launch.generate import parse_args, sequence_model, show
 from runtime.errors import UsageError
-from tests.conftest import run_module, run_train
+from tests.conftest import REPO, run_module, run_train
 
 # Learned positions: a model defined only up to its training length (pydoc_text's 128), so that
 # a prompt it cannot continue that far is refused.
@@ -30,7 +42,12 @@ PYDOC = [
     "--config.eval.every=10",
     "--config.eval.num_batches=1",
     "--config.checkpoint.every=5",
-    "--config.eval.suites=",
+    # The generation suite: its continuations read as text; with learned positions the 120-token
+    # prompts leave room for 9 new tokens, not 16.
+    "--config.eval.suites=generation",
+    "--config.eval.generation.prompts=2",
+    "--config.eval.generation.prompt_tokens=120",
+    "--config.eval.generation.new_tokens=16",
 ]
 
 
@@ -72,7 +89,7 @@ def test_a_run_continues_text_prompts_the_same_seed_gives_the_same_tokens_and_st
     ]
     for x in lines:
         assert len(x["tokens"]) == 6 and x["ended"] == "max_new_tokens"
-        assert x["text"] == Utf8Bytes().decode(x["tokens"])
+        assert x["text"] == ByteTokenizer().decode(x["tokens"])
     assert printed.stdout == "".join(
         f"--- prompt {x['prompt_index'] + 1}, sample {x['sample'] + 1} ---\n{x['text']}\n"
         for x in lines
@@ -84,9 +101,24 @@ def test_a_run_continues_text_prompts_the_same_seed_gives_the_same_tokens_and_st
         if stop in x["tokens"]:
             cut = x["tokens"].index(stop) + 1
             assert y["tokens"] == x["tokens"][:cut] and y["ended"] == "stop_token"
-            assert y["text"] == Utf8Bytes().decode(x["tokens"][: cut - 1])
+            assert y["text"] == ByteTokenizer().decode(x["tokens"][: cut - 1])
         else:
             assert y == x
+
+
+def test_the_generation_suite_shows_a_text_runs_continuations_as_text(data_dir, pydoc_run):
+    result = json.loads((pydoc_run / "eval" / "generation.json").read_text())
+    assert (result["prompts"], result["prompt_tokens"], result["new_tokens"]) == (2, 120, 9)
+    assert result["cache_positions"] == 128  # every position the model has, and no more
+    source = data.load("pydoc_text", {}, data_dir).source("validation")
+    shown = (pydoc_run / "eval" / "generations.md").read_text()
+    assert "shown as text" in shown
+    text = ByteTokenizer()
+    for i, continuation in enumerate(result["continuations"]):
+        inputs = source[i]["inputs"].tolist()
+        assert continuation["prompt"] == inputs[:120] and len(continuation["tokens"]) == 9
+        for tokens in (inputs[:120], continuation["tokens"], inputs[120:]):
+            assert "\n" + text.decode(tokens) + "\n" in shown
 
 
 @pytest.mark.parametrize(
@@ -140,3 +172,70 @@ def test_a_run_without_a_checkpoint_is_refused(data_dir, pydoc_run, tmp_path):
 def test_command_lines_that_ask_for_nothing_sensible_are_refused(args, error):
     with pytest.raises(UsageError, match=re.escape(error)):
         parse_args(["launch.generate", "--workdir=runs/x", *args])
+
+
+# ---------------------------------------------------------------------- every study's baseline
+
+# How launch.generate treats each study's baseline arm: continues ids, continues text, or refuses
+# (not a sequence model). A new study file must say which.
+STUDIES = {
+    "mqar_mixers": "ids",
+    "mad_tasks": "ids",
+    "text_lm": "text",
+    "pydoc_lm": "text",
+    "reference_lm": "text",
+    "digits_mlp": "refused",
+    "dp_digits": "refused",
+}
+NOT_STUDIES = {"__init__", "base", "from_run"}  # the base config; a converted run's fine-tune
+# The study's own model at the size of a test.
+TINY_MODEL = {"model.num_layers": 1, "model.d_model": 32, "model.num_heads": 2, "model.d_ff": 64}
+# Data whose tokenizer is made when they are prepared (text_lm's BPE), prepared as the run's
+# training would have, on two stdlib packages (tests/test_text_lm.py prepares the same).
+PREPARED = {
+    "python_stdlib": {
+        "modules": "json,email",
+        "vocab_size": 300,
+        "seq_len": 32,
+        "val_fraction": 0.5,
+    }
+}
+
+
+def test_every_study_file_says_how_its_runs_generate():
+    found = {p.stem for p in (REPO / "experiments").glob("*.py")} - NOT_STUDIES
+    assert found == set(STUDIES)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_each_studys_baseline_arm_generates_or_is_refused_in_one_line(study, data_dir, capsys):
+    """The baseline arm's model at a tiny size, freshly initialised (what launch.generate does
+    after restoring a checkpoint, from the same pieces): four greedy tokens, printed as text or
+    ids. A classifier is refused with the error launch.generate exits 2 with."""
+    config = importlib.import_module(f"experiments.{study}").get_config()
+    config.data.dir = data_dir
+    if config.model.name == "lm":
+        config.update_from_flattened_dict(TINY_MODEL)
+    if STUDIES[study] == "refused":
+        with pytest.raises(UsageError, match=r"only sequence models \(model.name=lm\) generate"):
+            sequence_model(config, f"runs/{study}")
+        return
+
+    if config.data.name in PREPARED:
+        params = config.data[config.data.name]
+        params.update(PREPARED[config.data.name])
+        data.load(config.data.name, params.to_dict(), data_dir)
+    model, spec = sequence_model(config, f"runs/{study}")
+    codec = text_codec(config, f"runs/{study}")
+    assert (codec is not None) == (STUDIES[study] == "text")
+    init = jax.jit(functools.partial(model.init, train=False))
+    params = nn.unbox(init(jax.random.key(0), model.example_inputs(1)))["params"]
+    prompts = encode(["def f(x):" if codec else "1 2 3"], codec, spec.vocab_size)
+    generator = Generator(model, 4, Sampling(temperature=0.0))
+    [continuation] = generate_all(generator, params, prompts, num_samples=1, batch_size=1, seed=0)
+    assert len(continuation.tokens) == 4
+    assert all(0 <= t < spec.vocab_size for t in continuation.tokens)
+    capsys.readouterr()
+    show([continuation], codec)
+    shown = codec.decode(continuation.tokens) if codec else " ".join(map(str, continuation.tokens))
+    assert capsys.readouterr().out == shown + "\n"

@@ -408,9 +408,11 @@ def _evaluation_section(summary: Mapping[str, Any]) -> list[Block]:
     blocks.append(
         Paragraph(
             f"Headline numbers of each run's `eval/` (calibration on the held-out half of the "
-            f"evaluation split, robustness curves, worst slices, group gaps): mean ± half-width "
-            f"of the {conf} t-interval over seeds. Each run's own numbers, plots and hardest "
-            "examples are in its `eval/` and `model_card.md`.",
+            f"evaluation split, robustness curves, worst slices, group gaps, and with the "
+            f"generation suite what decoding costs: state bytes per sequence, seconds per "
+            f"token): mean ± half-width of the {conf} t-interval over seeds. Each run's own "
+            "numbers, plots, hardest examples and generations are in its `eval/` and "
+            "`model_card.md`.",
             "muted",
         )
     )
