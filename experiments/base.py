@@ -109,6 +109,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.max_to_keep = 2
     c.checkpoint.async_save = True
 
+    # Fine-tuning (runtime/finetune.py): the parameters start as another run's instead of an
+    # init, with a fresh optimizer. ('from' itself cannot be a key: ml_collections parses
+    # --config.<path> as Python, where it is a keyword.)
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.from_run = ""  # '<run dir>[@step]'; no step: its newest checkpoint that verifies
+    # LoRA (runtime/lora.py): with finetune.from_run, only low-rank adapters of the weight
+    # matrices of the modules `targets` matches train; the source run's parameters stay frozen.
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 0  # 0: off (every parameter trains)
+    c.lora.alpha = 16.0  # the update is (alpha / rank) * A B
+    c.lora.targets = ".*/(query|key|value|out)"  # re.fullmatch of module paths: attention's
+
     # Differential privacy: DP-SGD (Abadi et al. 2016) through optax's DP aggregate. Each
     # example's gradient is clipped to l2_clip_norm, Gaussian noise of std
     # noise_multiplier * l2_clip_norm is added to their sum, and the run reports the epsilon it

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     config = run_config(args.workdir)
     names = suite_names(args.suite if args.suite is not None else config.eval.suites)
     assembly.check(config)
-    summary = evaluate_checkpoint(assembly.build(config), args.workdir, names)
+    summary = evaluate_checkpoint(assembly.build(config, workdir=args.workdir), args.workdir, names)
     step = summary["step"]
     print(json.dumps({"step": step, "accuracy": summary["accuracy"], **summary["headline"]}))
     for suite, reason in summary["not_applicable"].items():

@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     # The experiment's pieces, then the run directory: a config that does not fit the devices or
     # the data fails before anything is written.
     distributed.initialize(coordinator)  # before any device is touched
-    exp = assembly.build(config)
+    exp = assembly.build(config, workdir=workdir)
     claim_workdir(workdir, to_json(config))
     peak = peak_flops.device_peak()  # MFU's denominator; on CPU a matmul timed now, once
 
@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
         workdir, config.checkpoint.max_to_keep, config.checkpoint.async_save
     )
     start_step, state, restored = assembly.initial_state(exp, checkpoints)
-    num_params = models.count_params(state.params)
+    num_params = models.count_params(exp.abstract_params)
     record = manifest.begin_attempt(
         workdir,
         exp,
@@ -140,9 +140,13 @@ def announce(
 ) -> None:
     """What a person starting the run should see first, and a leaking dataset's warning."""
     resumed = f", resumed at step {resumed_at}" if resumed_at is not None else ""
+    trainable = exp.trainable_params
+    trains = f", {trainable:,} trainable" if trainable != num_params else ""
+    source = exp.finetune_source
+    tuned = f", fine-tuned from step {source.step} of {source.run}" if source else ""
     progress.message(
-        f"run directory: {os.path.abspath(workdir)}  ({num_params:,} parameters, "
-        f"mesh {dict(exp.mesh.shape)}{resumed})"
+        f"run directory: {os.path.abspath(workdir)}  ({num_params:,} parameters{trains}, "
+        f"mesh {dict(exp.mesh.shape)}{tuned}{resumed})"
     )
     if (exp.dataset.fingerprint.get("overlap") or {}).get("leak"):
         name = exp.dataset.spec.name

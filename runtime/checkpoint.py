@@ -199,10 +199,35 @@ class Checkpoints:
         self.manager.reload()
 
 
+def read_params(workdir: str, step: int, abstract_params: Any) -> Any:
+    """The parameters alone of checkpoint `step` of a run, restored into `abstract_params`
+    (shapes with shardings: `abstract_like`), without its optimizer state or data iterator.
+    Read-only: nothing in that run is cleaned, moved or written (it may be another person's,
+    or still training). The caller checks the seal."""
+    path = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR, str(step), STATE))
+    item = {"params": abstract_params}
+    args = ocp.args.PyTreeRestore(
+        item=item,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True,
+    )
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(path, args=args)["params"]
+
+
+def step_dirs(workdir: str) -> dict[int, str]:
+    """{step: its directory} of every checkpoint a run has, without creating anything."""
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        return {}
+    return {
+        int(name): os.path.join(directory, name) for name in os.listdir(directory) if name.isdigit()
+    }
+
+
 def has_checkpoints(workdir: str) -> bool:
     """Whether the run has any step directory, without creating anything."""
-    directory = os.path.join(workdir, CHECKPOINT_DIR)
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+    return bool(step_dirs(workdir))
 
 
 def unused_path(path: str) -> str:

@@ -40,6 +40,17 @@ def has_seal(step_dir: str) -> bool:
     return os.path.isfile(os.path.join(step_dir, SEAL_FILE))
 
 
+def seal_sha256(step_dir: str) -> str | None:
+    """One digest of the whole sealed checkpoint (the sha256 of its seal's file digests, in
+    order), or None when it has no readable seal: what names a checkpoint in provenance."""
+    try:
+        with open(os.path.join(step_dir, SEAL_FILE)) as f:
+            sealed = json.load(f)["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return hashlib.sha256(json.dumps(sealed, sort_keys=True).encode()).hexdigest()
+
+
 def check_seal(step_dir: str) -> str | None:
     """None when every sealed file is there with its bytes unchanged; else what is wrong, in
     words fit for a one-line warning."""

@@ -15,6 +15,8 @@ from runtime.mesh import unbox
 
 Batch = dict[str, jax.Array]
 Objective = Callable[[jax.Array, Batch, dict[str, jax.Array]], tuple[jax.Array, dict]]
+# LoRA: (adapters, frozen base parameters) -> the parameters the model computes with.
+Merge = Callable[[Any, Any], Any]
 
 # Which batch entry the model reads, per dataset kind.
 MODEL_INPUT = {"sequence": "inputs", "image": "image"}
@@ -32,8 +34,16 @@ def init_state(
     model: nn.Module, tx: optax.GradientTransformation, seed: int, example_inputs: jax.Array
 ) -> TrainState:
     """Boxed (logically partitioned) parameters; the caller reads specs, then unboxes."""
+    return train_state(lambda rng: model.init(rng, example_inputs, train=False)["params"], tx, seed)
+
+
+def train_state(
+    init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation, seed: int
+) -> TrainState:
+    """A state at step 0 around `init_params(key)` (boxed): the seed's first key initialises
+    the parameters, its second is the run's RNG (dropout)."""
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = model.init(init_rng, example_inputs, train=False)["params"]
+    params = init_params(init_rng)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -73,17 +83,28 @@ def make_train_step(
     microbatches: int,
     microbatch_sharding: Any,
     per_example_grads: bool = False,
-) -> Callable[[TrainState, Batch], tuple]:
+    merge: Merge | None = None,
+) -> Callable[..., tuple]:
     """One optimizer update; with `microbatches` > 1 the gradient is averaged over a lax.scan.
 
     With `per_example_grads` (DP-SGD) `tx` receives every example's own gradient on a leading
     batch axis, and its first transform clips, noises and averages them; `microbatches` is
-    then 1 (runtime.privacy checks)."""
+    then 1 (runtime.privacy checks).
 
-    def loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
+    With `merge` (LoRA) the state's parameters are adapters and the step takes a third argument,
+    the frozen base parameters: the model computes with merge(adapters, base), and only the
+    adapters have gradients and updates."""
+    model_params = merge or (lambda params, _: params)
+
+    def loss_and_grad(params: Any, batch: Batch, rng: jax.Array, frozen: Any) -> tuple:
         def loss_fn(p: Any) -> tuple:
             logits, aux = _apply(
-                model, p, batch[input_key], True, rng, batch.get("score_positions")
+                model,
+                model_params(p, frozen),
+                batch[input_key],
+                True,
+                rng,
+                batch.get("score_positions"),
             )
             loss, metrics = objective(logits, batch, aux)
             # Each auxiliary loss (MoE load balance, router z-loss, per layer) is in the total;
@@ -92,23 +113,26 @@ def make_train_step(
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
-    def per_example_loss_and_grad(params: Any, batch: Batch, rng: jax.Array) -> tuple:
+    def per_example_loss_and_grad(params: Any, batch: Batch, rng: jax.Array, frozen: Any) -> tuple:
         """The batch's loss and metrics, and each example's gradient taken alone (a batch of
         one with its own dropout key), stacked on a leading batch axis."""
         batch_size = batch[input_key].shape[0]
 
         def one_example(example: Batch, example_rng: jax.Array) -> tuple:
-            return loss_and_grad(params, jax.tree.map(lambda x: x[None], example), example_rng)
+            one = jax.tree.map(lambda x: x[None], example)
+            return loss_and_grad(params, one, example_rng, frozen)
 
         (losses, metrics), grads = jax.vmap(one_example)(batch, jax.random.split(rng, batch_size))
         return batch_means(losses, metrics), grads
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    def step(
+        state: TrainState, batch: Batch, frozen: Any = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
         if per_example_grads:
-            (loss, metrics), grads = per_example_loss_and_grad(state.params, batch, rng)
+            (loss, metrics), grads = per_example_loss_and_grad(state.params, batch, rng, frozen)
         elif microbatches == 1:
-            (loss, metrics), grads = loss_and_grad(state.params, batch, rng)
+            (loss, metrics), grads = loss_and_grad(state.params, batch, rng, frozen)
         else:
             # Microbatch i takes every `microbatches`-th example, so each one stays spread over
             # all data-parallel devices instead of living on a few of them.
@@ -119,7 +143,7 @@ def make_train_step(
             def accumulate(carry: tuple, micro: tuple) -> tuple:
                 index, micro_batch = micro
                 out, grads = loss_and_grad(
-                    state.params, micro_batch, jax.random.fold_in(rng, index)
+                    state.params, micro_batch, jax.random.fold_in(rng, index), frozen
                 )
                 return jax.tree.map(jnp.add, carry, (out, grads)), None
 
@@ -127,7 +151,7 @@ def make_train_step(
             first = jax.tree.map(lambda x: x[0], micro_batches)
             zeros = jax.tree.map(
                 lambda s: jnp.zeros(s.shape, s.dtype),
-                jax.eval_shape(loss_and_grad, state.params, first, rng),
+                jax.eval_shape(loss_and_grad, state.params, first, rng, frozen),
             )
             summed, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro_batches))
             (loss, metrics), grads = jax.tree.map(lambda x: x / microbatches, summed)
@@ -181,11 +205,20 @@ def batch_means(losses: jax.Array, metrics: dict[str, jax.Array]) -> tuple:
 
 
 def make_eval_step(
-    model: nn.Module, objective: Objective, input_key: str
-) -> Callable[[Any, Batch], dict[str, jax.Array]]:
-    def eval_step(params: Any, batch: Batch) -> dict[str, jax.Array]:
+    model: nn.Module, objective: Objective, input_key: str, merge: Merge | None = None
+) -> Callable[..., dict[str, jax.Array]]:
+    """The metrics of a batch; with `merge` (LoRA), as in `make_train_step`, the parameters are
+    adapters and a third argument is the frozen base."""
+    model_params = merge or (lambda params, _: params)
+
+    def eval_step(params: Any, batch: Batch, frozen: Any = None) -> dict[str, jax.Array]:
         logits, aux = _apply(
-            model, params, batch[input_key], False, None, batch.get("score_positions")
+            model,
+            model_params(params, frozen),
+            batch[input_key],
+            False,
+            None,
+            batch.get("score_positions"),
         )
         _, metrics = objective(logits, batch, aux)
         return metrics
