@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:])
     config = run_config(args.workdir)
     names = suite_names(args.suite if args.suite is not None else config.eval.suites)
-    assembly.check(config)
+    assembly.check(config, args.workdir)
     summary = evaluate_checkpoint(assembly.build(config, workdir=args.workdir), args.workdir, names)
     step = summary["step"]
     print(json.dumps({"step": step, "accuracy": summary["accuracy"], **summary["headline"]}))

@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
 
     # Checks: everything that needs neither devices nor data.
     config, workdir, coordinator = parse_command_line(argv)
-    assembly.check(config)
+    assembly.check(config, workdir)
     suite_names(config.eval.suites)  # an unknown suite fails now, not after training
     check_workdir(workdir, to_json(config))
 

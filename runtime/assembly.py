@@ -71,23 +71,26 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     lora.check_config(config)
 
 
-def check(config: ml_collections.ConfigDict) -> None:
+def check(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
     """Everything about a config that needs neither devices nor data: its names and numbers, the
-    dataset's parameters, the model and objective against the shapes the data will have, and a
-    fine-tuning source's parameters against the model's (LoRA's targets among them)."""
+    dataset's parameters, the model and objective against the shapes the data will have, LoRA's
+    targets, and a new fine-tuning run's source against the model (`workdir`: the run's; one
+    that has pinned its source checked it then, and needs it no more unless it is LoRA's base)."""
     check_names(config)
     model, _ = model_and_objective(config, data_shapes(config))
-    if config.finetune.from_run:
+    if not config.finetune.from_run:
+        return
+    ours = abstract_params(model)
+    if lora.enabled(config):
+        lora.find_targets(config.lora.targets, ours)
+    if workdir is None or finetune.pinned(workdir) is None:
         source = finetune.source_config(config)
         source_model, _ = model_and_objective(source, data_shapes(source))
-        ours = abstract_params(model)
         finetune.check_shapes(
             mesh_lib.unbox(ours),
             mesh_lib.unbox(abstract_params(source_model)),
             finetune.requested(config)[0],
         )
-        if lora.enabled(config):
-            lora.find_targets(config.lora.targets, ours)
 
 
 def abstract_params(model: nn.Module) -> Any:

@@ -82,6 +82,12 @@ def test_the_checkpoint_a_run_starts_from_is_pinned(data_dir, tiny_run, tmp_path
     with pytest.raises(UsageError, match="checkpoint step 20 of run .* is gone"):
         finetune.verify(pinned)
 
+    # A run that pinned its source was checked against it then: without LoRA it needs it no more.
+    shutil.rmtree(source_dir)
+    assembly.check(config, str(workdir))
+    with pytest.raises(UsageError, match="is not a run directory"):
+        assembly.check(config)  # a new run does
+
 
 @pytest.mark.parametrize(
     "overrides, message",

@@ -330,6 +330,20 @@ def test_unsupported_checkpoints_are_refused_in_one_line(
     assert not (tmp_path / "run").exists()
 
 
+def test_conversion_leaves_fine_tuning_to_a_new_run(tmp_path, monkeypatch, capsys):
+    status, err = run_cli(
+        monkeypatch,
+        capsys,
+        f"--from_hf={saved_llama(tmp_path)}",
+        f"--workdir={tmp_path / 'run'}",
+        *TINY_DATA,
+        "--config.lora.rank=4",
+    )
+    assert status == 2 and err.count("\n") == 1, err
+    assert "--config.lora.rank: a converted run holds the checkpoint's own parameters" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_mamba_with_projection_biases_is_refused(tmp_path, monkeypatch, capsys):
     source = tmp_path / "hf"
     random_hf_model(transformers.MambaConfig(**MAMBA, use_bias=True)).save_pretrained(source)
