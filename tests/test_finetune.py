@@ -21,6 +21,8 @@ from runtime.checkpoint_seal import seal_sha256
 from runtime.errors import UsageError
 from tests.conftest import checkpoint_params, run_train, tiny_overrides
 
+pytestmark = pytest.mark.long(seconds=40)
+
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
     config = mqar_mixers.get_config()

@@ -31,7 +31,7 @@ from runtime.config import to_json
 from runtime.workdir import run_config
 from tests.conftest import run_module
 
-pytestmark = pytest.mark.long(seconds=80)
+pytestmark = pytest.mark.long(seconds=95)
 
 VOCAB, SEQ_LEN = 48, 12
 # Logits agree to this fraction of their largest magnitude (float32 throughout).

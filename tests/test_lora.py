@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from evaluation.run import evaluate_checkpoint
 from experiments import mqar_mixers
 from launch import merge as merge_cli
 from runtime import assembly, lora
@@ -23,7 +24,7 @@ from runtime.checkpoint_seal import check_seal
 from runtime.errors import UsageError
 from tests.conftest import checkpoint_params, metrics, run_module, run_train, tiny_overrides
 
-pytestmark = pytest.mark.long(seconds=90)
+pytestmark = pytest.mark.long(seconds=60)
 
 RANK, ALPHA = 4, 8.0
 # TINY's model: d_model 32, 2 heads of 16, d_ff 64.
@@ -200,12 +201,18 @@ def test_lora_run_checkpoints_adapters_alone_resumes_bitwise_and_merges(
         else:
             assert weights[path].tobytes() == w.tobytes(), path
 
+    # The merged run evaluates as the LoRA run does (its adapters merged in when it is built).
     evaluated = run_module(
         data_dir, "launch.evaluate", f"--workdir={merged}", "--suite=calibration"
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    final_eval = [r for r in metrics(run) if "eval/accuracy" in r][-1]["eval/accuracy"]
-    assert json.loads(evaluated.stdout.splitlines()[-1])["accuracy"] == pytest.approx(final_eval)
+    lora_summary = evaluate_checkpoint(
+        assembly.build(lora_config(data_dir, tiny_run), workdir=str(run)), str(run), ["calibration"]
+    )
+    assert lora_summary["step"] == 20
+    assert json.loads(evaluated.stdout.splitlines()[-1]) == pytest.approx(
+        {"step": 0, "accuracy": lora_summary["accuracy"], **lora_summary["headline"]}, rel=1e-6
+    )
     generated = run_module(
         data_dir, "launch.generate", f"--workdir={merged}", "--prompt=1 2 3", "--temperature=0"
     )
