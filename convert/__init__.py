@@ -55,6 +55,12 @@ def checkpoint_config(
     fixed = sorted(given & set(model_keys))
     if fixed:
         raise UsageError(f"--config.{fixed[0]} is the checkpoint's own: config.json sets it")
+    tuning = sorted(k for k in given if k.split(".")[0] in ("finetune", "lora"))
+    if tuning:
+        raise UsageError(
+            f"--config.{tuning[0]}: a converted run holds the checkpoint's own parameters; "
+            "fine-tune it into a new run with launch.train --config.finetune.from_run=<run>"
+        )
     name = config.data.name
     if "vocab_size" in config.data.get(name, {}) and f"data.{name}.vocab_size" not in given:
         config.data[name].vocab_size = vocab_size

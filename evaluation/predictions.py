@@ -90,7 +90,7 @@ class Predictor:
         with exp.context():
             self._logits = jax.jit(
                 logits,
-                in_shardings=(exp.state_shardings.params, exp.batch_sharding),
+                in_shardings=(exp.model_shardings, exp.batch_sharding),
                 out_shardings=NamedSharding(exp.mesh, P()),
             )
 

@@ -92,4 +92,4 @@ def evaluate_checkpoint(exp: assembly.Experiment, workdir: str, names: list[str]
     if jax.process_count() > 1:
         raise UsageError("the evaluation suites run in one process: use launch.evaluate")
     step, state = assembly.restored_state(exp, workdir, "evaluate")
-    return evaluate_run(exp, state.params, workdir, step, names)
+    return evaluate_run(exp, exp.model_params(state.params), workdir, step, names)

@@ -38,6 +38,15 @@ DEFAULT_SHARDING_RULES = (
 # way (a default that changed, as mqar's `answers` did) stays out: runs older than it are refused.
 KEYS_ADDED_LATER: dict[str, object] = {
     "objective.distillation.teacher": "",
+    # The generation suite's settings: read only by that suite, which older runs could not name.
+    "eval.generation.prompts": 4,
+    "eval.generation.prompt_tokens": 32,
+    "eval.generation.new_tokens": 32,
+    "finetune.from_run": "",
+    "lora.rank": 0,
+    # With rank 0 the next two are not read.
+    "lora.alpha": 16.0,
+    "lora.targets": ".*/(query|key|value|out)",
 }
 
 
@@ -129,6 +138,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.every = 250
     c.checkpoint.max_to_keep = 2
     c.checkpoint.async_save = True
+
+    # Fine-tuning (runtime/finetune.py): the parameters start as another run's instead of an
+    # init, with a fresh optimizer. ('from' itself cannot be a key: ml_collections parses
+    # --config.<path> as Python, where it is a keyword.)
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.from_run = ""  # '<run dir>[@step]'; no step: its newest checkpoint that verifies
+    # LoRA (runtime/lora.py): with finetune.from_run, only low-rank adapters of the weight
+    # matrices of the modules `targets` matches train; the source run's parameters stay frozen.
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 0  # 0: off (every parameter trains)
+    c.lora.alpha = 16.0  # the update is (alpha / rank) * A B
+    c.lora.targets = ".*/(query|key|value|out)"  # re.fullmatch of module paths: attention's
 
     # Differential privacy: DP-SGD (Abadi et al. 2016) through optax's DP aggregate. Each
     # example's gradient is clipped to l2_clip_norm, Gaussian noise of std

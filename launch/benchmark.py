@@ -243,6 +243,8 @@ def main(argv: list[str]) -> int:
     if _STEPS.value < 1 or _WARMUP.value < 1:
         raise UsageError("--steps and --warmup must be >= 1")
     assembly.check_names(_CONFIG.value)  # train.log_every >= 1 among the rest
+    if _CONFIG.value.lora.rank > 0:
+        raise UsageError("launch.benchmark times full training steps: set lora.rank=0")
     every, total = _CONFIG.value.train.log_every, _WARMUP.value + _STEPS.value
     if not timed_log_steps(every, _WARMUP.value, total):
         raise UsageError(

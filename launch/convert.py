@@ -55,7 +55,7 @@ def from_hf(directory: str, workdir: str, overrides: list[str], argv: list[str])
     check_writable_directory(workdir)
     params = convert.params_from_checkpoint(directory, hf, family, config)
     source = {"directory": directory, "model_type": hf["model_type"]}
-    count = run_dir.write_run(workdir, config, params, source, argv)
+    count = run_dir.write_converted_run(workdir, config, params, source, argv)
     print(f"converted {hf['model_type']} ({count:,} parameters) into run {workdir} at step 0")
 
 

@@ -34,9 +34,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:])
     config = run_config(args.workdir)
     names = suite_names(args.suite if args.suite is not None else config.eval.suites)
-    assembly.check(config)
+    assembly.check(config, args.workdir)
     # A distilled student is scored on the hard labels: its teacher is not read.
-    exp = assembly.build(config, with_teacher=False)
+    exp = assembly.build(config, workdir=args.workdir, with_teacher=False)
     summary = evaluate_checkpoint(exp, args.workdir, names)
     step = summary["step"]
     print(json.dumps({"step": step, "accuracy": summary["accuracy"], **summary["headline"]}))

@@ -26,7 +26,7 @@ from ml_collections import config_flags
 import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
-from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops, teacher
+from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter, backend_names
@@ -64,15 +64,14 @@ def main(argv: list[str]) -> int:
 
     # Checks: everything that needs neither devices nor data.
     config, workdir, coordinator = parse_command_line(argv)
-    assembly.check(config)
+    assembly.check(config, workdir)
     suite_names(config.eval.suites)  # an unknown suite fails now, not after training
     check_workdir(workdir, to_json(config))
 
     # The experiment's pieces, then the run directory: a config that does not fit the devices or
     # the data fails before anything is written.
     distributed.initialize(coordinator)  # before any device is touched
-    # A resumed student distils from the teacher checkpoint its manifest records.
-    exp = assembly.build(config, teacher_record=teacher.recorded(manifest.read(workdir)))
+    exp = assembly.build(config, workdir=workdir)
     claim_workdir(workdir, to_json(config))
     peak = peak_flops.device_peak()  # MFU's denominator; on CPU a matmul timed now, once
 
@@ -81,7 +80,7 @@ def main(argv: list[str]) -> int:
         workdir, config.checkpoint.max_to_keep, config.checkpoint.async_save
     )
     start_step, state, restored = assembly.initial_state(exp, checkpoints)
-    num_params = models.count_params(state.params)
+    num_params = models.count_params(exp.abstract_params)
     record = manifest.begin_attempt(
         workdir,
         exp,
@@ -141,9 +140,13 @@ def announce(
 ) -> None:
     """What a person starting the run should see first, and a leaking dataset's warning."""
     resumed = f", resumed at step {resumed_at}" if resumed_at is not None else ""
+    trainable = exp.trainable_params
+    trains = f", {trainable:,} trainable" if trainable != num_params else ""
+    source = exp.finetune_source
+    tuned = f", fine-tuned from step {source.step} of {source.run}" if source else ""
     progress.message(
-        f"run directory: {os.path.abspath(workdir)}  ({num_params:,} parameters, "
-        f"mesh {dict(exp.mesh.shape)}{resumed})"
+        f"run directory: {os.path.abspath(workdir)}  ({num_params:,} parameters{trains}, "
+        f"mesh {dict(exp.mesh.shape)}{tuned}{resumed})"
     )
     if (exp.dataset.fingerprint.get("overlap") or {}).get("leak"):
         name = exp.dataset.spec.name

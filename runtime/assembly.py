@@ -2,8 +2,9 @@
 `launch.benchmark` times, and the state the loop (`runtime.loop`) starts from.
 
 The story, in order: checks -> mesh -> the data's shapes -> model, objective and optimizer ->
-sharded state specs, checked against the mesh -> a distillation teacher's parameters -> data ->
-jitted steps (`build`); then a fresh or restored state (`initial_state`).
+sharded state specs, checked against the mesh -> a fine-tuning source (with LoRA, its parameters
+as the frozen base) -> a distillation teacher's parameters -> data -> jitted steps (`build`);
+then a fresh, fine-tuning or restored state (`initial_state`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 import data
 import models
 import objectives
-from runtime import checkpoint, metric_writers
+from runtime import checkpoint, finetune, lora, manifest, metric_writers
 from runtime import mesh as mesh_lib
 from runtime import optimizer as optimizer_lib
 from runtime import privacy as privacy_lib
@@ -35,10 +36,12 @@ from runtime import teacher as teacher_lib
 from runtime.errors import UsageError
 from runtime.step import (
     MODEL_INPUT,
+    ReadOnly,
     TrainState,
     init_state,
     make_eval_step,
     make_train_step,
+    train_state,
 )
 from runtime.workdir import run_config
 
@@ -75,13 +78,36 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     privacy_lib.check_config(config)
     metric_writers.check(config.tracking)
     teacher_lib.check_config(config)
+    lora.check_config(config)
 
 
-def check(config: ml_collections.ConfigDict) -> None:
+def check(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
     """Everything about a config that needs neither devices nor data: its names and numbers, the
-    dataset's parameters, and the model and objective against the shapes the data will have."""
+    dataset's parameters, the model and objective against the shapes the data will have, LoRA's
+    targets, and a new fine-tuning run's source against the model (`workdir`: the run's; one
+    that has pinned its source checked it then, and needs it no more unless it is LoRA's base)."""
     check_names(config)
-    model_and_objective(config, data_shapes(config))
+    model, _ = model_and_objective(config, data_shapes(config))
+    if not config.finetune.from_run:
+        return
+    ours = abstract_params(model)
+    if lora.enabled(config):
+        lora.find_targets(config.lora.targets, ours)
+    if workdir is None or finetune.pinned(workdir) is None:
+        source = finetune.source_config(config)
+        source_model, _ = model_and_objective(source, data_shapes(source))
+        finetune.check_shapes(
+            mesh_lib.unbox(ours),
+            mesh_lib.unbox(abstract_params(source_model)),
+            finetune.requested(config)[0],
+        )
+
+
+def abstract_params(model: nn.Module) -> Any:
+    """The model's parameters as boxed shapes (with their logical axes); nothing computed."""
+    return jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), model.example_inputs(1), train=False)["params"]
+    )
 
 
 def data_shapes(config: ml_collections.ConfigDict) -> data.DatasetSpec:
@@ -131,13 +157,29 @@ class Experiment:
     eval_step: Callable  # jitted: (params, batch) -> metrics
     make_state: Callable[[], TrainState]  # a fresh, boxed state
     privacy: privacy_lib.DpSgdAccounting | None  # with privacy.dp_sgd: the epsilon spent by a step
+    # The model's parameters, whatever trains: boxed shapes, and their shardings.
+    abstract_params: Any
+    model_shardings: Any
+    finetune_source: finetune.Source | None  # finetune.from_run's checkpoint, resolved
+    # LoRA: the state's parameters are adapters; `frozen` is the base (the source's parameters)
+    # and `merge` (adapters, base) -> the model's parameters, jitted. None otherwise.
+    frozen: Any = None
+    merge: Callable[[Any, Any], Any] | None = None
     teacher: teacher_lib.Teacher | None = None  # with a distillation objective
 
     @property
     def step_extras(self) -> tuple:
-        """The train step's arguments after (state, batch): the teacher's parameters when
-        distilling (an argument of the program, never a constant compiled into it), else none."""
-        return () if self.teacher is None else (self.teacher.params,)
+        """The train step's arguments after (state, batch): what it reads and never trains."""
+        return (ReadOnly(self.frozen, None if self.teacher is None else self.teacher.params),)
+
+    def model_params(self, trained: Any) -> Any:
+        """The parameters the model computes with, from a state's: the same, or with LoRA the
+        base with the adapters merged in."""
+        return trained if self.merge is None else self.merge(trained, self.frozen)
+
+    @property
+    def trainable_params(self) -> int:
+        return models.count_params(self.abstract_state.params)
 
     @property
     def tokens_per_step(self) -> int:
@@ -173,16 +215,18 @@ def build(
     config: ml_collections.ConfigDict,
     devices: list | None = None,
     *,
+    workdir: str | None = None,
     with_teacher: bool = True,
-    teacher_record: dict[str, Any] | None = None,
 ) -> Experiment:
     """Checks the config against the devices (default: all) and data, then builds every piece.
     Raises UsageError for a config that does not fit (batch vs mesh, model vs data, a parameter
-    dimension vs the mesh axes it is sharded over), before the data are prepared.
+    dimension vs the mesh axes it is sharded over, a fine-tuning source or a teacher that does
+    not verify), before the data are prepared.
 
-    A distillation objective's teacher is read then too (`load_teacher`; `teacher_record`: the one
-    a resumed run's manifest records). `with_teacher=False` leaves it out, for reading a trained
-    student back (evaluate, generate, convert): that Experiment's train step refuses to run."""
+    `workdir`: the run's, whose manifest pins the checkpoints finetune.from_run and a
+    distillation teacher are read from (a new run's are chosen now: `runtime.finetune`,
+    `load_teacher`). `with_teacher=False` leaves the teacher out, for reading a trained student
+    back (evaluate, generate, convert): that Experiment's train step refuses to run."""
     check_names(config)
     mesh = mesh_lib.make_mesh(config, devices)
     mesh_lib.check_batch_size(
@@ -197,8 +241,16 @@ def build(
     tx = optimizer_lib.make_optimizer(config)
     rules = mesh_lib.logical_rules(config)
 
-    # Shapes and logical specs from eval_shape: no parameter is materialised here.
+    # Shapes and logical specs from eval_shape: no parameter is materialised here. With LoRA the
+    # state trains adapters of the targets alone.
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        model_boxed = abstract_params(model)
     make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
+    if lora.enabled(config):
+        targets = lora.find_targets(config.lora.targets, model_boxed)
+        make_state = lambda: train_state(  # noqa: E731
+            lambda rng: lora.init_adapters(targets, config.lora.rank, rng), tx, config.seed
+        )
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         boxed = jax.eval_shape(make_state)
         specs = mesh_lib.param_specs(boxed.params)
@@ -213,12 +265,25 @@ def build(
         )
     # Parameters first in the state's order, so a parameter is named before its Adam moments.
     mesh_lib.check_divisible(state_specs, abstract, mesh.shape, rules)
+    model_specs = mesh_lib.param_specs(model_boxed)
+    mesh_lib.check_divisible(model_specs, mesh_lib.unbox(model_boxed), mesh.shape, rules)
+    model_shardings = mesh_lib.to_shardings(model_specs, mesh, rules)
+
+    # Fine-tuning: the source's checkpoint. With LoRA its parameters are the frozen base, read
+    # now, so that a source changed since it was pinned fails before the data are prepared.
+    source = finetune.resolve(config, workdir)
+    frozen, merge = None, None
+    if lora.enabled(config):
+        frozen = finetune.read_params(source, model_boxed, mesh, rules)
+        scale = lora.update_scale(config)
+        merge = lambda adapters, base: lora.merge(base, adapters, scale)  # noqa: E731
+
     distilling = objectives.needs_teacher(config.objective.name)
-    teacher = (
-        load_teacher(config, spec, mesh, rules, teacher_record)
-        if distilling and with_teacher
-        else None
-    )
+    teacher = None
+    if distilling and with_teacher:
+        # A resumed student distils from the teacher checkpoint its manifest records.
+        recorded = teacher_lib.recorded(manifest.read(workdir)) if workdir else None
+        teacher = load_teacher(config, spec, mesh, rules, recorded)
 
     # Data: prepared on first use; every process reads its own shard of each global batch.
     try:
@@ -243,6 +308,11 @@ def build(
     input_key = MODEL_INPUT[spec.kind]
     batch_sharding = mesh_lib.batch_sharding(mesh)
     replicated = NamedSharding(mesh, P())
+    # What the steps read and never train, as arguments (never donated): LoRA's base, a teacher.
+    frozen_shardings = () if merge is None else (model_shardings,)
+    read_only_shardings = ReadOnly(
+        model_shardings if merge is not None else None, teacher.shardings if teacher else None
+    )
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         state_shardings = mesh_lib.to_shardings(state_specs, mesh, rules)
         # Jitted steps: explicit shardings in and out; the train step donates the old state.
@@ -255,13 +325,10 @@ def build(
                 config.train.grad_accum_steps,
                 NamedSharding(mesh, P(None, mesh_lib.BATCH_AXES)),
                 per_example_grads=config.privacy.dp_sgd,
+                merge=merge,
                 teacher=teacher.model if teacher else None,
             ),
-            in_shardings=(
-                state_shardings,
-                batch_sharding,
-                *([teacher.shardings] if teacher else []),
-            ),
+            in_shardings=(state_shardings, batch_sharding, read_only_shardings),
             out_shardings=(state_shardings, replicated),
             donate_argnums=0,
         )
@@ -269,10 +336,19 @@ def build(
             train_step = untaught_step
         # Evaluation scores the hard labels only: it needs no teacher.
         eval_step = jax.jit(
-            make_eval_step(model, objectives.get_eval_objective(config.objective), input_key),
-            in_shardings=(state_shardings.params, batch_sharding),
+            make_eval_step(
+                model, objectives.get_eval_objective(config.objective), input_key, merge
+            ),
+            in_shardings=(state_shardings.params, batch_sharding, *frozen_shardings),
             out_shardings=replicated,
         )
+        merge_step = None
+        if merge is not None:
+            merge_step = jax.jit(
+                merge,
+                in_shardings=(state_shardings.params, model_shardings),
+                out_shardings=model_shardings,
+            )
     return Experiment(
         config=config,
         mesh=mesh,
@@ -286,9 +362,14 @@ def build(
         state_shardings=state_shardings,
         batch_sharding=batch_sharding,
         train_step=train_step,
-        eval_step=eval_step,
+        eval_step=with_frozen(eval_step, frozen),
         make_state=make_state,
         privacy=accounting,
+        abstract_params=model_boxed,
+        model_shardings=model_shardings,
+        finetune_source=source,
+        frozen=frozen,
+        merge=merge_step,
         teacher=teacher,
     )
 
@@ -343,6 +424,15 @@ def untaught_step(*_: Any) -> None:
     )
 
 
+def with_frozen(step: Callable, frozen: Any) -> Callable:
+    """The jitted eval step as its callers call it, (params, batch): with LoRA, the frozen base
+    passed as its third argument every call (an argument, not a constant baked into the
+    program)."""
+    if frozen is None:
+        return step
+    return lambda first, batch: step(first, batch, frozen)
+
+
 def fresh_state(exp: Experiment) -> TrainState:
     """A new state, born sharded (each device initialises only its own shards)."""
     with exp.context():
@@ -366,15 +456,24 @@ def state_with_params(exp: Experiment, params: Any) -> TrainState:
         )(params)
 
 
+def starting_state(exp: Experiment) -> TrainState:
+    """The state a run starts from: an init, or with finetune.from_run the source's parameters
+    and a fresh optimizer state (with LoRA, fresh adapters: the source is the frozen base)."""
+    if exp.finetune_source is None or exp.frozen is not None:
+        return fresh_state(exp)
+    params = finetune.read_params(exp.finetune_source, exp.abstract_params, exp.mesh, exp.rules)
+    return state_with_params(exp, params)
+
+
 def initial_state(
     exp: Experiment, checkpoints: checkpoint.Checkpoints
 ) -> tuple[int, TrainState, bool]:
     """(start step, state, restored?): the newest checkpoint that verifies, with the data iterator
-    where it was, or a fresh init."""
+    where it was, or the starting state."""
     with exp.context():
         restored = checkpoints.restore_latest(exp.abstract_state, exp.train_iter)
     if restored is None:
-        return 0, fresh_state(exp), False
+        return 0, starting_state(exp), False
     step, state = restored
     return step, state, True
 
@@ -406,9 +505,10 @@ def restored_state(
 def restored_params(
     config: ml_collections.ConfigDict, workdir: str, purpose: str, step: int | None = None
 ) -> tuple[int, Any]:
-    """(step, its parameters as host arrays) for a run whose config is `config` (see
-    `restored_state`); a run without checkpoints fails before its data are loaded."""
+    """(step, the model's parameters as host arrays: a LoRA run's merged) for a run whose config
+    is `config` (see `restored_state`); a run without checkpoints fails before its data are
+    loaded."""
     require_checkpoints(workdir, purpose)
-    exp = build(config, with_teacher=False)
+    exp = build(config, workdir=workdir, with_teacher=False)
     step, state = restored_state(exp, workdir, purpose, step)
-    return step, jax.device_get(state.params)
+    return step, jax.device_get(exp.model_params(state.params))

@@ -242,6 +242,17 @@ def verified_checkpoint(workdir: str, step: int | None = None) -> tuple[int, str
     raise UsageError(f"no checkpoint verifies: {'; '.join(skipped)}")
 
 
+def verify_pinned(workdir: str, step: int, fingerprint: str) -> None:
+    """Checkpoint `step` of another run, pinned by this one (its manifest records `fingerprint`),
+    is still there, verifies, and is the checkpoint it was; UsageError otherwise."""
+    _, now = verified_checkpoint(workdir, step)
+    if now != fingerprint:
+        raise UsageError(
+            f"checkpoint step {step} of run {workdir!r} is not the one pinned (its fingerprint "
+            f"was {fingerprint[:12]}, now {now[:12]})"
+        )
+
+
 def restore_params(workdir: str, step: int, abstract_params: Any) -> Any:
     """Only the parameters of checkpoint `step`'s state, born with `abstract_params`' shardings;
     its optimizer state and data iterator are not read, and nothing is written."""

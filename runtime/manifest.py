@@ -17,6 +17,9 @@ from atomic_write import write_atomically
 from runtime import source
 from runtime.source import Source
 
+# The checkpoint a fine-tuning run started from (runtime.finetune.Source.record()); read back to
+# resume from the same one.
+FINETUNED_FROM = "finetuned_from"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = (
     "jax",
@@ -160,6 +163,7 @@ def begin_attempt(
         "attempts": [],
         "start_time": now(),
         "num_params": num_params,
+        "trainable_params": exp.trainable_params,  # fewer than num_params with LoRA
         "tokens_per_step": exp.tokens_per_step,  # examples per step for non-sequence data
         # Analytic costs where the family states them: FLOPs per token, decoding state size.
         "model": exp.model.describe() if hasattr(exp.model, "describe") else {},
@@ -186,6 +190,8 @@ def begin_attempt(
         datasets={exp.dataset.spec.name: exp.dataset.fingerprint},
         status="running",
     )
+    if exp.finetune_source is not None:
+        record[FINETUNED_FROM] = exp.finetune_source.record()
     if exp.privacy is not None:
         # The (epsilon, delta) of the whole run: it also bounds every checkpoint before the end.
         record["privacy"] = exp.privacy.guarantee(config.train.steps)

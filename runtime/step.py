@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -15,6 +15,20 @@ from runtime.mesh import unbox
 
 Batch = dict[str, jax.Array]
 Objective = Callable[[jax.Array, Batch, dict[str, jax.Array]], tuple[jax.Array, dict]]
+# LoRA: (adapters, frozen base parameters) -> the parameters the model computes with.
+Merge = Callable[[Any, Any], Any]
+
+
+class ReadOnly(NamedTuple):
+    """Parameters a train step reads and never trains, passed to it every call (arguments of the
+    program, not constants compiled into it, and not in the state, so never checkpointed with
+    it): LoRA's frozen base, a distillation teacher's. None where the run has no such thing."""
+
+    base: Any = None
+    teacher: Any = None
+
+
+NOTHING_READ_ONLY = ReadOnly()
 
 # Which batch entry the model reads, per dataset kind.
 MODEL_INPUT = {"sequence": "inputs", "image": "image"}
@@ -32,8 +46,16 @@ def init_state(
     model: nn.Module, tx: optax.GradientTransformation, seed: int, example_inputs: jax.Array
 ) -> TrainState:
     """Boxed (logically partitioned) parameters; the caller reads specs, then unboxes."""
+    return train_state(lambda rng: model.init(rng, example_inputs, train=False)["params"], tx, seed)
+
+
+def train_state(
+    init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation, seed: int
+) -> TrainState:
+    """A state at step 0 around `init_params(key)` (boxed): the seed's first key initialises
+    the parameters, its second is the run's RNG (dropout)."""
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = model.init(init_rng, example_inputs, train=False)["params"]
+    params = init_params(init_rng)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -73,6 +95,7 @@ def make_train_step(
     microbatches: int,
     microbatch_sharding: Any,
     per_example_grads: bool = False,
+    merge: Merge | None = None,
     teacher: nn.Module | None = None,
 ) -> Callable[..., tuple]:
     """One optimizer update; with `microbatches` > 1 the gradient is averaged over a lax.scan.
@@ -81,9 +104,12 @@ def make_train_step(
     batch axis, and its first transform clips, noises and averages them; `microbatches` is
     then 1 (runtime.privacy checks).
 
-    With a `teacher` (distillation) the step is (state, batch, teacher_params): the teacher's
-    logits on each (micro)batch, where the student's are computed, reach the objective as
-    batch['teacher_logits'], through stop_gradient; the teacher's parameters are only read."""
+    The step is (state, batch, read_only: ReadOnly). With `merge` (LoRA) the state's parameters
+    are adapters: the model computes with merge(adapters, read_only.base), and only the adapters
+    have gradients and updates. With a `teacher` (distillation) the teacher's logits on each
+    (micro)batch, where the student's are computed, reach the objective as
+    batch['teacher_logits'], through stop_gradient, from read_only.teacher."""
+    model_params = merge or (lambda params, _: params)
 
     def taught(batch: Batch, teacher_params: Any) -> Batch:
         if teacher is None:
@@ -93,12 +119,17 @@ def make_train_step(
         )
         return {**batch, "teacher_logits": jax.lax.stop_gradient(logits)}
 
-    def loss_and_grad(params: Any, batch: Batch, rng: jax.Array, teacher_params: Any) -> tuple:
-        batch = taught(batch, teacher_params)
+    def loss_and_grad(params: Any, batch: Batch, rng: jax.Array, read_only: ReadOnly) -> tuple:
+        batch = taught(batch, read_only.teacher)
 
         def loss_fn(p: Any) -> tuple:
             logits, aux = _apply(
-                model, p, batch[input_key], True, rng, batch.get("score_positions")
+                model,
+                model_params(p, read_only.base),
+                batch[input_key],
+                True,
+                rng,
+                batch.get("score_positions"),
             )
             loss, metrics = objective(logits, batch, aux)
             # Each auxiliary loss (MoE load balance, router z-loss, per layer) is in the total;
@@ -108,29 +139,27 @@ def make_train_step(
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     def per_example_loss_and_grad(
-        params: Any, batch: Batch, rng: jax.Array, teacher_params: Any
+        params: Any, batch: Batch, rng: jax.Array, read_only: ReadOnly
     ) -> tuple:
         """The batch's loss and metrics, and each example's gradient taken alone (a batch of
         one with its own dropout key), stacked on a leading batch axis."""
         batch_size = batch[input_key].shape[0]
 
         def one_example(example: Batch, example_rng: jax.Array) -> tuple:
-            example = jax.tree.map(lambda x: x[None], example)
-            return loss_and_grad(params, example, example_rng, teacher_params)
+            one = jax.tree.map(lambda x: x[None], example)
+            return loss_and_grad(params, one, example_rng, read_only)
 
         (losses, metrics), grads = jax.vmap(one_example)(batch, jax.random.split(rng, batch_size))
         return batch_means(losses, metrics), grads
 
     def step(
-        state: TrainState, batch: Batch, teacher_params: Any = None
+        state: TrainState, batch: Batch, read_only: ReadOnly = NOTHING_READ_ONLY
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
         if per_example_grads:
-            (loss, metrics), grads = per_example_loss_and_grad(
-                state.params, batch, rng, teacher_params
-            )
+            (loss, metrics), grads = per_example_loss_and_grad(state.params, batch, rng, read_only)
         elif microbatches == 1:
-            (loss, metrics), grads = loss_and_grad(state.params, batch, rng, teacher_params)
+            (loss, metrics), grads = loss_and_grad(state.params, batch, rng, read_only)
         else:
             # Microbatch i takes every `microbatches`-th example, so each one stays spread over
             # all data-parallel devices instead of living on a few of them.
@@ -141,7 +170,7 @@ def make_train_step(
             def accumulate(carry: tuple, micro: tuple) -> tuple:
                 index, micro_batch = micro
                 out, grads = loss_and_grad(
-                    state.params, micro_batch, jax.random.fold_in(rng, index), teacher_params
+                    state.params, micro_batch, jax.random.fold_in(rng, index), read_only
                 )
                 return jax.tree.map(jnp.add, carry, (out, grads)), None
 
@@ -149,7 +178,7 @@ def make_train_step(
             first = jax.tree.map(lambda x: x[0], micro_batches)
             zeros = jax.tree.map(
                 lambda s: jnp.zeros(s.shape, s.dtype),
-                jax.eval_shape(loss_and_grad, state.params, first, rng, teacher_params),
+                jax.eval_shape(loss_and_grad, state.params, first, rng, read_only),
             )
             summed, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro_batches))
             (loss, metrics), grads = jax.tree.map(lambda x: x / microbatches, summed)
@@ -203,11 +232,20 @@ def batch_means(losses: jax.Array, metrics: dict[str, jax.Array]) -> tuple:
 
 
 def make_eval_step(
-    model: nn.Module, objective: Objective, input_key: str
-) -> Callable[[Any, Batch], dict[str, jax.Array]]:
-    def eval_step(params: Any, batch: Batch) -> dict[str, jax.Array]:
+    model: nn.Module, objective: Objective, input_key: str, merge: Merge | None = None
+) -> Callable[..., dict[str, jax.Array]]:
+    """The metrics of a batch; with `merge` (LoRA), as in `make_train_step`, the parameters are
+    adapters and a third argument is the frozen base."""
+    model_params = merge or (lambda params, _: params)
+
+    def eval_step(params: Any, batch: Batch, frozen: Any = None) -> dict[str, jax.Array]:
         logits, aux = _apply(
-            model, params, batch[input_key], False, None, batch.get("score_positions")
+            model,
+            model_params(params, frozen),
+            batch[input_key],
+            False,
+            None,
+            batch.get("score_positions"),
         )
         _, metrics = objective(logits, batch, aux)
         return metrics

@@ -108,18 +108,13 @@ def checkpoint_to_read(path: str, recorded: dict[str, Any] | None) -> tuple[int,
     resumed student's manifest, which must still be there unchanged, else the newest verified."""
     if recorded is None:
         return checkpoint.verified_checkpoint(path)
-    step = recorded["step"]
-    restart = "a student resumes only from the teacher it started with; start a new --workdir"
+    step, fingerprint = recorded["step"], recorded["checkpoint_sha256"]
     try:
-        step, fingerprint = checkpoint.verified_checkpoint(path, step)
+        checkpoint.verify_pinned(path, step, fingerprint)
     except UsageError as e:
-        raise UsageError(f"{e}; {restart}") from e
-    if fingerprint != recorded["checkpoint_sha256"]:
         raise UsageError(
-            f"checkpoint step {step} is not the one this run started distilling from (its "
-            f"fingerprint was {recorded['checkpoint_sha256'][:12]}, now {fingerprint[:12]}); "
-            f"{restart}"
-        )
+            f"{e}; a student resumes only from the teacher it started with: start a new --workdir"
+        ) from e
     return step, fingerprint
 
 

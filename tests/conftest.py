@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis.runs import deterministic_rows, read_metrics
@@ -78,6 +79,28 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     params = {k[len(prefix) :]: v for k, v in tiny_overrides().items() if k.startswith(prefix)}
     data.load("mqar", params, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(data_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TINY run trained to its end (checkpoints kept: steps 15 and 20), to fine-tune from.
+    Tests copy it before changing anything in it."""
+    workdir = tmp_path_factory.mktemp("tiny_run") / "run"
+    result = run_train(data_dir, workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def checkpoint_params(workdir: Path | str, step: int) -> dict[str, np.ndarray]:
+    """{'block_0/.../kernel': array} of the parameters in a run's checkpoint `step`, read with
+    Orbax alone (not the code under test)."""
+    import orbax.checkpoint as ocp
+
+    path = Path(workdir, "checkpoints", str(step), "state").resolve()
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        state = checkpointer.restore(path)
+    flat = ocp.tree.to_flat_dict(state["params"], sep="/")
+    return {k: np.asarray(v) for k, v in flat.items()}
 
 
 def train_env(data_dir: str, devices: int = 1) -> dict[str, str]:

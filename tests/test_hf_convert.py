@@ -33,7 +33,7 @@ from runtime.workdir import run_config
 from tests.conftest import run_module
 from tests.test_codecs import hub_tokenizer
 
-pytestmark = pytest.mark.long(seconds=80)
+pytestmark = pytest.mark.long(seconds=95)
 
 VOCAB, SEQ_LEN = 48, 12
 # Logits agree to this fraction of their largest magnitude (float32 throughout).
@@ -244,6 +244,41 @@ def test_converted_run_evaluates_fine_tunes_and_exports(data_dir, tmp_path, monk
     assert_same_logits(archlab_logits(config, params, tokens), hf_logits(tuned, tokens))
 
 
+def test_a_converted_run_is_a_source_for_lora_fine_tuning(data_dir, tmp_path, monkeypatch):
+    source, run, tuned = tmp_path / "hf", tmp_path / "run", tmp_path / "tuned"
+    random_hf_model(transformers.LlamaConfig(**LLAMA, num_key_value_heads=2)).save_pretrained(
+        source
+    )
+    monkeypatch.setenv("ARCHLAB_DATA_DIR", data_dir)
+    hf = hf_dir.read_config(str(source))
+    settings = [
+        "--config.train.steps=2",
+        "--config.train.batch_size=8",
+        "--config.eval.batch_size=8",
+        "--config.eval.every=2",
+        "--config.eval.suites=",
+    ]
+    family, config = convert.checkpoint_config(hf, [*TINY_DATA, *settings])
+    params = convert.params_from_checkpoint(str(source), hf, family, config)
+    origin = {"directory": str(source), "model_type": "llama"}
+    run_dir.write_converted_run(str(run), config, params, origin, ["launch.convert"])
+
+    trained = run_module(
+        data_dir,
+        "launch.train",
+        f"--config=experiments/from_run.py:{run}",
+        f"--workdir={tuned}",
+        f"--config.finetune.from_run={run}",
+        "--config.lora.rank=2",
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    record = json.loads((tuned / "manifest.json").read_text())
+    assert record["status"] == "completed"
+    assert record["finetuned_from"]["step"] == 0
+    # Per layer: query 32 -> 4 heads x 8, key and value 32 -> 2 kv heads x 8, out 32 -> 32.
+    assert record["trainable_params"] == 2 * 2 * ((32 + 32) + 2 * (32 + 16) + (32 + 32))
+
+
 # ------------------------------------------------------------------------ one-line refusals
 
 
@@ -299,6 +334,20 @@ def test_unsupported_checkpoints_are_refused_in_one_line(
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     for fragment in fragments:
         assert fragment in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_conversion_leaves_fine_tuning_to_a_new_run(tmp_path, monkeypatch, capsys):
+    status, err = run_cli(
+        monkeypatch,
+        capsys,
+        f"--from_hf={saved_llama(tmp_path)}",
+        f"--workdir={tmp_path / 'run'}",
+        *TINY_DATA,
+        "--config.lora.rank=4",
+    )
+    assert status == 2 and err.count("\n") == 1, err
+    assert "--config.lora.rank: a converted run holds the checkpoint's own parameters" in err
     assert not (tmp_path / "run").exists()
 
 
