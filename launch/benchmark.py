@@ -242,6 +242,11 @@ def main(argv: list[str]) -> int:
     parse_flags(argv)
     if _STEPS.value < 1 or _WARMUP.value < 1:
         raise UsageError("--steps and --warmup must be >= 1")
+    if _CONFIG.value.profile.start_step:
+        raise UsageError(
+            "launch.benchmark traces nothing: profile steps with launch.train "
+            "--config.profile.start_step=<step>"
+        )
     assembly.check_names(_CONFIG.value)  # train.log_every >= 1 among the rest
     every, total = _CONFIG.value.train.log_every, _WARMUP.value + _STEPS.value
     if not timed_log_steps(every, _WARMUP.value, total):

@@ -15,7 +15,7 @@ import ml_collections
 from analysis.runs import read_json
 from atomic_write import write_atomically
 from experiments.base import base_config
-from runtime.config import differing_keys, flatten
+from runtime.config import WATCHING_SECTIONS, differing_keys, flatten, without_watching
 from runtime.errors import UsageError
 
 CONFIG_FILE = "config.json"
@@ -35,13 +35,16 @@ def check_writable_directory(path: str, flag: str = "--workdir") -> None:
 
 
 def check_workdir(workdir: str, config_json: str) -> None:
-    """A workdir belongs to one config: resuming is fine, overwriting another run never is."""
+    """A workdir belongs to one config: resuming is fine, overwriting another run never is. The
+    sections that only watch the run (WATCHING_SECTIONS: a profile) may differ."""
     check_writable_directory(workdir)
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return
     with open(path) as f:
-        keys = differing_keys(json.load(f), json.loads(config_json))
+        keys = differing_keys(
+            without_watching(json.load(f)), without_watching(json.loads(config_json))
+        )
     if keys:
         shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
         raise UsageError(
@@ -65,11 +68,14 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
     recorded = read_json(os.path.join(workdir, CONFIG_FILE))
     if recorded is None:
         raise UsageError(f"{workdir!r} is not a run directory (no {CONFIG_FILE})")
+    base = base_config()
+    for section in WATCHING_SECTIONS:  # nothing the run computed depends on them
+        recorded[section] = {**base[section].to_dict(), **recorded.get(section, {})}
     config = ml_collections.ConfigDict(recorded)
     # A key added since the run was recorded would take today's default, which need not be what
     # the run trained with (mqar's `answers` default changed from shown to hidden), so the run is
     # read by the code it was trained with or not at all.
-    missing = sorted(set(flatten(base_config())) - set(flatten(config)))
+    missing = sorted(set(flatten(base)) - set(flatten(config)))
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise UsageError(

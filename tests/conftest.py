@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis.runs import deterministic_rows, read_metrics
@@ -150,6 +151,19 @@ def git(repo: Path, *args: str) -> str:
 def worktrees(repo: Path) -> list[str]:
     """`git worktree list`, one entry each: the repository's own and any added."""
     return git(repo, "worktree", "list", "--porcelain").split("\n\n")
+
+
+def final_params(workdir: Path | str, steps: int) -> dict[str, np.ndarray]:
+    """The parameters of a run's newest checkpoint, which must be of step `steps`, by name."""
+    import orbax.checkpoint as ocp  # here: collecting the tests needs no Orbax
+
+    manager = ocp.CheckpointManager(
+        Path(workdir, "checkpoints").resolve(), item_names=("state", "data_iterator")
+    )
+    assert manager.latest_step() == steps
+    restored = manager.restore(steps, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    flat = ocp.tree.to_flat_dict(restored["state"]["params"], sep="/")
+    return {k: np.asarray(v) for k, v in flat.items()}
 
 
 def metrics(workdir: Path | str, *, drop_perf: bool = True) -> list[dict]:
