@@ -47,6 +47,12 @@ KEYS_ADDED_LATER: dict[str, object] = {
     # With rank 0 the next two are not read.
     "lora.alpha": 16.0,
     "lora.targets": ".*/(query|key|value|out)",
+    # The profiler only watches a run: 0 is no trace, and the rest are not read then.
+    "profile.start_step": 0,
+    "profile.num_steps": 3,
+    "profile.host_tracer_level": 2,
+    "profile.python_tracer_level": 0,
+    "profile.perfetto": True,
 }
 
 
@@ -169,6 +175,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.tracking.backends = "jsonl,tensorboard"  # comma-separated: jsonl | tensorboard | mlflow
     # '' -> $MLFLOW_TRACKING_URI, else sqlite in the run's (a study's: the study's) directory
     c.tracking.mlflow_uri = ""
+
+    # A trace of chosen training steps with JAX's profiler (runtime/profiling.py), written under
+    # <workdir>/profile/ for TensorBoard's profile plugin (xprof) and Perfetto. It watches the run
+    # and changes none of its numbers, so it may differ between a run's attempts.
+    c.profile = ml_collections.ConfigDict()
+    c.profile.start_step = 0  # the first global step traced (from 1); 0: no trace
+    c.profile.num_steps = 3  # steps traced from start_step on
+    c.profile.host_tracer_level = 2  # 0 off .. 3 verbose: host threads (jax's default 2)
+    # 1: every Python call in the trace too (jax's default), which slows the Python it traces
+    c.profile.python_tracer_level = 0
+    c.profile.perfetto = True  # also perfetto_trace.json.gz, for https://ui.perfetto.dev
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not taken by the other axes

@@ -242,6 +242,11 @@ def main(argv: list[str]) -> int:
     parse_flags(argv)
     if _STEPS.value < 1 or _WARMUP.value < 1:
         raise UsageError("--steps and --warmup must be >= 1")
+    if _CONFIG.value.profile.start_step:
+        raise UsageError(
+            "launch.benchmark traces nothing: profile steps with launch.train "
+            "--config.profile.start_step=<step>"
+        )
     assembly.check_names(_CONFIG.value)  # train.log_every >= 1 among the rest
     if _CONFIG.value.lora.rank > 0:
         raise UsageError("launch.benchmark times full training steps: set lora.rank=0")

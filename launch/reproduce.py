@@ -18,7 +18,7 @@ the same place in the rebuilt tree).
 Then three things must be identical:
 - `metrics.jsonl` without timing (`analysis.runs.deterministic_rows`), row by row and key by
   key, floats compared bit for bit as parsed from JSON;
-- `config.json`;
+- `config.json`, but for the sections that only watch a run (a profile);
 - the dataset fingerprints recorded in the two manifests.
 Prints "reproduced: N rows identical" and exits 0, or prints the first difference (step, key,
 old and new value) with how many rows and values differ, and exits 1. A rerun that fails exits
@@ -61,7 +61,7 @@ from analysis.runs import (
 )
 from runtime import manifest as manifest_lib
 from runtime import source
-from runtime.config import differing_keys
+from runtime.config import differing_keys, without_watching
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 
 TRAIN_MODULE = "launch.train"
@@ -465,7 +465,11 @@ def rerun_and_compare(
 
     differences = (
         metric_differences(original.rows, rerun.rows)
-        + tree_differences(CONFIG_FILE, original.config or {}, rerun.config or {})
+        + tree_differences(
+            CONFIG_FILE,
+            without_watching(original.config or {}),
+            without_watching(rerun.config or {}),
+        )
         + tree_differences(
             "datasets",
             content_fingerprints(original.manifest),

@@ -26,7 +26,15 @@ from ml_collections import config_flags
 import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
-from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops
+from runtime import (
+    assembly,
+    checkpoint,
+    host_memory,
+    loop,
+    manifest,
+    peak_flops,
+    profiling,
+)
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter, backend_names
@@ -101,8 +109,9 @@ def main(argv: list[str]) -> int:
         writer = MetricWriter(
             workdir, start_step, backend_names(config.tracking.backends), experiment_name()
         )
+        profiler = profiling.StepProfiler(config.profile, workdir, start_step + 1, progress.message)
         status = loop.train_loop(
-            exp, state, start_step, checkpoints, writer, progress, preempted, peak
+            exp, state, start_step, checkpoints, writer, progress, preempted, peak, profiler
         )
     finally:
         checkpoints.close()

@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 import data
 import models
 import objectives
-from runtime import checkpoint, finetune, lora, manifest, metric_writers
+from runtime import checkpoint, finetune, lora, manifest, metric_writers, profiling
 from runtime import mesh as mesh_lib
 from runtime import optimizer as optimizer_lib
 from runtime import privacy as privacy_lib
@@ -79,6 +79,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     metric_writers.check(config.tracking)
     teacher_lib.check_config(config)
     lora.check_config(config)
+    profiling.check(config)
 
 
 def check(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:

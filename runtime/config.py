@@ -20,6 +20,11 @@ from ml_collections import config_flags
 
 from runtime.errors import UsageError
 
+# Sections that say how a run is watched, not what it computes (the trained numbers are the same
+# whatever they hold): a run's attempts may set them differently, e.g. to trace steps of a
+# resumed run, and a run recorded before one of them existed is read with its defaults.
+WATCHING_SECTIONS = ("profile",)
+
 
 def flatten(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
     """{'model.d_model': 64, ...} from a ConfigDict or its JSON form; tuples (such as sharding
@@ -183,6 +188,11 @@ def with_keys_added(recorded: dict[str, Any], added: Mapping[str, Any]) -> dict[
             node = node.setdefault(section, {})
         node.setdefault(leaf, value)
     return out
+
+
+def without_watching(config: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-loaded config without its WATCHING_SECTIONS: what the run computes from."""
+    return {k: v for k, v in config.items() if k not in WATCHING_SECTIONS}
 
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from runtime import mesh as mesh_lib
 from runtime.assembly import Experiment
 from runtime.metric_writers import MetricWriter
 from runtime.peak_flops import Peak
+from runtime.profiling import StepProfiler
 from runtime.progress import Progress
 from runtime.step import TrainState
 
@@ -78,10 +79,12 @@ def train_loop(
     progress: Progress,
     preempted: list[bool],
     peak: Peak,
+    profiler: StepProfiler | None = None,
 ) -> str:
     """Steps from `start_step` to `train.steps`: logs every `train.log_every` steps, evaluates every
     `eval.every`, checkpoints every `checkpoint.every` and when `preempted` becomes non-empty.
-    MFU is logged against `peak` where the model states its FLOPs.
+    MFU is logged against `peak` where the model states its FLOPs; `profiler` traces the steps
+    its config names (`runtime.profiling`).
     Returns the run's status: 'completed', 'preempted' or 'diverged'."""
     config = exp.config
     flops_per_step = exp.model_flops_per_step
@@ -98,11 +101,16 @@ def train_loop(
         pending.clear()
 
     timer, timer_step = time.monotonic(), start_step
+    step = start_step
     try:
         with exp.context():
             for step in range(start_step + 1, config.train.steps + 1):
-                batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
-                state, metrics = exp.train_step(state, batch, *exp.step_extras)
+                if profiler is not None:
+                    profiler.before_step(step, state)
+                # Marks the step in a trace (the profiler's step view); costs nothing otherwise.
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
+                    state, metrics = exp.train_step(state, batch, *exp.step_extras)
                 pending.append((step, metrics["total_loss"], metrics.pop("params_finite")))
                 progress.advance(step)
                 last = step == config.train.steps
@@ -135,6 +143,8 @@ def train_loop(
                     check_finite()  # never checkpoint a state that is not finite
                     checkpoints.save(step, state, exp.train_iter)
                 checkpoints.seal_finished()
+                if profiler is not None:
+                    profiler.after_step(step, (state, metrics))
                 if preempted and not last:
                     progress.message(f"SIGTERM: checkpointed step {step}; rerun to resume")
                     return "preempted"
@@ -144,4 +154,7 @@ def train_loop(
             f"{checkpoints.latest_step()} in {checkpoints.directory}"
         )
         return "diverged"
+    finally:
+        if profiler is not None:  # a trace the loop left early still holds its steps
+            profiler.close(step)
     return "completed"

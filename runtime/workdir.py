@@ -15,7 +15,12 @@ import ml_collections
 from analysis.runs import read_json
 from atomic_write import write_atomically
 from experiments.base import KEYS_ADDED_LATER, base_config
-from runtime.config import differing_keys, flatten, with_keys_added
+from runtime.config import (
+    differing_keys,
+    flatten,
+    with_keys_added,
+    without_watching,
+)
 from runtime.errors import UsageError
 
 CONFIG_FILE = "config.json"
@@ -35,12 +40,15 @@ def check_writable_directory(path: str, flag: str = "--workdir") -> None:
 
 
 def check_workdir(workdir: str, config_json: str) -> None:
-    """A workdir belongs to one config: resuming is fine, overwriting another run never is."""
+    """A workdir belongs to one config: resuming is fine, overwriting another run never is. The
+    sections that only watch the run (WATCHING_SECTIONS: a profile) may differ."""
     check_writable_directory(workdir)
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return
-    keys = differing_keys(recorded_config(workdir), json.loads(config_json))
+    keys = differing_keys(
+        without_watching(recorded_config(workdir)), without_watching(json.loads(config_json))
+    )
     if keys:
         shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
         raise UsageError(

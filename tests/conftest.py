@@ -175,6 +175,19 @@ def worktrees(repo: Path) -> list[str]:
     return git(repo, "worktree", "list", "--porcelain").split("\n\n")
 
 
+def final_params(workdir: Path | str, steps: int) -> dict[str, np.ndarray]:
+    """The parameters of a run's newest checkpoint, which must be of step `steps`, by name."""
+    import orbax.checkpoint as ocp  # here: collecting the tests needs no Orbax
+
+    manager = ocp.CheckpointManager(
+        Path(workdir, "checkpoints").resolve(), item_names=("state", "data_iterator")
+    )
+    assert manager.latest_step() == steps
+    restored = manager.restore(steps, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    flat = ocp.tree.to_flat_dict(restored["state"]["params"], sep="/")
+    return {k: np.asarray(v) for k, v in flat.items()}
+
+
 def metrics(workdir: Path | str, *, drop_perf: bool = True) -> list[dict]:
     rows = read_metrics(str(workdir))
     return deterministic_rows(rows) if drop_perf else rows

@@ -12,7 +12,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import models
@@ -24,7 +23,7 @@ from runtime import privacy
 from runtime.errors import UsageError
 from runtime.mesh import unbox
 from runtime.step import init_state, make_train_step
-from tests.conftest import metrics, run_train
+from tests.conftest import final_params, metrics, run_train
 from tests.test_train_cli import assert_usage_error
 
 DIGITS_TRAIN_EXAMPLES = 1497  # data/digits.py: 1797 images, 300 held out
@@ -225,17 +224,6 @@ DP_RUN = [
 ]
 
 
-def final_params(workdir: Path) -> dict[str, np.ndarray]:
-    manager = ocp.CheckpointManager(
-        Path(workdir, "checkpoints").resolve(), item_names=("state", "data_iterator")
-    )
-    restored = manager.restore(
-        manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore())
-    )
-    flat = ocp.tree.to_flat_dict(restored["state"]["params"], sep="/")
-    return {k: np.asarray(v) for k, v in flat.items()}
-
-
 def test_private_run_logs_epsilon_records_its_guarantee_and_resumes_bitwise(data_dir, tmp_path):
     workdir = tmp_path / "run"
     result = run_train(data_dir, workdir, base=DP_RUN)
@@ -266,7 +254,7 @@ def test_private_run_logs_epsilon_records_its_guarantee_and_resumes_bitwise(data
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed at step 8" in result.stderr + result.stdout
     assert metrics(resumed) == rows
-    original, again = final_params(workdir), final_params(resumed)
+    original, again = final_params(workdir, 12), final_params(resumed, 12)
     assert original.keys() == again.keys()
     for name in original:
         assert original[name].tobytes() == again[name].tobytes(), name

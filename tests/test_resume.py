@@ -10,11 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import REPO, metrics, run_train, train_command, train_env
+from tests.conftest import REPO, final_params, metrics, run_train, train_command, train_env
 
 pytestmark = pytest.mark.long(seconds=120)
 
@@ -22,20 +20,9 @@ STEPS = 30
 LONGER = [f"--config.train.steps={STEPS}", "--config.checkpoint.every=3"]
 
 
-def final_params(workdir: Path) -> dict[str, np.ndarray]:
-    manager = ocp.CheckpointManager(
-        Path(workdir, "checkpoints").resolve(), item_names=("state", "data_iterator")
-    )
-    step = manager.latest_step()
-    assert step == STEPS
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    flat = ocp.tree.to_flat_dict(restored["state"]["params"], sep="/")
-    return {k: np.asarray(v) for k, v in flat.items()}
-
-
 def assert_same_run(a: Path, b: Path) -> None:
     assert metrics(a) == metrics(b)
-    pa, pb = final_params(a), final_params(b)
+    pa, pb = final_params(a, STEPS), final_params(b, STEPS)
     assert pa.keys() == pb.keys()
     for k in pa:
         assert pa[k].tobytes() == pb[k].tobytes(), k
