@@ -28,6 +28,7 @@ from runtime import checkpoint, metric_writers
 from runtime import mesh as mesh_lib
 from runtime import optimizer as optimizer_lib
 from runtime import privacy as privacy_lib
+from runtime import pruning as pruning_lib
 from runtime.errors import UsageError
 from runtime.step import (
     MODEL_INPUT,
@@ -65,6 +66,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
         if config[section][name] < 1:
             raise UsageError(f"{key} must be >= 1, got {config[section][name]}")
     privacy_lib.check_config(config)
+    pruning_lib.check_config(config)
     metric_writers.check(config.tracking)
 
 
@@ -116,6 +118,7 @@ class Experiment:
     eval_step: Callable  # jitted: (params, batch) -> metrics
     make_state: Callable[[], TrainState]  # a fresh, boxed state
     privacy: privacy_lib.DpSgdAccounting | None  # with privacy.dp_sgd: the epsilon spent by a step
+    pruning: pruning_lib.Pruning | None  # with prune.sparsity > 0: what it prunes and reports
 
     @property
     def tokens_per_step(self) -> int:
@@ -154,6 +157,7 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
     spec = data_shapes(config)
     model, objective = model_and_objective(config, spec)
     tx = optimizer_lib.make_optimizer(config)
+    pruning = pruning_lib.from_config(config)
     rules = mesh_lib.logical_rules(config)
 
     # Shapes and logical specs from eval_shape: no parameter is materialised here.
@@ -172,6 +176,8 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         )
     # Parameters first in the state's order, so a parameter is named before its Adam moments.
     mesh_lib.check_divisible(state_specs, abstract, mesh.shape, rules)
+    if pruning is not None:
+        pruning.check_params(abstract.params)
 
     # Data: prepared on first use; every process reads its own shard of each global batch.
     try:
@@ -234,6 +240,7 @@ def build(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         eval_step=eval_step,
         make_state=make_state,
         privacy=accounting,
+        pruning=pruning,
     )
 
 

@@ -78,11 +78,11 @@ def train_loop(
     progress: Progress,
     preempted: list[bool],
     peak: Peak,
-) -> str:
+) -> tuple[str, TrainState]:
     """Steps from `start_step` to `train.steps`: logs every `train.log_every` steps, evaluates every
     `eval.every`, checkpoints every `checkpoint.every` and when `preempted` becomes non-empty.
     MFU is logged against `peak` where the model states its FLOPs.
-    Returns the run's status: 'completed', 'preempted' or 'diverged'."""
+    Returns the run's status ('completed', 'preempted' or 'diverged') and its last state."""
     config = exp.config
     flops_per_step = exp.model_flops_per_step
     # (step, loss, were the updated parameters finite?), checked lazily: no host sync per step.
@@ -121,6 +121,8 @@ def train_loop(
                         scalars["perf/mfu"] = rate * flops_per_step / peak.flops_per_second
                     if exp.privacy is not None:
                         scalars.update(exp.privacy.metrics(step))
+                    if exp.pruning is not None:
+                        scalars.update(exp.pruning.metrics(state.params))
                 if step % config.eval.every == 0 or last:
                     scalars.update(
                         evaluate(
@@ -137,11 +139,11 @@ def train_loop(
                 checkpoints.seal_finished()
                 if preempted and not last:
                     progress.message(f"SIGTERM: checkpointed step {step}; rerun to resume")
-                    return "preempted"
+                    return "preempted", state
     except Diverged as e:
         progress.message(
             f"error: {e}; stopped. Last good checkpoint: step "
             f"{checkpoints.latest_step()} in {checkpoints.directory}"
         )
-        return "diverged"
-    return "completed"
+        return "diverged", state
+    return "completed", state
