@@ -71,7 +71,7 @@ def tiny_config(**prune: object):
     config = mqar_mixers.get_config("attention")
     config.update_from_flattened_dict(
         {
-            "model.num_layers": 2,
+            "model.num_layers": 1,
             "model.d_model": 32,
             "model.d_ff": 64,
             "train.steps": 30,
@@ -84,7 +84,8 @@ def tiny_config(**prune: object):
 
 def model_params(config):
     model, _ = assembly.model_and_objective(config, assembly.data_shapes(config))
-    return mesh.unbox(model.init(jax.random.key(0), model.example_inputs(1), train=False)["params"])
+    init = jax.jit(lambda: model.init(jax.random.key(0), model.example_inputs(1), train=False))
+    return mesh.unbox(init()["params"])
 
 
 def train_on_random_gradients(config, params, steps: int):
@@ -102,6 +103,7 @@ def train_on_random_gradients(config, params, steps: int):
 
     keys = jax.random.split(jax.random.key(0), steps)
     (_, state), stacked = jax.jit(lambda: jax.lax.scan(step, (params, tx.init(params)), keys))()
+    stacked = jax.device_get(stacked)
     history = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(steps)]
     return history, state
 
