@@ -135,11 +135,12 @@ def base_config() -> ml_collections.ConfigDict:
     # unstructured | N:M (e.g. 2:4: in every M consecutive weights along a kernel's last axis,
     # M - N are pruned; prune.sparsity must then be 1 - N/M, and scope is not used)
     c.prune.pattern = "unstructured"
-    # Comma-separated globs over '/'-joined parameter paths ('block_0/channel/up/kernel'):
-    # an array of >= 2 dimensions is pruned when a `targets` glob matches and no `exclude` one
-    # does. The defaults: the kernels of dense projections (attention, MLPs, experts, Mamba's
-    # and Hyena's in/out projections), not embeddings or output heads, convolutions, or the
-    # SSM/gating parameters that set a recurrent state's dynamics (dt, decay, beta, filters).
+    # Comma-separated globs (fnmatch: '*' crosses '/') over parameter paths
+    # ('block_0/channel/up/kernel'): an array of >= 2 dimensions is pruned when a `targets`
+    # glob matches and no `exclude` one does. The defaults: the kernels of dense projections
+    # (attention, MLPs, experts, Mamba's and Hyena's in/out projections), not embeddings or
+    # output heads, convolutions, or the SSM/gating parameters that set a recurrent state's
+    # dynamics (dt, decay, beta, filters).
     c.prune.targets = "*/kernel,*/experts/*"
     c.prune.exclude = (
         "*embed*,head/*,*conv*,*/dt_proj/*,*/dt/*,*/decay/*,*/beta/*,*/filter/*,*/router/*"
