@@ -84,6 +84,7 @@ def render(workdir: str, arm: Mapping[str, Any] | None = None) -> str:
     lines += [f"Run directory `{os.path.abspath(workdir)}`; status {run.status}.", ""]
     lines += _intended_use(arm)
     lines += _architecture(record, model)
+    lines += _sparsity(record)
     lines += _training_data(record, dataset_name, summary.get("data_sheet", ""))
     lines += _evaluation(summary, arm)
     # Only the suites of the last evaluation: files of an earlier one may describe another step.
@@ -136,6 +137,29 @@ def _architecture(record: Mapping[str, Any], model: Mapping[str, Any]) -> list[s
             f"- analytic forward FLOPs per token {_fmt(described.get('flops_per_token'))}, "
             f"decoding state {_fmt(described.get('state_size'))} numbers per sequence"
         )
+    return lines + [""]
+
+
+def _sparsity(record: Mapping[str, Any]) -> list[str]:
+    """The pruned run's sparsity per array (manifest `pruning`); nothing for a dense run."""
+    pruning = record.get("pruning")
+    if not pruning:
+        return []
+    how = pruning.get("scope") or pruning.get("pattern")
+    lines = [
+        "## Sparsity",
+        "",
+        f"{pruning.get('method', 'magnitude pruning')} to {_fmt(pruning.get('target_sparsity'))} "
+        f"({how}) from step {pruning.get('start_step')} to {pruning.get('end_step')}, masks "
+        f"updated every {pruning.get('every')} steps. At step {pruning.get('step')}, "
+        f"{_fmt(pruning.get('sparsity'))} of the {pruning.get('targeted_weights'):,} targeted "
+        "weights are zero; other parameters are dense.",
+        "",
+        "| parameter | size | fraction zero |",
+        "|---|---:|---:|",
+    ]
+    for layer in pruning.get("layers", []):
+        lines.append(f"| {layer['param']} | {layer['size']:,} | {layer['fraction_zero']:.4f} |")
     return lines + [""]
 
 

@@ -53,6 +53,17 @@ KEYS_ADDED_LATER: dict[str, object] = {
     "profile.host_tracer_level": 2,
     "profile.python_tracer_level": 0,
     "profile.perfetto": True,
+    # Sparsity 0 is no pruning; the rest are not read then.
+    "prune.sparsity": 0.0,
+    "prune.start_step": 0,
+    "prune.end_step": 0,
+    "prune.every": 10,
+    "prune.scope": "per_layer",
+    "prune.pattern": "unstructured",
+    "prune.targets": "*/kernel,*/experts/*",
+    "prune.exclude": (
+        "*embed*,head/*,*conv*,*/dt_proj/*,*/dt/*,*/decay/*,*/beta/*,*/filter/*,*/router/*"
+    ),
 }
 
 
@@ -168,6 +179,31 @@ def base_config() -> ml_collections.ConfigDict:
     c.privacy.noise_multiplier = 1.1
     c.privacy.delta = 1e-5  # keep it below 1 / (training examples)
     c.privacy.accountant = "rdp"  # rdp | pld (dp_accounting's two accountants)
+
+    # Gradual magnitude pruning (Zhu & Gupta 2017), chained after the optimizer's update
+    # (runtime/pruning.py): between start_step and end_step, every `every` steps (and at
+    # end_step), the smallest-magnitude targeted weights are set to zero, up to
+    # s_t = sparsity * (1 - (1 - (t - start_step) / (end_step - start_step))^3); held after.
+    # The masks live in the optimizer state, so checkpoints keep them.
+    c.prune = ml_collections.ConfigDict()
+    c.prune.sparsity = 0.0  # final fraction of targeted weights that are zero; 0: no pruning
+    c.prune.start_step = 0
+    c.prune.end_step = 0  # > start_step and <= train.steps when pruning
+    c.prune.every = 10  # steps between mask updates
+    c.prune.scope = "per_layer"  # per_layer (each array to `sparsity`) | global (one threshold)
+    # unstructured | N:M (e.g. 2:4: in every M consecutive weights along a kernel's last axis,
+    # M - N are pruned; prune.sparsity must then be 1 - N/M, and scope is not used)
+    c.prune.pattern = "unstructured"
+    # Comma-separated globs (fnmatch: '*' crosses '/') over parameter paths
+    # ('block_0/channel/up/kernel'): an array of >= 2 dimensions is pruned when a `targets`
+    # glob matches and no `exclude` one does. The defaults: the kernels of dense projections
+    # (attention, MLPs, experts, Mamba's and Hyena's in/out projections), not embeddings or
+    # output heads, convolutions, or the SSM/gating parameters that set a recurrent state's
+    # dynamics (dt, decay, beta, filters).
+    c.prune.targets = "*/kernel,*/experts/*"
+    c.prune.exclude = (
+        "*embed*,head/*,*conv*,*/dt_proj/*,*/dt/*,*/decay/*,*/beta/*,*/filter/*,*/router/*"
+    )
 
     # Where metrics go (runtime/metric_writers.py), from process 0. jsonl (metrics.jsonl) is
     # required: resume, studies and reports read it. mlflow: runtime/mlflow_tracking.py.

@@ -125,7 +125,7 @@ def loop_steps_per_second(exp: assembly.Experiment, warmup: int, peak: peak_flop
         state = assembly.fresh_state(exp)
         status = "failed"
         try:
-            status = loop.train_loop(exp, state, 0, checkpoints, writer, progress, [], peak)
+            status, _ = loop.train_loop(exp, state, 0, checkpoints, writer, progress, [], peak)
         finally:
             checkpoints.close()
             writer.close(status)

@@ -110,9 +110,12 @@ def main(argv: list[str]) -> int:
             workdir, start_step, backend_names(config.tracking.backends), experiment_name()
         )
         profiler = profiling.StepProfiler(config.profile, workdir, start_step + 1, progress.message)
-        status = loop.train_loop(
+        status, state = loop.train_loop(
             exp, state, start_step, checkpoints, writer, progress, preempted, peak, profiler
         )
+        if status == "completed" and exp.pruning is not None:
+            # The sparsity each pruned array reached, in the manifest (and so the model card).
+            record["pruning"] = exp.pruning.report(state.params, config.train.steps)
     finally:
         checkpoints.close()
         if writer is not None:

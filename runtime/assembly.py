@@ -32,6 +32,7 @@ from runtime import checkpoint, finetune, lora, manifest, metric_writers, profil
 from runtime import mesh as mesh_lib
 from runtime import optimizer as optimizer_lib
 from runtime import privacy as privacy_lib
+from runtime import pruning as pruning_lib
 from runtime import teacher as teacher_lib
 from runtime.errors import UsageError
 from runtime.step import (
@@ -76,6 +77,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
         if value < 1:
             raise UsageError(f"{key} must be >= 1, got {value}")
     privacy_lib.check_config(config)
+    pruning_lib.check_config(config)
     metric_writers.check(config.tracking)
     teacher_lib.check_config(config)
     lora.check_config(config)
@@ -182,6 +184,8 @@ class Experiment:
     def trainable_params(self) -> int:
         return models.count_params(self.abstract_state.params)
 
+    pruning: pruning_lib.Pruning | None  # with prune.sparsity > 0: what it prunes and reports
+
     @property
     def tokens_per_step(self) -> int:
         """Tokens per optimizer step (examples for non-sequence data)."""
@@ -240,6 +244,7 @@ def build(
     spec = data_shapes(config)
     model, objective = model_and_objective(config, spec)
     tx = optimizer_lib.make_optimizer(config)
+    pruning = pruning_lib.from_config(config)
     rules = mesh_lib.logical_rules(config)
 
     # Shapes and logical specs from eval_shape: no parameter is materialised here. With LoRA the
@@ -285,6 +290,8 @@ def build(
         # A resumed student distils from the teacher checkpoint its manifest records.
         recorded = teacher_lib.recorded(manifest.read(workdir)) if workdir else None
         teacher = load_teacher(config, spec, mesh, rules, recorded)
+    if pruning is not None:
+        pruning.check_params(abstract.params)
 
     # Data: prepared on first use; every process reads its own shard of each global batch.
     try:
@@ -372,6 +379,7 @@ def build(
         frozen=frozen,
         merge=merge_step,
         teacher=teacher,
+        pruning=pruning,
     )
 
 

@@ -80,12 +80,12 @@ def train_loop(
     preempted: list[bool],
     peak: Peak,
     profiler: StepProfiler | None = None,
-) -> str:
+) -> tuple[str, TrainState]:
     """Steps from `start_step` to `train.steps`: logs every `train.log_every` steps, evaluates every
     `eval.every`, checkpoints every `checkpoint.every` and when `preempted` becomes non-empty.
     MFU is logged against `peak` where the model states its FLOPs; `profiler` traces the steps
     its config names (`runtime.profiling`).
-    Returns the run's status: 'completed', 'preempted' or 'diverged'."""
+    Returns the run's status ('completed', 'preempted' or 'diverged') and its last state."""
     config = exp.config
     flops_per_step = exp.model_flops_per_step
     # (step, loss, were the updated parameters finite?), checked lazily: no host sync per step.
@@ -129,6 +129,8 @@ def train_loop(
                         scalars["perf/mfu"] = rate * flops_per_step / peak.flops_per_second
                     if exp.privacy is not None:
                         scalars.update(exp.privacy.metrics(step))
+                    if exp.pruning is not None:
+                        scalars.update(exp.pruning.metrics(state.params))
                 if step % config.eval.every == 0 or last:
                     scalars.update(
                         evaluate(
@@ -147,14 +149,14 @@ def train_loop(
                     profiler.after_step(step, (state, metrics))
                 if preempted and not last:
                     progress.message(f"SIGTERM: checkpointed step {step}; rerun to resume")
-                    return "preempted"
+                    return "preempted", state
     except Diverged as e:
         progress.message(
             f"error: {e}; stopped. Last good checkpoint: step "
             f"{checkpoints.latest_step()} in {checkpoints.directory}"
         )
-        return "diverged"
+        return "diverged", state
     finally:
         if profiler is not None:  # a trace the loop left early still holds its steps
             profiler.close(step)
-    return "completed"
+    return "completed", state

@@ -108,15 +108,22 @@ def optimizer_state_specs(
 ) -> Any:
     """Optimizer-state leaves shaped like their parameter get its spec; the rest are replicated
     (Adafactor's factored moments are per-parameter leaves of another shape: a row, a column,
-    or a (1,) placeholder)."""
+    or a (1,) placeholder). A transformation under `optax.masked` (pruning's masks) keeps
+    state for some parameters only: the others are MaskedNodes, left as they are."""
+
+    def spec_of(leaf: Any, spec: P, param: Any) -> Any:
+        if isinstance(leaf, optax.MaskedNode):
+            return leaf
+        return spec if leaf.shape == param.shape else P()
+
     return optax.tree_map_params(
         tx,
-        lambda leaf, spec, param: spec if leaf.shape == param.shape else P(),
+        spec_of,
         abstract_opt_state,
         specs,
         abstract_params,
         transform_non_params=lambda _: P(),
-        is_leaf=lambda x: isinstance(x, P),
+        is_leaf=lambda x: isinstance(x, (P, optax.MaskedNode)),
     )
 
 

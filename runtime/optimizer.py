@@ -10,6 +10,7 @@ import ml_collections
 import optax
 
 from registry import Registry
+from runtime import pruning as pruning_lib
 
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
@@ -102,19 +103,22 @@ def _adafactor(
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The full update: optional global-norm clipping, then the named rule under its schedule.
+    """The full update: optional global-norm clipping, then the named rule under its schedule,
+    then (with prune.sparsity > 0) magnitude pruning, which holds pruned weights at exactly 0.
 
     With privacy.dp_sgd the update takes per-example gradients (a leading batch axis): the DP
     aggregate turns them into a clipped, noised mean first, and the rule sees an ordinary
     gradient (runtime.privacy refuses global-norm clipping beside it)."""
     c = config.optimizer
     mask = lambda params: decay_mask(params, c.decay_embeddings)  # noqa: E731
-    rule = OPTIMIZERS.get(c.name)(c, learning_rate_schedule(config), mask)
+    chain = [OPTIMIZERS.get(c.name)(c, learning_rate_schedule(config), mask)]
     if config.privacy.dp_sgd:
-        return optax.chain(dp_aggregate(config), rule)
-    if c.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), rule)
-    return rule
+        chain.insert(0, dp_aggregate(config))
+    elif c.grad_clip_norm > 0:
+        chain.insert(0, optax.clip_by_global_norm(c.grad_clip_norm))
+    if (pruning := pruning_lib.from_config(config)) is not None:
+        chain.append(pruning.transformation())
+    return chain[0] if len(chain) == 1 else optax.chain(*chain)
 
 
 # Folded into the run's seed for the DP noise. Without it the noise key would be the root key
