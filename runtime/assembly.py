@@ -160,6 +160,7 @@ class Experiment:
     eval_step: Callable  # jitted: (params, batch) -> metrics
     make_state: Callable[[], TrainState]  # a fresh, boxed state
     privacy: privacy_lib.DpSgdAccounting | None  # with privacy.dp_sgd: the epsilon spent by a step
+    pruning: pruning_lib.Pruning | None  # with prune.sparsity > 0: what it prunes and reports
     # The model's parameters, whatever trains: boxed shapes, and their shardings.
     abstract_params: Any
     model_shardings: Any
@@ -183,8 +184,6 @@ class Experiment:
     @property
     def trainable_params(self) -> int:
         return models.count_params(self.abstract_state.params)
-
-    pruning: pruning_lib.Pruning | None  # with prune.sparsity > 0: what it prunes and reports
 
     @property
     def tokens_per_step(self) -> int:
