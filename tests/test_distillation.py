@@ -225,7 +225,10 @@ def test_a_resumed_student_reads_the_teacher_checkpoint_it_started_with(teacher)
         3,
         older,
     )
-    with pytest.raises(UsageError, match="not the one this run started distilling from"):
+    with pytest.raises(
+        UsageError,
+        match="is not the one pinned .*a student resumes only from the teacher it started with",
+    ):
         teacher_lib.checkpoint_to_read(workdir, {"step": 3, "checkpoint_sha256": "0" * 64})
     with pytest.raises(UsageError, match="no checkpoint at step 2 .*start a new --workdir"):
         teacher_lib.checkpoint_to_read(workdir, {"step": 2, "checkpoint_sha256": older})
