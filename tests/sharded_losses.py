@@ -69,7 +69,7 @@ def losses(
     with exp.context():
         for _ in range(STEPS):
             batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
-            state, metrics = exp.train_step(state, batch)
+            state, metrics = exp.train_step(state, batch, *exp.step_extras)
             out.append([float(metrics["total_loss"]), float(metrics["grad_norm"])])
     return out
 
