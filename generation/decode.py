@@ -71,10 +71,29 @@ class Generator:
         """prompts [B, P] int32, right-padded; lengths [B] (each >= 1); keys [B] (one PRNG key
         per row); active [B] bool (default all): inactive rows (a last, short batch filled up to
         its shape) count as stopped from the start and produce nothing."""
+        last_logits, cache = self.prefill(params, prompts, lengths)
+        return self.decode(params, cache, last_logits, lengths, keys, active)
+
+    def prefill(self, params: Any, prompts: np.ndarray, lengths: np.ndarray) -> tuple[Any, Any]:
+        """The first phase alone: (each row's next-token logits [B, V], the cache after its
+        prompt, made for the positions `decode` reaches), still on the device."""
+        max_len = self.cache_length(prompts.shape[1])
+        lengths = jnp.asarray(lengths, jnp.int32)
+        return _prefill(self.model, max_len, params, jnp.asarray(prompts), lengths)
+
+    def decode(
+        self,
+        params: Any,
+        cache: Any,
+        last_logits: jax.Array,
+        lengths: np.ndarray,
+        keys: jax.Array,
+        active: np.ndarray | None = None,
+    ) -> Generated:
+        """The second phase alone: the loop from `prefill`'s logits and cache, which it donates
+        (the cache cannot be used again)."""
         lengths = jnp.asarray(lengths, jnp.int32)
         active = np.ones(len(lengths), bool) if active is None else active
-        max_len = self.cache_length(prompts.shape[1])
-        last_logits, cache = _prefill(self.model, max_len, params, jnp.asarray(prompts), lengths)
         out, _ = _decode(self, params, cache, last_logits, lengths, keys, jnp.asarray(active))
         return Generated(*(None if x is None else np.asarray(x) for x in out))
 

@@ -16,6 +16,7 @@ import pytest
 import models
 from experiments.base import base_config
 from generation.decode import Generator
+from generation.recompute import recompute_generate
 from generation.sampling import Sampling
 
 T = 12  # the model's length: the longest prompt (8) and 4 new tokens fit, with one to spare
@@ -80,3 +81,16 @@ def test_greedy_generation_is_the_argmax_of_the_forward_pass_after_each_token(ca
         # the argmax alone.
         scale = max(float(np.abs(recomputed).max()), 1.0)
         np.testing.assert_allclose(out.logits[b], recomputed, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_recomputing_the_prefix_draws_the_tokens_the_cache_does():
+    """generation/recompute.py, the baseline `launch.benchmark --decode` times: with the same keys
+    it draws the same sampled tokens as the cached loop (greedy is the benchmark's own check)."""
+    model, params = tiny_model(mixer="gla")
+    prompts = np.random.default_rng(4).integers(0, SPEC.vocab_size, (3, 6)).astype(np.int32)
+    sampling = Sampling(temperature=1.0)
+    keys = jax.random.split(jax.random.key(5), len(prompts))
+    cached = Generator(model, NEW_TOKENS, sampling)(params, prompts, np.full(3, 6), keys)
+    recomputed = recompute_generate(model, sampling, NEW_TOKENS, params, prompts, keys)
+    np.testing.assert_array_equal(recomputed, cached.tokens)
+    assert len(np.unique(cached.tokens)) > 2  # drawn, not one token repeated
