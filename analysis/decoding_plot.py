@@ -33,9 +33,10 @@ def decoding_png(result: Mapping[str, Any]) -> bytes:
     colors = {label: ARM_COLORS[i % len(ARM_COLORS)] for i, label in enumerate(labels)}
     panels = [(b, "cache") for b in sorted({r["batch"] for r in rows})]
     panels += [(b, "recompute") for b in sorted({r["batch"] for r in rows if r["recompute"]})]
+    contexts = sorted({r["context"] for r in rows})
     headline = result["headline"]  # clock -> the statistic its figures are read by
     fig = figures.new_figure(3.2 * len(panels) + 1.8, 6.4)
-    grid = fig.subplots(len(headline), len(panels), sharey=True, squeeze=False)
+    grid = fig.subplots(len(headline), len(panels), sharex=True, sharey=True, squeeze=False)
     for axes, (clock, statistic) in zip(grid, headline.items(), strict=True):
         for ax, (batch, kind) in zip(axes, panels, strict=True):
             figures.style(ax)
@@ -57,8 +58,11 @@ def decoding_png(result: Mapping[str, Any]) -> bytes:
             what = "with the cache" if kind == "cache" else "recomputing the prefix"
             ax.set_title(f"{what}, batch {batch}", fontsize=9)
             ax.set_xscale("log", base=2)
+            ax.set_xticks(contexts, [str(c) for c in contexts], fontsize=8)
+            ax.minorticks_off()
             ax.set_yscale("log")
             ax.set_xlabel("context (tokens)", fontsize=8)
+            ax.label_outer()  # the x label under the bottom row only
         axes[0].set_ylabel(f"ms per token, {CLOCK_NAMES[clock]} ({statistic})", fontsize=8)
     handles, names = grid[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside right center", fontsize=8, frameon=False)

@@ -102,7 +102,7 @@ class Settings:
             )
 
     def positions(self, context: int) -> int:
-        """Cache positions (and the recompute's prefix length) for a prompt of `context`."""
+        """Cache positions for a prompt of `context`: it and every token fed back after it."""
         return context + self.new_tokens - 1
 
     def fits(self, batch: int, context: int) -> bool:
@@ -200,11 +200,11 @@ def since(start: Sample) -> Sample:
     return now[0] - start[0], now[1] - start[1]
 
 
-def spread(samples: list[Sample], per: int) -> dict[str, dict[str, float]]:
-    """{clock: {"median", "min"}} of samples, each divided by `per` (tokens, for a rate)."""
-    by_clock = zip(*samples, strict=True)
+def spread(samples: list[Sample], per: int) -> dict[str, dict[str, Any]]:
+    """{clock: {"median", "min", "samples"}} of samples, each divided by `per` (tokens)."""
+    by_clock = ([x / per for x in xs] for xs in zip(*samples, strict=True))
     return {
-        clock: {"median": statistics.median(xs) / per, "min": min(xs) / per}
+        clock: {"median": statistics.median(xs), "min": min(xs), "samples": xs}
         for clock, xs in zip(CLOCKS, by_clock, strict=True)
     }
 
@@ -339,13 +339,16 @@ def measure(
 
 
 def mixer_summary(contender: Contender, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """A mixer's parameters, state bytes per context, and per clock its time per token at its
-    longest context over its shortest, per batch (1.0 is flat)."""
+    """A mixer's parameters, state bytes per context, and per clock its time per token at the
+    longest context over the shortest, per batch (1.0 is flat; `growth_contexts` says which two
+    contexts, since a batch may skip the longest)."""
     state = {r["context"]: r["state_bytes_per_sequence"] for r in rows}
     growth: dict[str, dict[int, float]] = {clock: {} for clock in CLOCKS}
+    spans = {}
     for batch in sorted({r["batch"] for r in rows}):
         mine = {r["context"]: r["seconds_per_token"] for r in rows if r["batch"] == batch}
         if len(mine) > 1:
+            spans[batch] = [min(mine), max(mine)]
             for clock in CLOCKS:
                 longest, shortest = mine[max(mine)], mine[min(mine)]
                 growth[clock][batch] = headline(longest, clock) / headline(shortest, clock)
@@ -355,6 +358,7 @@ def mixer_summary(contender: Contender, rows: list[dict[str, Any]]) -> dict[str,
         "state_bytes_per_sequence": state,
         "fixed_size_state": len(set(state.values())) == 1 and len(state) > 1,
         "time_per_token_growth": growth,
+        "growth_contexts": spans,
     }
 
 
@@ -384,8 +388,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     )
     for label, summary in result["mixers"].items():
         growth = summary["time_per_token_growth"]
-        contexts = sorted(summary["state_bytes_per_sequence"])
-        span = f"from context {contexts[0]} to {contexts[-1]}"
+        span = "from each batch's shortest context to its longest"
         if summary["fixed_size_state"]:
             holds = _verdicts(growth, lambda g: abs(g - 1) <= FLAT_WITHIN)
             target = f"{label} (fixed-size state): time per token flat within {FLAT_WITHIN:.0%} "
@@ -394,5 +397,12 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             target = f"attention: time per token grows by more than {FLAT_WITHIN:.0%} "
         else:
             continue
-        out.append({"target": target + span, "holds": holds, "figures": growth})
+        out.append(
+            {
+                "target": target + span,
+                "holds": holds,
+                "figures": growth,
+                "contexts": summary["growth_contexts"],
+            }
+        )
     return out

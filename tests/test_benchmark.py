@@ -306,6 +306,8 @@ def test_targets_read_the_headline_figures_of_each_clock():
     found = timing.targets({"rows": rows, "mixers": mixers})
     assert [t["holds"] for t in found] == [{"wall": True, "cpu": False}] * 3
     assert found[2]["target"] == (
-        "gla (fixed-size state): time per token flat within 20% from context 128 to 2048"
+        "gla (fixed-size state): time per token flat within 20% from each batch's shortest "
+        "context to its longest"
     )
     assert found[2]["figures"]["cpu"] == {1: pytest.approx(0.79)}
+    assert found[2]["contexts"] == {1: [128, 2048]}
