@@ -81,21 +81,38 @@ class Generator:
         """prompts [B, P] int32, right-padded; lengths [B] (each >= 1); keys [B] (one PRNG key
         per row); active [B] bool (default all): inactive rows (a last, short batch filled up to
         its shape) count as stopped from the start and produce nothing."""
+        start = time.perf_counter()
+        last_logits, cache = jax.block_until_ready(self.prefill(params, prompts, lengths))
+        prefilled = time.perf_counter()
+        generated = self.decode(params, cache, last_logits, lengths, keys, active)
+        return dataclasses.replace(
+            generated,
+            prefill_seconds=prefilled - start,
+            decode_seconds=time.perf_counter() - prefilled,
+        )
+
+    def prefill(self, params: Any, prompts: np.ndarray, lengths: np.ndarray) -> tuple[Any, Any]:
+        """The first phase alone: (each row's next-token logits [B, V], the cache after its
+        prompt, made for the positions `decode` reaches), still on the device."""
+        max_len = self.cache_length(prompts.shape[1])
+        lengths = jnp.asarray(lengths, jnp.int32)
+        return _prefill(self.model, max_len, params, jnp.asarray(prompts), lengths)
+
+    def decode(
+        self,
+        params: Any,
+        cache: Any,
+        last_logits: jax.Array,
+        lengths: np.ndarray,
+        keys: jax.Array,
+        active: np.ndarray | None = None,
+    ) -> Generated:
+        """The second phase alone: the loop from `prefill`'s logits and cache, which it donates
+        (the cache cannot be used again). Returns once the tokens are on the host."""
         lengths = jnp.asarray(lengths, jnp.int32)
         active = np.ones(len(lengths), bool) if active is None else active
-        max_len = self.cache_length(prompts.shape[1])
-        start = time.perf_counter()
-        last_logits, cache = _prefill(self.model, max_len, params, jnp.asarray(prompts), lengths)
-        jax.block_until_ready((last_logits, cache))
-        prefilled = time.perf_counter()
         out, _ = _decode(self, params, cache, last_logits, lengths, keys, jnp.asarray(active))
-        out = jax.block_until_ready(out)
-        decoded = time.perf_counter()
-        return Generated(
-            *(None if x is None else np.asarray(x) for x in out),
-            prefill_seconds=prefilled - start,
-            decode_seconds=decoded - prefilled,
-        )
+        return Generated(*(None if x is None else np.asarray(x) for x in out))
 
     def state_bytes(self, params: Any, prompt_length: int) -> int:
         """Bytes of the decoding cache (the state carried through the loop) of one sequence for

@@ -16,6 +16,7 @@ import pytest
 import models
 from experiments.base import base_config
 from generation.decode import Generator
+from generation.recompute import recompute_generate
 from generation.sampling import Sampling
 
 T = 12  # the model's length: the longest prompt (8) and 4 new tokens fit, with one to spare
@@ -97,3 +98,16 @@ def test_the_decoding_state_is_a_kv_cache_that_grows_or_a_recurrent_state_that_d
     generate = Generator(mamba, NEW_TOKENS, Sampling(temperature=0.0))
     analytic = 4 * mamba.describe()["state_size"]
     assert generate.state_bytes(params, 8) == generate.state_bytes(params, 2) == analytic
+
+
+def test_recomputing_the_prefix_draws_the_tokens_the_cache_does():
+    """generation/recompute.py, the baseline `launch.benchmark --decode` times: with the same keys
+    it draws the same sampled tokens as the cached loop (greedy is the benchmark's own check)."""
+    model, params = tiny_model(mixer="gla")
+    prompts = np.random.default_rng(4).integers(0, SPEC.vocab_size, (3, 6)).astype(np.int32)
+    sampling = Sampling(temperature=1.0)
+    keys = jax.random.split(jax.random.key(5), len(prompts))
+    cached = Generator(model, NEW_TOKENS, sampling)(params, prompts, np.full(3, 6), keys)
+    recomputed = recompute_generate(model, sampling, NEW_TOKENS, params, prompts, keys)
+    np.testing.assert_array_equal(recomputed, cached.tokens)
+    assert len(np.unique(cached.tokens)) > 2  # drawn, not one token repeated

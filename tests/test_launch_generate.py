@@ -184,6 +184,7 @@ STUDIES = {
     "text_lm": "text",
     "pydoc_lm": "text",
     "reference_lm": "text",
+    "decode_lm": "text",
     "digits_mlp": "refused",
     "dp_digits": "refused",
 }
