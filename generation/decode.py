@@ -26,16 +26,35 @@ from generation.sampling import Sampling, sample
 
 
 @dataclasses.dataclass(frozen=True)
+class Speculation:
+    """Per row, what a draft model did (generation/speculative.py): draft tokens `proposed`, of
+    them `accepted` by the target, and the target's verification `passes`."""
+
+    proposed: np.ndarray
+    accepted: np.ndarray
+    passes: np.ndarray
+
+    def row(self, b: int) -> dict[str, int]:
+        return {
+            "proposed": int(self.proposed[b]),
+            "accepted": int(self.accepted[b]),
+            "target_passes": int(self.passes[b]),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class Generated:
     """tokens [B, max_new_tokens] int32: a row's first `counts[b]` are its own (a stop token that
     ended it included), the rest are 0; `stopped[b]`: whether a stop token ended it. With
     `keep_logits`, logits [B, max_new_tokens, V] float32: the model's logits each token was
-    chosen from (before the sampling settings), zero past a row's count."""
+    chosen from (before the sampling settings), zero past a row's count. `speculation`: with a
+    draft model."""
 
     tokens: np.ndarray
     counts: np.ndarray
     stopped: np.ndarray
     logits: np.ndarray | None = None
+    speculation: Speculation | None = None
 
     def row(self, b: int) -> list[int]:
         return self.tokens[b, : self.counts[b]].tolist()
@@ -74,13 +93,14 @@ class Generator:
         lengths = jnp.asarray(lengths, jnp.int32)
         active = np.ones(len(lengths), bool) if active is None else active
         max_len = self.cache_length(prompts.shape[1])
-        last_logits, cache = _prefill(self.model, max_len, params, jnp.asarray(prompts), lengths)
+        prompts = jnp.asarray(prompts)
+        last_logits, cache = prefill_prompts(self.model, max_len, params, prompts, lengths)
         out, _ = _decode(self, params, cache, last_logits, lengths, keys, jnp.asarray(active))
         return Generated(*(None if x is None else np.asarray(x) for x in out))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _prefill(
+def prefill_prompts(
     model: Any, max_len: int, params: Any, prompts: jax.Array, lengths: jax.Array
 ) -> tuple[jax.Array, Any]:
     """One parallel pass over the padded prompts, from an empty cache of `max_len` positions ->
