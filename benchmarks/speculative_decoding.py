@@ -9,9 +9,12 @@ Restores both runs' newest checkpoints (the draft must share the target's tokens
 prompts, the decoders interleaved within each repeat so that a machine's load falls on all of
 them alike. Prints, per temperature: the target alone, the draft alone (what one draft token
 costs), and speculative decoding at each k, with the draft tokens accepted, the tokens a target
-pass yields, the median milliseconds per generated token and the speedup over the target alone.
-On a text run the prompts are the first `--prompts` lines of the module docstrings of a few
-standard-library modules (the target's own kind of text on pydoc_text); otherwise random ids.
+pass yields, and the median milliseconds per generated token, wall and CPU (the process's, all
+threads), each with its speedup over the target alone. On a machine shared with other jobs the
+CPU time is the steadier figure: a multithreaded step waits for its slowest thread, and wall
+time then grows with the load more for some decoders than for others.
+On a text run the prompts are the first `--prompts` of a few openings of documentation text
+(pydoc_text's kind); otherwise random ids.
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ from launch.generate import check_same_tokens, sequence_model
 from runtime import assembly, host_memory
 from runtime.workdir import run_config
 
-PROMPT_MODULES = ("json", "os", "collections", "functools", "itertools", "re", "pathlib")
+# Openings of the kind pydoc's text has.
+TEXT_PROMPTS = (
+    "Return a new ",
+    "This module provides ",
+    "If the argument is ",
+    "The default value of ",
+    "Raises ValueError if ",
+    "class ",
+    "Help on function ",
+)
 
 
 def restored(workdir: str) -> tuple:
@@ -48,16 +60,16 @@ def prompts(config, vocab_size: int, count: int, seed: int) -> list[list[int]]:
     if codec is None:
         rng = np.random.default_rng(seed)
         return [rng.integers(0, vocab_size, 8).tolist() for _ in range(count)]
-    docs = [__import__(name).__doc__.strip().splitlines()[0] for name in PROMPT_MODULES]
-    return [codec.encode(doc[:24]) for doc in docs[:count]]
+    return [codec.encode(text) for text in TEXT_PROMPTS[:count]]
 
 
-def timed(generator, params, prompt_ids, batch_size: int, seed: int) -> tuple[float, list]:
-    start = time.perf_counter()
+def timed(generator, params, prompt_ids, batch_size: int, seed: int) -> tuple[tuple, list]:
+    """((wall seconds, CPU seconds of the whole process), the continuations)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     out = generate_all(
         generator, params, prompt_ids, num_samples=batch_size, batch_size=batch_size, seed=seed
     )
-    return time.perf_counter() - start, out
+    return (time.perf_counter() - wall, time.process_time() - cpu), out
 
 
 def main() -> None:
@@ -104,14 +116,24 @@ def main() -> None:
             for name, run in runs.items():
                 times[name].append(timed(*run, prompt_ids, args.batch_size, args.seed)[0])
         tokens = sum(len(c.tokens) for c in outputs["target"])
-        per_token = {name: statistics.median(t) / tokens * 1e3 for name, t in times.items()}
+        # Median milliseconds per token: (wall, CPU) per decoder.
+        ms = {
+            name: tuple(statistics.median(t[i] for t in spent) / tokens * 1e3 for i in (0, 1))
+            for name, spent in times.items()
+        }
         print(f"\ntemperature {temperature:g}: {tokens} tokens a repeat")
-        print("| decoder | draft tokens accepted | tokens / target pass | ms / token | speedup |")
-        print("|---|---:|---:|---:|---:|")
-        for name, ms in per_token.items():
+        print(
+            "| decoder | draft tokens accepted | tokens / target pass | wall ms / token | "
+            "speedup | CPU ms / token | CPU speedup |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        (target_wall, target_cpu) = ms["target"]
+        for name, (wall, cpu) in ms.items():
             accepted, passes = drafting(outputs[name], outputs["target"], temperature == 0)
-            speedup = per_token["target"] / ms
-            print(f"| {name} | {accepted} | {passes} | {ms:.2f} | {speedup:.2f}x |")
+            print(
+                f"| {name} | {accepted} | {passes} | {wall:.2f} | {target_wall / wall:.2f}x | "
+                f"{cpu:.2f} | {target_cpu / cpu:.2f}x |"
+            )
 
 
 def drafting(out: list, alone: list, greedy: bool) -> tuple[str, str]:
