@@ -1,20 +1,24 @@
 """Speculative decoding against the target alone, side by side in one process.
 
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
     python benchmarks/speculative_decoding.py --target=runs/big --draft=runs/small \
         [--draft_tokens=2,4,6] [--temperatures=0,1] [--max_new_tokens=128] [--batch_size=1] \
-        [--prompts=5] [--repeats=3] [--seed=0]
+        [--prompts=5] [--repeats=5] [--seed=0]
 
 Restores both runs' newest checkpoints (the draft must share the target's tokens, as for
 `launch.generate --draft_workdir`), compiles every decoder once, then times each on the same
-prompts, the decoders interleaved within each repeat so that a machine's load falls on all of
-them alike. Prints, per temperature: the target alone, the draft alone (what one draft token
-costs), and speculative decoding at each k, with the draft tokens accepted, the tokens a target
-pass yields, and the median milliseconds per generated token, wall and CPU (the process's, all
-threads), each with its speedup over the target alone. On a machine shared with other jobs the
-CPU time is the steadier figure: a multithreaded step waits for its slowest thread, and wall
-time then grows with the load more for some decoders than for others.
-On a text run the prompts are the first `--prompts` of a few openings of documentation text
-(pydoc_text's kind); otherwise random ids.
+prompts (a batch of `--batch_size` samples of one prompt at a time, padded to one width): in each
+repeat, every prompt goes through every decoder back to back, so that the decoders are compared
+under the same load. Prints, per temperature: the target alone, the draft alone (what its tokens
+cost), and speculative decoding at each k, with the draft tokens accepted, the tokens a target
+pass yields (the prompt's prefill counted as one), the median milliseconds per generated token,
+wall and CPU (the process's, all threads), and the speedup over the target alone: the median over
+(repeat, prompt) of the target's time over the decoder's for that same prompt and repeat.
+
+On a shared machine, take one thread (the XLA_FLAGS above): a multithreaded step waits for its
+slowest thread, so under load the wall time of a decoder grows with its number of steps more
+than with its work. On a text run the prompts are openings of documentation text (pydoc_text's
+kind); otherwise random ids.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import time
 import jax
 import numpy as np
 
-from generation.batches import generate_all
 from generation.codecs import text_codec
 from generation.decode import Generator
 from generation.sampling import Sampling
@@ -63,12 +66,18 @@ def prompts(config, vocab_size: int, count: int, seed: int) -> list[list[int]]:
     return [codec.encode(text) for text in TEXT_PROMPTS[:count]]
 
 
-def timed(generator, params, prompt_ids, batch_size: int, seed: int) -> tuple[tuple, list]:
-    """((wall seconds, CPU seconds of the whole process), the continuations)."""
+def batch(prompt: list[int], width: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` copies of one prompt, right-padded to `width`: (tokens, lengths)."""
+    tokens = np.zeros((rows, width), np.int32)
+    tokens[:, : len(prompt)] = prompt
+    return tokens, np.full(rows, len(prompt), np.int32)
+
+
+def timed(run: tuple, tokens: np.ndarray, lengths: np.ndarray, keys: jax.Array) -> tuple:
+    """((wall seconds, CPU seconds of the process), the generated batch)."""
+    generator, params = run
     wall, cpu = time.perf_counter(), time.process_time()
-    out = generate_all(
-        generator, params, prompt_ids, num_samples=batch_size, batch_size=batch_size, seed=seed
-    )
+    out = generator(params, tokens, lengths, keys)
     return (time.perf_counter() - wall, time.process_time() - cpu), out
 
 
@@ -82,7 +91,7 @@ def main() -> None:
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=1, help="samples of each prompt at once")
     parser.add_argument("--prompts", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -90,15 +99,18 @@ def main() -> None:
     draft_config, _, draft, draft_step, draft_params = restored(args.draft)
     check_same_tokens(config, draft_config, args.draft)
     prompt_ids = prompts(config, spec.vocab_size, args.prompts, args.seed)
+    width = max(len(p) for p in prompt_ids)
+    batches = [batch(p, width, args.batch_size) for p in prompt_ids]
+    keys = jax.random.split(jax.random.key(args.seed), args.batch_size)
     print(
         f"target {args.target} (step {step}, {target.describe()['params']:,} parameters), "
         f"draft {args.draft} (step {draft_step}, {draft.describe()['params']:,} parameters); "
         f"{len(prompt_ids)} prompts x {args.batch_size} samples, {args.max_new_tokens} new "
-        f"tokens each; {jax.devices()[0].platform}, median of {args.repeats}"
+        f"tokens each; {jax.devices()[0].platform}, {args.repeats} repeats"
     )
+    new = args.max_new_tokens
     for temperature in (float(t) for t in args.temperatures.split(",")):
         sampling = Sampling(temperature)
-        new = args.max_new_tokens
         runs = {
             "target": (Generator(target, new, sampling), target_params),
             "draft": (Generator(draft, new, sampling), draft_params),
@@ -106,48 +118,52 @@ def main() -> None:
         pair = DraftAndTarget(target_params, draft_params)
         for k in (int(k) for k in args.draft_tokens.split(",")):
             runs[f"k={k}"] = (SpeculativeGenerator(target, draft, new, k, sampling), pair)
-        # The first call of each compiles it; its output is the one reported.
-        outputs = {
-            name: timed(*run, prompt_ids, args.batch_size, args.seed)[1]
-            for name, run in runs.items()
-        }
-        times = {name: [] for name in runs}
+        # The first call of each compiles it; its outputs are the ones reported.
+        outputs = {name: [timed(run, *b, keys)[1] for b in batches] for name, run in runs.items()}
+        times = {name: [] for name in runs}  # (wall, CPU) per (repeat, prompt)
         for _ in range(args.repeats):
-            for name, run in runs.items():
-                times[name].append(timed(*run, prompt_ids, args.batch_size, args.seed)[0])
-        tokens = sum(len(c.tokens) for c in outputs["target"])
-        # Median milliseconds per token: (wall, CPU) per decoder.
-        ms = {
-            name: tuple(statistics.median(t[i] for t in spent) / tokens * 1e3 for i in (0, 1))
-            for name, spent in times.items()
-        }
-        print(f"\ntemperature {temperature:g}: {tokens} tokens a repeat")
+            for b in batches:
+                for name, run in runs.items():
+                    times[name].append(timed(run, *b, keys)[0])
+        tokens = new * args.batch_size  # a batch's: no stop tokens
+        print(f"\ntemperature {temperature:g}: {tokens * len(batches)} tokens a repeat")
         print(
             "| decoder | draft tokens accepted | tokens / target pass | wall ms / token | "
             "speedup | CPU ms / token | CPU speedup |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|")
-        (target_wall, target_cpu) = ms["target"]
-        for name, (wall, cpu) in ms.items():
+        for name in runs:
             accepted, passes = drafting(outputs[name], outputs["target"], temperature == 0)
+            cells = [[spent[i] for spent in times[name]] for i in (0, 1)]
+            alone = [[spent[i] for spent in times["target"]] for i in (0, 1)]
+            per_token = [statistics.median(c) / tokens * 1e3 for c in cells]
+            speedup = [
+                statistics.median(a / c for a, c in zip(alone[i], cells[i], strict=True))
+                for i in (0, 1)
+            ]
             print(
-                f"| {name} | {accepted} | {passes} | {wall:.2f} | {target_wall / wall:.2f}x | "
-                f"{cpu:.2f} | {target_cpu / cpu:.2f}x |"
+                f"| {name} | {accepted} | {passes} | {per_token[0]:.2f} | {speedup[0]:.2f}x | "
+                f"{per_token[1]:.2f} | {speedup[1]:.2f}x |"
             )
 
 
 def drafting(out: list, alone: list, greedy: bool) -> tuple[str, str]:
-    """(the share of draft tokens accepted, the tokens a target pass yields), as printed; a
-    greedy output that is not the target's own is flagged (speculative decoding is lossless)."""
-    drafted = [c.draft for c in out if c.draft is not None]
+    """(the share of draft tokens accepted, the tokens a target pass yields) over the generated
+    batches `out`, as printed; a greedy output that is not the target's own is flagged
+    (speculative decoding is lossless)."""
+    drafted = [g.speculation for g in out if g.speculation is not None]
     if not drafted:
         return "-", "-"
-    accepted, proposed = (sum(d[key] for d in drafted) for key in ("accepted", "proposed"))
-    passes = sum(d["target_passes"] + 1 for d in drafted)  # + the prompt's prefill
+    accepted, proposed, passes = (
+        sum(int(getattr(d, key).sum()) for d in drafted)
+        for key in ("accepted", "proposed", "passes")
+    )
+    passes += sum(len(d.passes) for d in drafted)  # each row's prompt prefill
+    made = sum(int(g.counts.sum()) for g in out)
     rate = f"{accepted / proposed:.1%}"
-    if greedy and [c.tokens for c in out] != [c.tokens for c in alone]:
+    if greedy and any((g.tokens != a.tokens).any() for g, a in zip(out, alone, strict=True)):
         rate += " (NOT THE TARGET'S TOKENS)"
-    return rate, f"{sum(len(c.tokens) for c in out) / passes:.2f}"
+    return rate, f"{made / passes:.2f}"
 
 
 if __name__ == "__main__":
