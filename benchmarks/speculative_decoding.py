@@ -11,14 +11,16 @@ prompts (a batch of `--batch_size` samples of one prompt at a time, padded to on
 repeat, every prompt goes through every decoder back to back, so that the decoders are compared
 under the same load. Prints, per temperature: the target alone, the draft alone (what its tokens
 cost), and speculative decoding at each k, with the draft tokens accepted, the tokens a target
-pass yields (the prompt's prefill counted as one), the median milliseconds per generated token,
-wall and CPU (the process's, all threads), and the speedup over the target alone: the median over
-(repeat, prompt) of the target's time over the decoder's for that same prompt and repeat.
+pass yields (the prompt's prefill counted as one), the milliseconds per generated token (the
+median, and the best: each prompt's fastest repeat) and the speedup over the target alone (the
+median over (repeat, prompt) of the target's time over the decoder's for that same prompt and
+repeat, and the ratio of the bests).
 
-On a shared machine, take one thread (the XLA_FLAGS above): a multithreaded step waits for its
-slowest thread, so under load the wall time of a decoder grows with its number of steps more
-than with its work. On a text run the prompts are openings of documentation text (pydoc_text's
-kind); otherwise random ids.
+On a machine shared with other jobs, the best times are the steadier figures (the co-runners
+only ever slow a run down), and one thread (the XLA_FLAGS above) the steadier setting: a
+multithreaded step waits for its slowest thread, so under load a decoder's time grows with its
+number of steps more than with its work. On a text run the prompts are openings of
+documentation text (pydoc_text's kind); otherwise random ids.
 """
 
 from __future__ import annotations
@@ -74,11 +76,11 @@ def batch(prompt: list[int], width: int, rows: int) -> tuple[np.ndarray, np.ndar
 
 
 def timed(run: tuple, tokens: np.ndarray, lengths: np.ndarray, keys: jax.Array) -> tuple:
-    """((wall seconds, CPU seconds of the process), the generated batch)."""
+    """(wall seconds, the generated batch)."""
     generator, params = run
-    wall, cpu = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
     out = generator(params, tokens, lengths, keys)
-    return (time.perf_counter() - wall, time.process_time() - cpu), out
+    return time.perf_counter() - start, out
 
 
 def main() -> None:
@@ -120,7 +122,7 @@ def main() -> None:
             runs[f"k={k}"] = (SpeculativeGenerator(target, draft, new, k, sampling), pair)
         # The first call of each compiles it; its outputs are the ones reported.
         outputs = {name: [timed(run, *b, keys)[1] for b in batches] for name, run in runs.items()}
-        times = {name: [] for name in runs}  # (wall, CPU) per (repeat, prompt)
+        times = {name: [] for name in runs}  # seconds per (repeat, prompt)
         for _ in range(args.repeats):
             for b in batches:
                 for name, run in runs.items():
@@ -128,23 +130,35 @@ def main() -> None:
         tokens = new * args.batch_size  # a batch's: no stop tokens
         print(f"\ntemperature {temperature:g}: {tokens * len(batches)} tokens a repeat")
         print(
-            "| decoder | draft tokens accepted | tokens / target pass | wall ms / token | "
-            "speedup | CPU ms / token | CPU speedup |"
+            "| decoder | draft tokens accepted | tokens / target pass | ms / token, median | "
+            "ms / token, best | speedup, median | speedup, best |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name in runs:
             accepted, passes = drafting(outputs[name], outputs["target"], temperature == 0)
-            cells = [[spent[i] for spent in times[name]] for i in (0, 1)]
-            alone = [[spent[i] for spent in times["target"]] for i in (0, 1)]
-            per_token = [statistics.median(c) / tokens * 1e3 for c in cells]
-            speedup = [
-                statistics.median(a / c for a, c in zip(alone[i], cells[i], strict=True))
-                for i in (0, 1)
-            ]
+            median, best, paired, best_ratio = summary(times[name], times["target"], len(batches))
             print(
-                f"| {name} | {accepted} | {passes} | {per_token[0]:.2f} | {speedup[0]:.2f}x | "
-                f"{per_token[1]:.2f} | {speedup[1]:.2f}x |"
+                f"| {name} | {accepted} | {passes} | {median / tokens * 1e3:.2f} | "
+                f"{best / tokens * 1e3:.2f} | {paired:.2f}x | {best_ratio:.2f}x |"
             )
+
+
+def summary(spent: list[float], alone: list[float], prompts: int) -> tuple[float, ...]:
+    """A decoder's seconds per (repeat, prompt) in that order, and the target's -> (the median
+    seconds of a batch, the best (each prompt's fastest repeat, averaged over the prompts), the
+    median over (repeat, prompt) of the target's time over the decoder's, and the ratio of the
+    bests)."""
+
+    def best(times: list[float]) -> float:
+        return statistics.mean(min(times[i::prompts]) for i in range(prompts))
+
+    ratios = [a / s for a, s in zip(alone, spent, strict=True)]
+    return (
+        statistics.median(spent),
+        best(spent),
+        statistics.median(ratios),
+        best(alone) / best(spent),
+    )
 
 
 def drafting(out: list, alone: list, greedy: bool) -> tuple[str, str]:
