@@ -35,8 +35,7 @@ import numpy as np
 from generation.codecs import text_codec
 from generation.decode import Generator
 from generation.sampling import Sampling
-from generation.speculative import DraftAndTarget, SpeculativeGenerator
-from launch.generate import check_same_tokens, sequence_model
+from generation.speculative import DraftAndTarget, SpeculativeGenerator, check_same_tokens
 from runtime import assembly, host_memory
 from runtime.workdir import run_config
 
@@ -55,7 +54,7 @@ TEXT_PROMPTS = (
 def restored(workdir: str) -> tuple:
     config = run_config(workdir)
     spec = assembly.data_shapes(config)
-    model = sequence_model(config, spec, workdir)
+    model, _ = assembly.model_and_objective(config, spec)
     step, params = assembly.restored_params(config, workdir, "benchmark")
     return config, spec, model, step, params
 

@@ -50,6 +50,7 @@ import numpy as np
 from generation.decode import Generated, Speculation, prefill_prompts
 from generation.sampling import Sampling, sample, sampling_logits
 from models.mixer import hold_padding
+from runtime.errors import UsageError
 
 
 class DraftAndTarget(NamedTuple):
@@ -57,6 +58,25 @@ class DraftAndTarget(NamedTuple):
 
     target: Any
     draft: Any
+
+
+def check_same_tokens(target: Any, draft: Any, draft_workdir: str) -> None:
+    """UsageError unless a draft run reads and writes the target's tokens, from their run
+    configs: the same dataset and data parameters (its tokenizer and vocabulary follow from
+    them), whatever the window length it trained on."""
+
+    def tokens(config: Any) -> tuple[str, dict]:
+        params = config.data[config.data.name].to_dict()
+        params.pop("seq_len", None)
+        return config.data.name, params
+
+    if tokens(target) != tokens(draft):
+        (name, params), (draft_name, draft_params) = tokens(target), tokens(draft)
+        raise UsageError(
+            f"draft run {draft_workdir!r} does not share the target's tokens: it trained on "
+            f"{draft_name} {draft_params}, the target on {name} {params} (a draft needs the same "
+            "dataset and data parameters, seq_len aside)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

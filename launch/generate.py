@@ -40,7 +40,7 @@ from generation.codecs import TextCodec, text_codec
 from generation.decode import Generator
 from generation.prompts import Prompt, check_fits, encode, read_file
 from generation.sampling import Sampling
-from generation.speculative import DraftAndTarget, SpeculativeGenerator
+from generation.speculative import DraftAndTarget, SpeculativeGenerator, check_same_tokens
 from runtime import assembly, host_memory
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 from runtime.workdir import run_config
@@ -125,24 +125,6 @@ def sequence_model(config: Any, spec: Any, workdir: str) -> Any:
             "sequence models (model.name=lm) generate"
         )
     return model
-
-
-def check_same_tokens(target: Any, draft: Any, draft_workdir: str) -> None:
-    """A draft must read and write the target's tokens: the same dataset and data parameters
-    (its tokenizer and vocabulary follow from them), whatever the window length it trained on."""
-
-    def tokens(config: Any) -> tuple[str, dict]:
-        params = config.data[config.data.name].to_dict()
-        params.pop("seq_len", None)
-        return config.data.name, params
-
-    if tokens(target) != tokens(draft):
-        (name, params), (draft_name, draft_params) = tokens(target), tokens(draft)
-        raise UsageError(
-            f"draft run {draft_workdir!r} does not share the target's tokens: it trained on "
-            f"{draft_name} {draft_params}, the target on {name} {params} (a draft needs the same "
-            "dataset and data parameters, seq_len aside)"
-        )
 
 
 def draft_summary(continuations: list[Continuation], draft: str, step: int, k: int) -> str:
