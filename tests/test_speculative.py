@@ -2,9 +2,12 @@
 
 Greedy: the tokens are the target's own greedy tokens, for attention, Mamba and GLA each as the
 target and as the draft (a KV cache that rewinds, and recurrent states that must be re-advanced
-past a rejection, on both sides). Sampling: the joint distribution of the first four tokens
-matches the target's own, computed exactly, by a chi-square test. The models are random, small
-and different, so their drafts are often rejected: each test asserts that rejections happened.
+past a rejection, on both sides). Sampling (at the temperature 1, and with top-k): the joint
+distribution of the first four tokens matches the target's own, computed exactly, by a
+chi-square test. The models are random, small and different, so their drafts are often
+rejected: the tests of a draft and a target assert that proposals were both accepted and
+rejected. A draft that is its target has every proposal accepted. Caches that claim to rewind
+(and need no re-run after a rejection) are held to it, registry-wide.
 
 The statistical check uses fixed keys, so it is deterministic; a correct decoder fails it at
 alpha = 1e-3 for one key in a thousand. The same test rejects the distribution a decoder that
