@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from generation.decode import Generator
+from generation.speculative import SpeculativeGenerator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,10 +24,12 @@ class Continuation:
     sample: int
     tokens: list[int]  # the stop token that ended it included
     stopped: bool  # ended by a stop token (else by max_new_tokens)
+    # With a draft model: its tokens proposed and accepted, and the target's passes (Speculation).
+    draft: dict[str, int] | None = None
 
 
 def generate_all(
-    generator: Generator,
+    generator: Generator | SpeculativeGenerator,
     params: Any,
     prompts: list[list[int]],
     *,
@@ -50,8 +53,15 @@ def generate_all(
         keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, np.arange(start, start + rows))
         active = np.arange(rows) < len(batch)
         generated = generator(params, tokens, lengths, keys, active)
+        drafted = generated.speculation
         out.extend(
-            Continuation(i, s, generated.row(r), bool(generated.stopped[r]))
+            Continuation(
+                i,
+                s,
+                generated.row(r),
+                bool(generated.stopped[r]),
+                None if drafted is None else drafted.row(r),
+            )
             for r, (i, s) in enumerate(batch)
         )
     return out

@@ -32,13 +32,32 @@ def generates(model: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class Speculation:
+    """Per row, what a draft model did (generation/speculative.py): draft tokens `proposed`, of
+    them `accepted` by the target, and the target's verification `passes`."""
+
+    proposed: np.ndarray
+    accepted: np.ndarray
+    passes: np.ndarray
+
+    def row(self, b: int) -> dict[str, int]:
+        return {
+            "proposed": int(self.proposed[b]),
+            "accepted": int(self.accepted[b]),
+            "target_passes": int(self.passes[b]),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class Generated:
     """tokens [B, max_new_tokens] int32: a row's first `counts[b]` are its own (a stop token that
     ended it included), the rest are 0; `stopped[b]`: whether a stop token ended it. With
     `keep_logits`, logits [B, max_new_tokens, V] float32: the model's logits each token was
     chosen from (before the sampling settings), zero past a row's count. `prefill_seconds` and
     `decode_seconds`: the wall time of the prefill and of the decoding loop (each waited for;
-    the first call of a batch shape includes compiling them)."""
+    the first call of a batch shape includes compiling them). `speculation`: with a draft
+    model.
+    """
 
     tokens: np.ndarray
     counts: np.ndarray
@@ -46,6 +65,7 @@ class Generated:
     logits: np.ndarray | None = None
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    speculation: Speculation | None = None
 
     def row(self, b: int) -> list[int]:
         return self.tokens[b, : self.counts[b]].tolist()
@@ -96,7 +116,7 @@ class Generator:
         prompt, made for the positions `decode` reaches), still on the device."""
         max_len = self.cache_length(prompts.shape[1])
         lengths = jnp.asarray(lengths, jnp.int32)
-        return _prefill(self.model, max_len, params, jnp.asarray(prompts), lengths)
+        return prefill_prompts(self.model, max_len, params, jnp.asarray(prompts), lengths)
 
     def decode(
         self,
@@ -129,7 +149,7 @@ class Generator:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _prefill(
+def prefill_prompts(
     model: Any, max_len: int, params: Any, prompts: jax.Array, lengths: jax.Array
 ) -> tuple[jax.Array, Any]:
     """One parallel pass over the padded prompts, from an empty cache of `max_len` positions ->

@@ -80,17 +80,27 @@ def encode(prompts: list[Prompt], codec: TextCodec | None, vocab_size: int) -> l
 
 
 def check_fits(
-    prompts: list[list[int]], max_new_tokens: int, seq_len: int, fixed_length: str | None
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    seq_len: int,
+    fixed_length: str | None,
+    *,
+    draft_tokens: int = 0,
+    model: str = "this model",
 ) -> None:
     """A model defined only up to its training length (`fixed_length` says why, else None)
-    cannot continue past it: a prompt of n tokens needs n + max_new_tokens - 1 positions."""
+    cannot continue past it: a prompt of n tokens needs n + max_new_tokens - 1 positions, and
+    k + 1 more with a draft of k tokens a round (generation/speculative.py: the last round's
+    chunks reach past the last token, their padding included)."""
     if fixed_length is None:
         return
+    lookahead = draft_tokens + 1 if draft_tokens else 0
+    settings = f"--max_new_tokens={max_new_tokens}"
+    settings += f" and --draft_tokens={draft_tokens}" if draft_tokens else ""
     for i, tokens in enumerate(prompts, 1):
-        needed = len(tokens) + max_new_tokens - 1
+        needed = len(tokens) + max_new_tokens - 1 + lookahead
         if needed > seq_len:
             raise UsageError(
-                f"prompt {i} has {len(tokens)} token(s): with --max_new_tokens={max_new_tokens} "
-                f"it needs {needed} positions, more than the {seq_len} this model takes "
-                f"({fixed_length})"
+                f"prompt {i} has {len(tokens)} token(s): with {settings} it needs {needed} "
+                f"positions, more than the {seq_len} {model} takes ({fixed_length})"
             )

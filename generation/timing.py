@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 
 import models
-from generation.decode import Generator
+from generation.decode import Generator, generates
 from generation.recompute import recompute_generate
 from generation.sampling import Sampling
 from runtime import assembly
@@ -177,7 +177,7 @@ def build_contender(
     seq_len = settings.positions(max(settings.contexts))
     spec = dataclasses.replace(assembly.data_shapes(config), seq_len=seq_len)
     model, _ = assembly.model_and_objective(config, spec)
-    if not hasattr(model, "decode_step"):
+    if not generates(model):
         raise UsageError(
             f"model.name={config.model.name!r} does not decode: use a sequence model "
             "(model.name=lm)"

@@ -198,6 +198,13 @@ class Attention(SequenceMixer):
         }
 
     @classmethod
+    def rewinds(cls, options: Any) -> bool:
+        """A full cache rewinds: `prefill` never reads a slot at or past a chunk's start, and
+        writes each slot before the start passes it. A sliding window's ring does not: a rejected
+        token's key overwrites one still in the window."""
+        return not options["window"]
+
+    @classmethod
     def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:
         """Keys and values for every cached position: 2 * T * kv_heads * head_dim (= 2·d·T for
         MHA); a sliding window caps T at the window."""

@@ -211,6 +211,14 @@ class SequenceModel(nn.Module):
             return f"{', '.join(fixed)} is laid out over the training length"
         return None
 
+    def rewinds(self) -> bool:
+        """Whether a cache advanced past a position continues from it as if the later tokens had
+        never been fed: every layer's mixer rewinds (SequenceMixer.rewinds), and no short conv
+        (its window of recent inputs moves on)."""
+        return not self.short_conv and all(
+            MIXERS.get(name).rewinds(self._mixer_options(name)) for name in self.layer_mixers
+        )
+
     def describe(self) -> dict[str, int]:
         """Analytic parameter count, forward FLOPs per token and decoding state size (numbers
         carried per sequence at the training length)."""

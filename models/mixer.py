@@ -11,7 +11,8 @@ A mixer maps [B, T, D] -> [B, T, D] causally, in forms that must agree:
   are padding, their outputs unspecified. From an empty state it is a prompt's prefill (prompts
   of different lengths right-padded into one batch); from a decoding state it scores several
   tokens in one pass (a speculative decoder's verification); and re-advancing a state kept
-  aside by only the accepted tokens is the rollback. The default steps through x (a scan of
+  aside by only the accepted tokens is the rollback, which a state that `rewinds` (full
+  attention's KV cache) does not need. The default steps through x (a scan of
   `step`, the state held at padding positions); families override it with their parallel form.
 
 Every leaf of a state has the batch as its leading axis, and positions must stay below the
@@ -91,6 +92,13 @@ class SequenceMixer(nn.Module):
         offsets = jnp.arange(x.shape[1], dtype=jnp.int32)
         state, ys = jax.lax.scan(advance, state, (jnp.moveaxis(x, 1, 0), offsets))
         return jnp.moveaxis(ys, 0, 1), state
+
+    @classmethod
+    def rewinds(cls, options: Any) -> bool:
+        """Whether a state advanced past a position, then continued by a chunk starting at that
+        position, computes as if the later tokens had never entered it: a speculative decoder's
+        rejected tokens then need no undoing. A recurrent state folds every token in: False."""
+        return False
 
     @classmethod
     def state_size(cls, d_model: int, num_heads: int, options: Any, seq_len: int) -> int:

@@ -160,9 +160,73 @@ def test_a_run_without_a_checkpoint_is_refused(data_dir, pydoc_run, tmp_path):
     assert result.stderr == f"error: run {str(untrained)!r} has no checkpoint to generate from\n"
 
 
+def test_with_a_draft_run_greedy_continuations_are_the_runs_own_and_acceptance_is_reported(
+    data_dir, pydoc_run, tmp_path
+):
+    """The run drafting for itself (a draft needs only the same tokens): at --temperature=0 the
+    continuations are the run's own greedy ones; each line of --output says what the draft did,
+    and stderr sums it up."""
+    settings = ["--prompt=The ", "--prompt=def f(x):", "--max_new_tokens=9", "--temperature=0"]
+
+    def written(*args: str) -> tuple[list[dict], str]:
+        out = tmp_path / f"out{len(args)}.jsonl"
+        result = generate(data_dir, pydoc_run, *settings, f"--output={out}", *args)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()], result.stderr
+
+    alone, _ = written()
+    drafted, stderr = written(f"--draft_workdir={pydoc_run}", "--draft_tokens=3")
+    assert [x["tokens"] for x in drafted] == [x["tokens"] for x in alone]
+    assert all("draft" not in x for x in alone)
+    records = [x["draft"] for x in drafted]
+    for r in records:
+        assert r["proposed"] == 3 * r["target_passes"] and 0 <= r["accepted"] <= r["proposed"]
+    accepted, proposed = (sum(r[key] for r in records) for key in ("accepted", "proposed"))
+    passes = sum(r["target_passes"] + 1 for r in records)  # + the prompt's prefill
+    assert (
+        f"draft run {pydoc_run} at step 10, --draft_tokens=3: {accepted} of {proposed} draft "
+        f"tokens accepted ({accepted / proposed:.1%}); {18 / passes:.2f} tokens a target pass "
+        "(prefill included)\n"
+    ) in stderr
+
+
+def test_a_draft_over_other_tokens_is_refused(data_dir, pydoc_run, tmp_path):
+    """Another dataset parameter (here the validation fraction, which moves the training text)
+    is another corpus, hence possibly other tokens; a run without checkpoints is enough to be
+    refused, before anything is restored."""
+    other = tmp_path / "other"
+    other.mkdir()
+    config = json.loads((pydoc_run / "config.json").read_text())
+    config["data"]["pydoc_text"]["val_fraction"] = 0.2
+    (other / "config.json").write_text(json.dumps(config))
+    result = generate(data_dir, pydoc_run, "--prompt=a", f"--draft_workdir={other}")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: draft run {str(other)!r} does not share the target's tokens: it trained on "
+        "pydoc_text {'val_fraction': 0.2}, the target on pydoc_text {'val_fraction': 0.1} (a "
+        "draft needs the same dataset and data parameters, seq_len aside)\n"
+    )
+
+
+def test_a_prompt_the_draft_rounds_would_carry_past_the_models_length_is_refused(
+    data_dir, pydoc_run
+):
+    """The last round verifies --draft_tokens past the last token, and the draft's chunk one
+    further: 122 + 4 - 1 + 3 + 1 = 129 positions of a model of 128 (learned positions)."""
+    args = ["--prompt=" + "x" * 122, "--max_new_tokens=4", "--draft_tokens=3"]
+    result = generate(data_dir, pydoc_run, *args, f"--draft_workdir={pydoc_run}")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "error: prompt 1 has 122 token(s): with --max_new_tokens=4 and --draft_tokens=3 it "
+        "needs 129 positions, more than the 128 this model takes"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
+        (["--prompt=a", "--draft_tokens=2"], "--draft_tokens needs --draft_workdir"),
+        (["--prompt=a", "--draft_workdir=d", "--draft_tokens=0"], "--draft_tokens must be >= 1"),
         (["--prompt=a", "--prompts_file=p.txt"], "give --prompt=... (repeatable) or --prompts"),
         ([], "give --prompt=... (repeatable) or --prompts_file"),
         (["--prompt=a", "--num_samples=0"], "--num_samples must be >= 1, got 0"),
