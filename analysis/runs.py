@@ -22,6 +22,10 @@ CONFIG_FILE = "config.json"
 TIMING_PREFIX = "perf/"
 EVAL_DIR = "eval"  # launch.evaluate's output: summary.json, one <suite>.json each, plots
 MODEL_CARD_FILE = "model_card.md"
+# A post-training quantized run's (launch.quantize): what was quantized, bytes, decoding times;
+# and its source model's evaluation, made beside the quantized model's own `eval/`.
+QUANTIZATION_FILE = "quantization.json"
+SOURCE_EVAL_DIR = "source_eval"
 
 
 def eval_file(workdir: str, name: str) -> str:

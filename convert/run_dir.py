@@ -16,10 +16,8 @@ from typing import Any
 import ml_collections
 
 import models
-from runtime import assembly, checkpoint, manifest
+from runtime import assembly, derived_run
 from runtime.checkpoint_seal import file_digests
-from runtime.config import to_json
-from runtime.workdir import claim_workdir
 
 CONVERTED = "converted"  # the manifest's status until launch.train takes the run on
 
@@ -33,25 +31,22 @@ def write_run(
 ) -> int:
     """Writes the run; returns its parameter count. `source` goes into the manifest as
     `converted_from` (with the digests of `source['directory']`'s files added)."""
-    exp = assembly.build(config)
-    claim_workdir(workdir, to_json(config))
-    state = assembly.state_with_params(exp, params)
-    checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint.max_to_keep, async_save=False)
-    try:
-        checkpoints.save(0, state, exp.train_iter)
-    finally:
-        checkpoints.close()  # seals it
-    num_params = models.count_params(state.params)
-    record = manifest.begin_attempt(
-        workdir, exp, num_params, argv, None, {}, module="launch.convert"
-    )
-    record["converted_from"] = {
+    origin = {
         **source,
         "directory": os.path.abspath(source["directory"]),
         "sha256": file_digests(source["directory"]),
     }
-    manifest.end_attempt(workdir, record, CONVERTED)
-    return num_params
+    _, state = derived_run.write_run(
+        workdir,
+        config,
+        params,
+        step=0,
+        argv=argv,
+        module="launch.convert",
+        status=CONVERTED,
+        origin={"converted_from": origin},
+    )
+    return models.count_params(state.params)
 
 
 def read_params(workdir: str, config: ml_collections.ConfigDict) -> tuple[int, Any]:

@@ -104,6 +104,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.shifts = (1, 2)  # images: translation in pixels (right and down, zero fill)
     c.eval.hardest_examples = 8  # dumped readably by the slices suite
 
+    # int8 quantization with qwix (runtime/quantization.py): none | qat_int8 (trained by
+    # launch.train) | ptq_int8_weights | ptq_int8 (written by launch.quantize from a trained run).
+    c.quant = ml_collections.ConfigDict()
+    c.quant.mode = "none"
+    # Module paths quantized (a regular expression, fully matched): by default the projections,
+    # never a recurrence's gates or state contractions.
+    c.quant.targets = models.lm.PROJECTIONS
+    c.quant.source = ""  # a post-training mode's source run (launch.quantize records it)
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 250
     c.checkpoint.max_to_keep = 2

@@ -26,7 +26,7 @@ from ml_collections import config_flags
 import models
 from cluster import distributed
 from evaluation.run import evaluate_checkpoint, suite_names
-from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops
+from runtime import assembly, checkpoint, host_memory, loop, manifest, peak_flops, quantization
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
 from runtime.metric_writers import MetricWriter, backend_names
@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
     # Checks: everything that needs neither devices nor data.
     config, workdir, coordinator = parse_command_line(argv)
     assembly.check(config)
+    quantization.check_trainable(config.quant)
     suite_names(config.eval.suites)  # an unknown suite fails now, not after training
     check_workdir(workdir, to_json(config))
 

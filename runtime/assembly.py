@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 import data
 import models
 import objectives
-from runtime import checkpoint, metric_writers
+from runtime import checkpoint, metric_writers, quantization
 from runtime import mesh as mesh_lib
 from runtime import optimizer as optimizer_lib
 from runtime import privacy as privacy_lib
@@ -66,6 +66,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
             raise UsageError(f"{key} must be >= 1, got {config[section][name]}")
     privacy_lib.check_config(config)
     metric_writers.check(config.tracking)
+    quantization.check(config.quant)
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -94,7 +95,8 @@ def model_and_objective(config: ml_collections.ConfigDict, spec: data.DatasetSpe
         objective = objectives.get_objective(config.objective)
     except ValueError as e:
         raise UsageError(f"{config.model.name!r} with {config.objective.name!r}: {e}") from e
-    return model, objective
+    # The one place quantization enters: every step, suite and generator gets this model.
+    return quantization.wrap(model, config.quant), objective
 
 
 @dataclass

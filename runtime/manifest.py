@@ -29,6 +29,7 @@ PACKAGES = (
     "ml-collections",
     "numpy",
     "dp-accounting",
+    "qwix",
 )
 
 
