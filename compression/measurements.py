@@ -5,6 +5,7 @@ them before a float matmul), and the report says what was measured.
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -18,7 +19,7 @@ from generation.sampling import Sampling
 from runtime import assembly, checkpoint
 
 DECODE_BATCH = 8
-TIMED_REPEATS = 5
+TIMED_REPEATS = 7
 
 
 def checkpoint_bytes(workdir: str, step: int) -> int:
@@ -44,19 +45,27 @@ def decode_prompts(exp: assembly.Experiment) -> np.ndarray:
 
 
 def decode_seconds_per_token(
-    model: Any, params: Any, prompts: np.ndarray, new_tokens: int
-) -> float:
-    """Wall seconds per generated token of greedy generation for the whole batch of `prompts`:
-    one parallel prefill of the prompts, then `new_tokens` decoding steps, over `new_tokens`
-    (what launch.generate spends per token at this batch size). The median of TIMED_REPEATS
-    calls after one that compiles."""
+    models: dict[str, tuple[Any, Any]], prompts: np.ndarray, new_tokens: int
+) -> dict[str, float]:
+    """{name: wall seconds per generated token} for each (model, params) of `models`: greedy
+    generation for the whole batch of `prompts`, one parallel prefill of them and `new_tokens`
+    decoding steps, over `new_tokens` (what launch.generate spends per token at this batch
+    size). After one call each that compiles, the models take turns, TIMED_REPEATS calls each,
+    so that a change in the machine's load falls on all of them alike; the median of each."""
     lengths = np.full(len(prompts), prompts.shape[1], np.int32)
     keys = jax.random.split(jax.random.PRNGKey(0), len(prompts))
-    generator = Generator(model, new_tokens, Sampling(temperature=0.0))
-    generator(params, prompts, lengths, keys)  # compiles
-    times = []
+    runs = {
+        name: functools.partial(
+            Generator(model, new_tokens, Sampling(temperature=0.0)), params, prompts, lengths, keys
+        )
+        for name, (model, params) in models.items()
+    }
+    for run in runs.values():
+        run()  # compiles
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(TIMED_REPEATS):
-        start = time.perf_counter()
-        generator(params, prompts, lengths, keys)  # returns host arrays: the work is done
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / new_tokens
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()  # returns host arrays: the work is done
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) / new_tokens for name, t in times.items()}

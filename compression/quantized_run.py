@@ -127,18 +127,19 @@ def decode_times(
         return {"not_applicable": f"a {exp.config.model.name!r} model does not decode"}
     prompts = measurements.decode_prompts(exp)
     new_tokens = exp.dataset.spec.seq_len - prompts.shape[1]
-    before = measurements.decode_seconds_per_token(
-        source_exp.model, source_params, prompts, new_tokens
+    seconds = measurements.decode_seconds_per_token(
+        {"before": (source_exp.model, source_params), "after": (exp.model, params)},
+        prompts,
+        new_tokens,
     )
-    after = measurements.decode_seconds_per_token(exp.model, params, prompts, new_tokens)
     return {
-        "seconds_per_token": {"before": before, "after": after},
+        "seconds_per_token": seconds,
         "batch": int(prompts.shape[0]),
         "prompt_tokens": int(prompts.shape[1]),
         "new_tokens": int(new_tokens),
         "backend": jax.default_backend(),
         "method": f"greedy generation of {new_tokens} tokens for a batch of "
         f"{prompts.shape[0]} prompts of {prompts.shape[1]} tokens (their prefill included), "
-        f"over {new_tokens}; the median of {measurements.TIMED_REPEATS} runs after one that "
-        "compiles",
+        f"over {new_tokens}; the median of {measurements.TIMED_REPEATS} runs each, the two "
+        "models taking turns, after one that compiles",
     }

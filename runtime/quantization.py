@@ -112,7 +112,7 @@ def wrap(model: nn.Module, quant: ml_collections.ConfigDict) -> nn.Module:
     if provider.get_unused_rules():
         raise UsageError(
             f"quant.targets {quant.targets!r} matches no module of this model that computes a "
-            f"matrix product; its projections: {', '.join(projections(model))}"
+            f"matrix product; its modules with a kernel: {', '.join(kernel_modules(model))}"
         )
     return wrapped
 
@@ -123,8 +123,9 @@ def _abstract_variables(model: nn.Module) -> Any:
     )
 
 
-def projections(model: nn.Module) -> list[str]:
-    """Module paths that own a `kernel` parameter: what a targets pattern is written against."""
+def kernel_modules(model: nn.Module) -> list[str]:
+    """Paths of the modules that own a `kernel` parameter (projections, and convolutions): what
+    a targets pattern is written against."""
     flat = flax.traverse_util.flatten_dict(nn.unbox(_abstract_variables(model)["params"]))
     return ["/".join(path[:-1]) for path in flat if path[-1] == "kernel"]
 

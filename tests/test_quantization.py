@@ -28,7 +28,7 @@ from runtime import assembly, quantization
 from runtime.errors import UsageError
 from tests.conftest import metrics, run_module, run_train
 
-pytestmark = pytest.mark.long(seconds=90)
+pytestmark = pytest.mark.long(seconds=100)
 
 # launch.quantize runs the run's suites before and after: one cheap suite keeps that covered.
 QAT = ["--config.quant.mode=qat_int8", "--config.eval.suites=calibration"]
@@ -172,7 +172,7 @@ def test_mamba_scan_step_sizes_and_decays_stay_float():
 def test_default_targets_are_every_mixers_projections_and_none_of_its_recurrence(mixer):
     """Every mixer has projections the default targets match, never its own module (where
     attention scores and the scans contract) nor what sets a recurrence's dynamics."""
-    paths = quantization.projections(build(mixer))
+    paths = quantization.kernel_modules(build(mixer))
     matched = [p for p in paths if re.fullmatch(PROJECTIONS, p)]
     assert any(p.startswith("block_0/sequence_mixer/") for p in matched), paths
     assert not re.fullmatch(PROJECTIONS, "block_0/sequence_mixer")
