@@ -164,7 +164,7 @@ def _quantization(workdir: str, quant: Mapping[str, Any], summary: Mapping[str, 
     report = read_json(os.path.join(workdir, QUANTIZATION_FILE)) or {}
     source = report.get("source", {})
     activations = (
-        "inputs rounded to int8 as it runs (one absmax scale per token)"
+        "inputs rounded to int8 as it runs, one absmax scale per token"
         if mode == "ptq_int8"
         else "inputs float32"
     )
