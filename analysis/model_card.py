@@ -11,10 +11,18 @@ A study rewrites the cards of its runs with the arm's across-seed intervals.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.runs import MODEL_CARD_FILE, eval_file, load_run, read_json
+from analysis.runs import (
+    MODEL_CARD_FILE,
+    QUANTIZATION_FILE,
+    SOURCE_EVAL_DIR,
+    eval_file,
+    load_run,
+    read_json,
+)
 from atomic_write import write_atomically
 
 CARD_FILE = MODEL_CARD_FILE
@@ -85,6 +93,7 @@ def render(workdir: str, arm: Mapping[str, Any] | None = None) -> str:
     lines += _intended_use(arm)
     lines += _architecture(record, model)
     lines += _sparsity(record)
+    lines += _quantization(workdir, config.get("quant", {}), summary)
     lines += _training_data(record, dataset_name, summary.get("data_sheet", ""))
     lines += _evaluation(summary, arm)
     # Only the suites of the last evaluation: files of an earlier one may describe another step.
@@ -161,6 +170,79 @@ def _sparsity(record: Mapping[str, Any]) -> list[str]:
     for layer in pruning.get("layers", []):
         lines.append(f"| {layer['param']} | {layer['size']:,} | {layer['fraction_zero']:.4f} |")
     return lines + [""]
+
+
+def _quantization(workdir: str, quant: Mapping[str, Any], summary: Mapping[str, Any]) -> list[str]:
+    mode = quant.get("mode", "none")
+    if mode == "none":
+        return []
+    lines = ["## Quantization", ""]
+    if mode == "qat_int8":
+        return lines + [
+            "Trained with quantization-aware training (`qat_int8`, qwix): every forward pass "
+            "rounded the weights (one scale per output channel) and the inputs (one scale per "
+            f"token) of the modules matching `{quant.get('targets')}` to int8 and back; gradients "
+            "passed straight through. The parameters are stored float32: `python -m "
+            "launch.quantize` writes the int8 run.",
+            "",
+        ]
+    report = read_json(os.path.join(workdir, QUANTIZATION_FILE)) or {}
+    source = report.get("source", {})
+    activations = (
+        "inputs rounded to int8 as it runs, one absmax scale per token"
+        if mode == "ptq_int8"
+        else "inputs float32"
+    )
+    lines += [
+        f"Post-training quantization (`{mode}`, qwix) of run `{quant.get('source') or UNKNOWN}` "
+        f"at step {source.get('step', UNKNOWN)}, trained with quant.mode "
+        f"`{source.get('mode', UNKNOWN)}`. Stored int8 with a float32 absmax scale per output "
+        f"channel ({activations}): {_grouped(report.get('quantized', [])) or UNKNOWN}. Every "
+        "other parameter (embeddings, norms, a recurrence's gates and decays) is float32 as "
+        "trained; the module paths quantized are those matching "
+        f"`{quant.get('targets')}`.",
+        "",
+    ]
+    before = read_json(os.path.join(workdir, SOURCE_EVAL_DIR, "summary.json")) or {}
+    if not before or not summary:
+        return lines + ["Not compared with the source (no evaluation of both).", ""]
+    lines += [
+        "The source model and this one, evaluated alike by launch.quantize "
+        f"(`{SOURCE_EVAL_DIR}/`, `eval/`):",
+        "",
+        "| | source | quantized |",
+        "|---|---|---|",
+    ]
+    rows = [("accuracy", before.get("accuracy"), summary.get("accuracy"))]
+    rows.append(("NLL", before.get("nll"), summary.get("nll")))
+    after = summary.get("headline", {})
+    rows += [(k, v, after.get(k)) for k, v in before.get("headline", {}).items()]
+    for key in ("checkpoint_bytes", "parameter_bytes"):
+        sizes = report.get(key, {})
+        rows.append((key.replace("_", " "), sizes.get("before"), sizes.get("after")))
+    decode = report.get("decode", {})
+    per_token = decode.get("seconds_per_token")
+    if per_token:
+        rows.append(
+            (
+                f"ms per generated token (batch {decode.get('batch')}, {decode.get('backend')})",
+                1e3 * per_token["before"],
+                1e3 * per_token["after"],
+            )
+        )
+    lines += [f"| {name} | {_fmt(b)} | {_fmt(a)} |" for name, b, a in rows]
+    if decode.get("method"):
+        lines += ["", f"Decoding time: {decode['method']}."]
+    return lines + [""]
+
+
+def _grouped(paths: list[str]) -> str:
+    """'block_*/channel/up/kernel (x4), unembed/kernel': one entry per path across blocks."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        key = re.sub(r"^block_\d+/", "block_*/", path)
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"`{k}`" + (f" (x{n})" if n > 1 else "") for k, n in counts.items())
 
 
 def _training_data(record: Mapping[str, Any], name: str, data_sheet: str) -> list[str]:

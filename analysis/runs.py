@@ -25,6 +25,10 @@ MODEL_CARD_FILE = "model_card.md"
 # A converted Hugging Face checkpoint's tokenizer, under the name it has in the checkpoint's
 # directory: launch.convert copies it both ways, launch.generate reads text with it.
 TOKENIZER_FILE = "tokenizer.json"
+# A post-training quantized run's (launch.quantize): what was quantized, bytes, decoding times;
+# and its source model's evaluation, made beside the quantized model's own `eval/`.
+QUANTIZATION_FILE = "quantization.json"
+SOURCE_EVAL_DIR = "source_eval"
 
 
 def eval_file(workdir: str, name: str) -> str:

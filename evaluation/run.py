@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from analysis import model_card, slices
-from analysis.runs import EVAL_DIR, eval_file, jsonable
+from analysis.runs import EVAL_DIR, jsonable
 from atomic_write import write_json_atomically
 from evaluation import suites
 from evaluation.predictions import Predictor
@@ -35,14 +35,24 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Runs the suites on `params` (the state after `step`), writes <workdir>/eval/ and the
     model card, and returns eval/summary.json's contents."""
-    out_dir = os.path.join(workdir, EVAL_DIR)
+    summary = evaluate_into(exp, params, os.path.join(workdir, EVAL_DIR), step, names)
+    model_card.write(workdir)
+    metric_writers.publish_outputs(workdir)
+    return summary
+
+
+def evaluate_into(
+    exp: assembly.Experiment, params: Any, out_dir: str, step: int, names: list[str]
+) -> dict[str, Any]:
+    """Runs the suites on `params` and writes what an eval directory holds into `out_dir`:
+    summary.json (returned), one <suite>.json each and the plots."""
     os.makedirs(out_dir, exist_ok=True)
     predictor = Predictor(exp)
     items = predictor.run(params, exp.dataset)
     context = suites.SuiteContext(exp, params, items, out_dir, predictor)
     results = {name: jsonable(result) for name, result in suites.run(names, context).items()}
     for name, result in results.items():
-        _write_json(eval_file(workdir, name), result)
+        _write_json(os.path.join(out_dir, f"{name}.json"), result)
 
     hits = int(items.correct.sum())
     summary = jsonable(
@@ -65,9 +75,7 @@ def evaluate_run(
             "data_license": exp.dataset.builder.LICENSE,
         }
     )
-    _write_json(eval_file(workdir, "summary"), summary)
-    model_card.write(workdir)
-    metric_writers.publish_outputs(workdir)
+    _write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
 
 

@@ -64,6 +64,10 @@ KEYS_ADDED_LATER: dict[str, object] = {
     "prune.exclude": (
         "*embed*,head/*,*conv*,*/dt_proj/*,*/dt/*,*/decay/*,*/beta/*,*/filter/*,*/router/*"
     ),
+    # Mode none is a float model; targets and source are not read then.
+    "quant.mode": "none",
+    "quant.targets": models.lm.PROJECTIONS,
+    "quant.source": "",
 }
 
 
@@ -150,6 +154,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.generation.prompts = 4
     c.eval.generation.prompt_tokens = 32
     c.eval.generation.new_tokens = 32
+
+    # int8 quantization with qwix (runtime/quantization.py): none | qat_int8 (trained by
+    # launch.train) | ptq_int8_weights | ptq_int8 (written by launch.quantize from a trained run).
+    c.quant = ml_collections.ConfigDict()
+    c.quant.mode = "none"
+    # Module paths quantized (a regular expression, fully matched): by default the projections,
+    # never a recurrence's gates or state contractions.
+    c.quant.targets = models.lm.PROJECTIONS
+    c.quant.source = ""  # a post-training mode's source run (launch.quantize records it)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 250

@@ -24,8 +24,9 @@ import sys
 
 import ml_collections
 
-from convert import hf_dir, run_dir
-from runtime import assembly, checkpoint, finetune, host_memory, lora
+import models
+from convert import hf_dir
+from runtime import assembly, checkpoint, derived_run, finetune, host_memory, lora
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 from runtime.workdir import check_writable_directory, run_config
 
@@ -74,15 +75,17 @@ def main(argv: list[str]) -> int:
     hf_dir.check_new_directory(args.into, "--into")
     check_writable_directory(args.into, "--into")
     step, params = assembly.restored_params(config, args.workdir, "merge", args.step)
-    count = run_dir.write_run(
+    _, state = derived_run.write_run(
         args.into,
         merged_config(config),
         params,
-        argv,
+        step=0,
+        argv=argv,
         module="launch.merge",
         status=MERGED,
-        provenance=provenance(config, args.workdir, step),
+        origin=provenance(config, args.workdir, step),
     )
+    count = models.count_params(state.params)
     print(f"merged step {step} of LoRA run {args.workdir} into run {args.into} ({count:,} params)")
     return 0
 

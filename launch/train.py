@@ -34,6 +34,7 @@ from runtime import (
     manifest,
     peak_flops,
     profiling,
+    quantization,
 )
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
@@ -73,6 +74,7 @@ def main(argv: list[str]) -> int:
     # Checks: everything that needs neither devices nor data.
     config, workdir, coordinator = parse_command_line(argv)
     assembly.check(config, workdir)
+    quantization.check_trainable(config.quant)
     suite_names(config.eval.suites)  # an unknown suite fails now, not after training
     check_workdir(workdir, to_json(config))
 

@@ -80,7 +80,9 @@ class Dense(nn.Module):
             tuple(x.shape[a] for a in axis) + self.features,
             jnp.float32,
         )
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        # flax's promote_dtype rather than .astype: qwix (quant.mode, runtime/quantization.py)
+        # intercepts it and passes an int8 kernel through for its own dot_general to dequantize.
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
         if axis == (x.ndim - 1,) and x.ndim > 2:
             # [batch, length, in] as one [tokens, in] matrix: the weight gradient then contracts
             # a single axis, where with two XLA on CPU first copies the activation gradient into

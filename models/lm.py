@@ -33,6 +33,19 @@ from models.registry import CHANNEL_MIXERS, CONFIG_SECTIONS, MIXERS, MODELS, che
 
 POSITIONAL = ("rope", "learned", "none")
 
+# The module paths of the projections (a regular expression, fully matched): in and out of every
+# sequence mixer, the channel mixer's, BaseConv's gate and the unembedding. Left out: what sets a
+# recurrence's dynamics (Mamba's dt_proj; the decay and write-strength gates `decay/*`, `beta`;
+# Hyena's filter MLP), and every contraction that is not a projection (attention scores, the
+# scans' state updates). `quant.targets` defaults to it (runtime/quantization.py).
+PROJECTIONS = (
+    r"block_\d+/("
+    r"sequence_mixer/(query|key|value|out|out_gate|in_proj|x_proj|out_proj)"
+    r"|channel/(gate|up|down)"
+    r"|conv_gate"
+    r")|unembed"
+)
+
 
 class Block(nn.Module):
     """One pre-norm residual block: (short conv ->) sequence mixer, then channel mixer."""

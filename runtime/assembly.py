@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 import data
 import models
 import objectives
-from runtime import checkpoint, finetune, lora, manifest, metric_writers, profiling
+from runtime import checkpoint, finetune, lora, manifest, metric_writers, profiling, quantization
 from runtime import mesh as mesh_lib
 from runtime import optimizer as optimizer_lib
 from runtime import privacy as privacy_lib
@@ -82,6 +82,7 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     teacher_lib.check_config(config)
     lora.check_config(config)
     profiling.check(config)
+    quantization.check(config.quant)
 
 
 def check(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
@@ -137,7 +138,8 @@ def model_and_objective(config: ml_collections.ConfigDict, spec: data.DatasetSpe
         objective = objectives.get_objective(config.objective)
     except ValueError as e:
         raise UsageError(f"{config.model.name!r} with {config.objective.name!r}: {e}") from e
-    return model, objective
+    # The one place quantization enters: every step, suite and generator gets this model.
+    return quantization.wrap(model, config.quant), objective
 
 
 @dataclass

@@ -32,6 +32,7 @@ PACKAGES = (
     "ml-collections",
     "numpy",
     "dp-accounting",
+    "qwix",
 )
 
 

@@ -11,6 +11,7 @@ import optax
 
 from registry import Registry
 from runtime import pruning as pruning_lib
+from runtime import quantization
 
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
@@ -108,7 +109,11 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
     With privacy.dp_sgd the update takes per-example gradients (a leading batch axis): the DP
     aggregate turns them into a clipped, noised mean first, and the rule sees an ordinary
-    gradient (runtime.privacy refuses global-norm clipping beside it)."""
+    gradient (runtime.privacy refuses global-norm clipping beside it). A post-training quantized
+    run has none."""
+    if config.quant.mode in quantization.POST_TRAINING:
+        # int8 weights do not train (launch.train refuses them): no moments to checkpoint.
+        return optax.set_to_zero()
     c = config.optimizer
     mask = lambda params: decay_mask(params, c.decay_embeddings)  # noqa: E731
     chain = [OPTIMIZERS.get(c.name)(c, learning_rate_schedule(config), mask)]

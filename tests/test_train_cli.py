@@ -35,6 +35,11 @@ def assert_usage_error(result, *fragments: str) -> None:
         ),
         ("--config.tracking.backends=tensorboard", ["must include jsonl"]),
         (
+            "--config.quant.mode=int4",
+            ["unknown quant.mode 'int4'", "valid: none, ptq_int8, ptq_int8_weights, qat_int8"],
+        ),
+        ("--config.quant.mode=ptq_int8", ["post-training quantization", "launch.quantize"]),
+        (
             "--config.tracking.mlflow_uri=http://localhost:5000",
             ["tracking.mlflow_uri is set", "does not include mlflow"],
         ),

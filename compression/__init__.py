@@ -1,0 +1,7 @@
+"""Making a trained run smaller, into a new run directory that every command reads like any run:
+one module per job.
+
+- `quantized_run`: post-training int8 quantization with qwix (`launch.quantize`); the model side
+  of quantization, which training and evaluation share, is `runtime.quantization`;
+- `measurements`: bytes and decoding time of a run beside its source.
+"""
