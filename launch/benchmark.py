@@ -43,7 +43,7 @@ from ml_collections import config_flags
 import models
 from analysis.runs import read_metrics
 from atomic_write import write_json_atomically
-from runtime import assembly, checkpoint, host_memory, loop, peak_flops
+from runtime import assembly, checkpoint, group, host_memory, loop, peak_flops
 from runtime import mesh as mesh_lib
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
@@ -125,7 +125,9 @@ def loop_steps_per_second(exp: assembly.Experiment, warmup: int, peak: peak_flop
         state = assembly.fresh_state(exp)
         status = "failed"
         try:
-            status = loop.train_loop(exp, state, 0, checkpoints, writer, progress, [], peak)
+            (status,) = loop.train_loop(
+                group.alone(exp), state, 0, [checkpoints], [writer], progress, [], peak
+            )
         finally:
             checkpoints.close()
             writer.close(status)

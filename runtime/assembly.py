@@ -9,6 +9,8 @@ jitted steps (`build`); then a fresh or restored state (`initial_state`).
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -193,7 +195,7 @@ def build(
     rules = mesh_lib.logical_rules(config)
 
     # Shapes and logical specs from eval_shape: no parameter is materialised here.
-    make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
+    make_state = state_maker(model, tx, config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         boxed = jax.eval_shape(make_state)
         specs = mesh_lib.param_specs(boxed.params)
@@ -223,17 +225,7 @@ def build(
     except data.DataConfigError as e:
         raise UsageError(str(e)) from e
     accounting = privacy_lib.accounting(config, dataset.spec.splits[spec.train_split])
-    train_iter = iter(
-        dataset.loader(
-            spec.train_split,
-            batch_size=config.train.batch_size // jax.process_count(),
-            seed=config.seed,
-            shuffle=True,
-            num_epochs=None,
-            shard_index=jax.process_index(),
-            shard_count=jax.process_count(),
-        )
-    )
+    train_iter = train_iterator(config, dataset)
 
     input_key = MODEL_INPUT[spec.kind]
     batch_sharding = mesh_lib.batch_sharding(mesh)
@@ -285,6 +277,52 @@ def build(
         make_state=make_state,
         privacy=accounting,
         teacher=teacher,
+    )
+
+
+def state_maker(
+    model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict
+) -> Callable[[], TrainState]:
+    """A fresh, boxed state of the config's seed (its initialisation and dropout keys)."""
+    return lambda: init_state(model, tx, config.seed, model.example_inputs(1))
+
+
+def train_iterator(config: ml_collections.ConfigDict, dataset: data.Dataset) -> Any:
+    """This process's shard of each global training batch, in the config's seed's order."""
+    return iter(
+        dataset.loader(
+            dataset.spec.train_split,
+            batch_size=config.train.batch_size // jax.process_count(),
+            seed=config.seed,
+            shuffle=True,
+            num_epochs=None,
+            shard_index=jax.process_index(),
+            shard_count=jax.process_count(),
+        )
+    )
+
+
+def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    """A copy of `config` (locked alike) whose seed is `seed`."""
+    config = copy.deepcopy(config)
+    config.seed = seed
+    return config
+
+
+def for_seed(exp: Experiment, seed: int) -> Experiment:
+    """The same experiment with another seed: its own initialisation, dropout keys, data order
+    and DP noise key, everything else (mesh, model, data, jitted steps) shared, so the seeds of
+    a group (`runtime.group`) build and compile once. The seed enters the train step only
+    through the state (its RNG; DP's noise key is in the optimizer state), which is why the
+    steps can be shared."""
+    config = with_seed(exp.config, seed)
+    tx = optimizer_lib.make_optimizer(config)  # DP-SGD's noise key comes from the seed
+    return dataclasses.replace(
+        exp,
+        config=config,
+        tx=tx,
+        train_iter=train_iterator(config, exp.dataset),
+        make_state=state_maker(exp.model, tx, config),
     )
 
 
