@@ -16,12 +16,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from analysis.runs import load_run
 from analysis.study import run_dir
+from runtime import assembly, checkpoint, group, loop, peak_flops
+from runtime.config import config_with_overrides
+from runtime.metric_writers import MetricWriter
+from runtime.progress import Progress
 from tests.conftest import REPO, TINY, metrics, run_command, train_env
 from tests.test_resume import checkpoint_write_in_progress, wait_for
 from tests.test_study import run_study
@@ -199,3 +204,50 @@ def test_bad_seeds_are_one_line_and_exit_2_before_anything_runs(data_dir, tmp_pa
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line
     assert not (tmp_path / "r").exists()
+
+
+def train_in_process(config, workdirs: list[Path], seeds: list[int] | None, poison: int | None):
+    """The loop as launch.train runs it, here: `seeds` together (None: `config` alone), the
+    parameters of run `poison` made NaN before the first step. Returns the runs' statuses."""
+    exp = assembly.build(config, jax.devices()[:1])
+    runs = group.alone(exp) if seeds is None else group.of_seeds(exp, seeds)
+    states = [assembly.fresh_state(run) for run in runs.runs]
+    if poison is not None:
+        nan = jax.tree.map(lambda x: x * np.nan, states[poison].params)
+        states[poison] = states[poison].replace(params=nan)
+    checkpoints = [checkpoint.Checkpoints(str(w), 2, async_save=False) for w in workdirs]
+    writers = [MetricWriter(str(w), 0) for w in workdirs]
+    try:
+        return loop.train_loop(
+            runs,
+            runs.stack(states),
+            0,
+            checkpoints,
+            writers,
+            Progress(0, config.train.steps, quiet=True),
+            [],
+            peak_flops.Peak(1.0, "test"),
+        )
+    finally:
+        checkpoint.close_together(checkpoints)
+        for writer in writers:
+            writer.close("done")
+
+
+def test_a_run_that_diverges_stops_and_leaves_the_others_of_its_group_as_they_are_alone(
+    data_dir, tmp_path
+):
+    config = config_with_overrides("experiments/mqar_mixers.py", TINY[1:])
+    config.data.dir = data_dir
+    alone, first, poisoned = tmp_path / "alone", tmp_path / "seed_0", tmp_path / "seed_1"
+
+    assert train_in_process(config, [alone], None, None) == ["completed"]
+    statuses = train_in_process(config, [first, poisoned], [0, 1], poison=1)
+
+    assert statuses == ["completed", "diverged"]
+    assert metrics(first) == metrics(alone)
+    assert final_state(first).keys() == final_state(alone).keys()
+    for key, value in final_state(alone).items():
+        assert final_state(first)[key].tobytes() == value.tobytes(), key
+    assert metrics(poisoned) == []  # diverged at step 1, before its first log
+    assert not list((poisoned / "checkpoints").glob("[0-9]*"))
