@@ -88,14 +88,14 @@ def of_seeds(exp: Experiment, seeds: Sequence[int]) -> Group:
     """`exp`'s config at each of `seeds`, trained together (`exp`'s own seed is not used)."""
     state_shardings = jax.tree.map(stacked, exp.state_shardings)
     batch_sharding = stacked(exp.batch_sharding)
-    teacher = [exp.teacher.shardings] if exp.teacher else []
 
     def step(state: TrainState, batch: dict, *extras: Any) -> tuple:
         return jax.lax.map(lambda run: exp.train_step(*run, *extras), (state, batch))
 
+    # The arguments arrive placed (the state by `stack` and the step, the batch by
+    # `next_batch`, the step's extras by assembly), so only the outputs' shardings are named.
     train_step = jax.jit(
         step,
-        in_shardings=(state_shardings, batch_sharding, *teacher),
         out_shardings=(state_shardings, NamedSharding(exp.mesh, P())),
         donate_argnums=0,
     )
