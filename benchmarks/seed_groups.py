@@ -3,27 +3,32 @@ by arm, side by side.
 
     python benchmarks/seed_groups.py [--mode=processes|program] [--study=experiments/mqar_mixers.py]
         [--setting=small] [--arms=attention,mamba] [--seeds=3] [--steps=100] [--workers=1,2]
+        [--repeats=2]
 
 --mode=processes (default): wall time of the seeds as one `launch.train --seeds=0,1,...`
-process, then as one `launch.train` process per seed run --workers at a time (each count given),
-which is what `launch.study --no-group-seeds` does. Every way starts with an empty persistent
-compilation cache, shared by its processes as a study shares one (so a separate seed after the
-first finds its programs compiled). Evaluation suites are off; the dataset is prepared before any
-timing. Prints seconds per way, the ratio to the group, and the load average before and after
-each arm (the machine may be shared).
+process, and as one `launch.train` process per seed run --workers at a time (each count given),
+which is what `launch.study --no-group-seeds` does; the ways take turns, --repeats times each,
+every other repeat in reverse order, so that the load of a shared machine falls on all alike.
+Every way starts with an empty persistent compilation cache, shared by its processes as a
+study shares one (so a separate seed after the first finds its programs compiled). Evaluation
+suites are off; the dataset is prepared before any timing. Prints each sample's seconds with the
+1-minute load average before it, and the median ratio of separate x<first> to the group.
 
---mode=program: in this process, the time of one step of all the seeds three ways: the lone
-runs' jitted steps one after another, the group's step (`lax.map` of the lone step), and
-`jax.vmap` of the lone step (their matmuls batched); after --steps steps from the same states and
-batches, whether the group's parameters are bitwise the lone runs' and how far vmap's are (the
-largest difference relative to the parameter's largest magnitude). Medians over the steps.
+--mode=program: in this process, the time of one step of all the seeds three ways, taking turns
+at every step: the group's step (the lone run's compiled step dispatched once per run, what
+`launch.train --seeds` does; each run bitwise its lone self), `lax.map` of the lone step over the
+runs' stacked states (one program), and `jax.vmap` of it (one program, the runs' matmuls
+batched). After --steps steps from the same states and batches, how far each program's
+parameters are from the group's (the largest difference relative to the parameter's largest
+magnitude; 0.0e+00: bitwise). Medians over the steps.
 
-Figures go in experiments/mqar_mixers.md.
+Figures go in benchmarks/seed_groups.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import subprocess
@@ -71,9 +76,13 @@ def load() -> str:
 
 
 def program_step_times(config_arg: str, seeds: list[int], steps: int) -> str:
-    """One table row: ms per step of all seeds (lone steps, lax.map group, vmap), whether the
-    group is bitwise the lone runs, and vmap's largest relative difference."""
+    """One table row: ms per step of all seeds three ways (the group's step: the lone step
+    dispatched per run; `lax.map` of the lone step over the stacked states, one program;
+    `jax.vmap` of it, one program), and how far each of the two programs' parameters are from
+    the group's after `steps` steps (the largest difference relative to the parameter's largest
+    magnitude; 0: bitwise)."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from runtime import assembly, group
@@ -81,41 +90,55 @@ def program_step_times(config_arg: str, seeds: list[int], steps: int) -> str:
     config = load_config_file(config_arg)
     exp = assembly.build(config, jax.devices()[:1])
     together = group.of_seeds(exp, seeds)
-    vmapped = jax.jit(jax.vmap(lambda state, batch: exp.train_step(state, batch)))
+    extras = exp.step_extras  # the step's read-only arguments (a LoRA base, a teacher), shared
+    mapped = jax.jit(
+        lambda state, batch: jax.lax.map(lambda run: exp.train_step(*run, *extras), (state, batch)),
+        donate_argnums=0,
+    )
+    vmapped = jax.jit(
+        jax.vmap(lambda state, batch: exp.train_step(state, batch, *extras)), donate_argnums=0
+    )
+
+    def stack(trees: list) -> object:
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
     batches = [together.next_batch() for _ in range(steps + 1)]  # +1: the compiling step
-
-    def lone(states: list, batch: dict) -> list:
-        return [exp.train_step(s, b)[0] for s, b in zip(states, together.split(batch), strict=True)]
-
+    stacked_batches = [stack(b) for b in batches]
     ways = {
-        "lone": (lone, [assembly.fresh_state(run) for run in together.runs]),
-        "group": (lambda s, b: together.train_step(s, b)[0], None),
-        "vmap": (lambda s, b: vmapped(s, b)[0], None),
+        "group": lambda states, i: together.train_step(states, batches[i])[0],
+        "lax.map": lambda state, i: mapped(state, stacked_batches[i])[0],
+        "vmap": lambda state, i: vmapped(state, stacked_batches[i])[0],
     }
     times: dict[str, list[float]] = {name: [] for name in ways}
-    finals = {}
     with exp.context():
-        for name, (step, state) in ways.items():
-            state = state or together.stack([assembly.fresh_state(r) for r in together.runs])
-            for i, batch in enumerate(batches):
+        fresh = [assembly.fresh_state(run) for run in together.runs]
+        states = {
+            "group": fresh,
+            **{name: stack(jax.device_get(fresh)) for name in ("lax.map", "vmap")},
+        }
+        for i in range(len(batches)):
+            # The ways take turns at every step, each first in turn: a shared machine's load
+            # falls on all alike.
+            order = list(ways)[i % len(ways) :] + list(ways)[: i % len(ways)]
+            for name in order:
                 start = time.perf_counter()
-                state = jax.block_until_ready(step(state, batch))
+                states[name] = jax.block_until_ready(ways[name](states[name], i))
                 if i:
                     times[name].append(time.perf_counter() - start)
-            finals[name] = state
-    lone_params = [jax.device_get(s.params) for s in finals["lone"]]
+    group_params = [jax.device_get(s.params) for s in states["group"]]
 
     def largest_difference(name: str) -> float:
         worst = 0.0
-        others = together.split(jax.device_get(finals[name].params))
-        for alone, other in zip(lone_params, others, strict=True):
+        stacked = jax.device_get(states[name].params)
+        for i, alone in enumerate(group_params):
+            other = jax.tree.map(lambda x, i=i: x[i], stacked)
             for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(other), strict=True):
                 worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30)))
         return worst
 
     ms = " | ".join(f"{1e3 * statistics.median(times[name]):.0f}" for name in ways)
-    bitwise = largest_difference("group") == 0.0
-    return f"{ms} | {'yes' if bitwise else 'NO'} | {largest_difference('vmap'):.1e}"
+    diffs = " | ".join(f"{largest_difference(name):.1e}" for name in ("lax.map", "vmap"))
+    return f"{ms} | {diffs}"
 
 
 def main() -> None:
@@ -127,6 +150,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--workers", default="1,2", help="separate processes at a time")
+    parser.add_argument("--repeats", type=int, default=2, help="of each way, taking turns")
     args = parser.parse_args()
     spec = load_study(args.study)
     arms = args.arms.split(",") if args.arms else list(spec.arms)
@@ -139,52 +163,61 @@ def main() -> None:
     seeds = list(range(args.seeds))
     if args.mode == "program":
         print(f"{len(seeds)} seeds, {os.cpu_count()} cores; ms per step of all seeds")
-        print("arm | lone steps | group (lax.map) | vmap | group bitwise | vmap rel. diff | load")
+        print("arm | group (dispatch) | lax.map | vmap | lax.map rel. diff | vmap rel. diff | load")
         for arm in arms:
             row = program_step_times(spec.config_arg(arm, args.setting), seeds, args.steps)
             print(f"{arm} | {row} | {load()}", flush=True)
         return
-    print(f"{len(seeds)} seeds x {args.steps} steps, {os.cpu_count()} cores; seconds per arm")
-    header = ["arm", "together"] + [f"separate x{w}" for w in workers] + ["load before/after"]
-    print(" | ".join(header))
+    print(
+        f"{len(seeds)} seeds x {args.steps} steps, {os.cpu_count()} cores, {args.repeats} "
+        "repeats taking turns; seconds per arm (1-min load average before each)"
+    )
+    ways = ["together"] + [f"separate x{w}" for w in workers]
+    print(" | ".join(["arm", *ways, "separate x1 / together (median)"]))
     with tempfile.TemporaryDirectory() as root:
         for arm in arms:
             config = spec.config_arg(arm, args.setting)
             prepare_data(config)  # outside the timings
-            before = load()
-            out = f"{root}/{arm}"
-            seconds = [
-                timed(
-                    lambda out=out, config=config: train(
-                        config,
-                        f"{out}/together/seed_{{seed}}",
-                        f"{out}/together-cache",
-                        f"--seeds={','.join(map(str, seeds))}",
-                        *overrides,
-                    )
-                )
-            ]
-            for w in workers:
-
-                def separate(w=w, out=out, config=config) -> None:
-                    with ThreadPoolExecutor(w) as pool:
-                        list(
-                            pool.map(
-                                lambda s: train(
-                                    config,
-                                    f"{out}/x{w}/seed_{s}",
-                                    f"{out}/x{w}-cache",
-                                    f"--config.seed={s}",
-                                    *overrides,
-                                ),
-                                seeds,
-                            )
+            samples: dict[str, list[tuple[float, float]]] = {way: [] for way in ways}
+            for repeat in range(args.repeats):
+                # Every other repeat in reverse order, so a change in the machine's load falls
+                # on every way alike.
+                for way in ways if repeat % 2 == 0 else ways[::-1]:
+                    out = f"{root}/{arm}/{repeat}/{way.replace(' ', '_')}"
+                    before = os.getloadavg()[0]
+                    if way == "together":
+                        fn = functools.partial(
+                            train,
+                            config,
+                            f"{out}/seed_{{seed}}",
+                            f"{out}/cache",
+                            f"--seeds={','.join(map(str, seeds))}",
+                            *overrides,
                         )
+                    else:
+                        fn = functools.partial(
+                            separate, config, out, seeds, int(way.split("x")[1]), overrides
+                        )
+                    samples[way].append((timed(fn), before))
+            cells = [" ".join(f"{t:.0f} ({load:.1f})" for t, load in samples[way]) for way in ways]
+            ratio = statistics.median(t for t, _ in samples[ways[1]]) / statistics.median(
+                t for t, _ in samples["together"]
+            )
+            print(f"{arm} | {' | '.join(cells)} | {ratio:.2f}x", flush=True)
 
-                seconds.append(timed(separate))
-            ratios = [f"{t:.0f} ({t / seconds[0]:.2f}x)" for t in seconds[1:]]
-            print(f"{arm} | {seconds[0]:.0f} | {' | '.join(ratios)} | {before} / {load()}")
-            sys.stdout.flush()
+
+def separate(config: str, out: str, seeds: list[int], workers: int, overrides: list[str]) -> None:
+    """Each seed as its own launch.train process, `workers` at a time, sharing one persistent
+    compilation cache (as launch.study --no-group-seeds does)."""
+    with ThreadPoolExecutor(workers) as pool:
+        list(
+            pool.map(
+                lambda s: train(
+                    config, f"{out}/seed_{s}", f"{out}/cache", f"--config.seed={s}", *overrides
+                ),
+                seeds,
+            )
+        )
 
 
 if __name__ == "__main__":

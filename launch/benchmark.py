@@ -176,7 +176,7 @@ def loop_steps_per_second(exp: assembly.Experiment, warmup: int, peak: peak_flop
         status = "failed"
         try:
             (status,), _ = loop.train_loop(
-                group.alone(exp), state, 0, [checkpoints], [writer], progress, [], peak
+                group.alone(exp), [state], 0, [checkpoints], [writer], progress, [], peak
             )
         finally:
             checkpoints.close()

@@ -49,7 +49,7 @@ import ml_collections
 from analysis import study as study_lib
 from analysis.runs import is_complete, is_run, load_run, read_json
 from atomic_write import write_atomically, write_json_atomically
-from runtime import manifest, metric_writers
+from runtime import group, manifest, metric_writers
 from runtime.checkpoint import checkpoint_steps
 from runtime.config import config_with_overrides, load_config_file
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
@@ -128,9 +128,9 @@ def default_workers() -> int:
 
 def plan(
     args: argparse.Namespace, overrides: list[str]
-) -> tuple[Any, list[str], list[int], ml_collections.ConfigDict]:
-    """The study, its arms and seeds and where their metrics go, with every argument checked
-    before anything runs."""
+) -> tuple[Any, list[str], list[int], dict[str, ml_collections.ConfigDict]]:
+    """The study, its arms and seeds and the config of each arm's runs, with every argument
+    checked before anything runs."""
     spec = load_study(args.study_file)
     arms = list(spec.arms)
     if args.arms:
@@ -158,7 +158,7 @@ def plan(
     configs = {
         arm: config_with_overrides(spec.config_arg(arm, args.setting), overrides) for arm in arms
     }
-    return spec, arms, list(range(seeds)), study_tracking(configs)
+    return spec, arms, list(range(seeds)), configs
 
 
 def study_tracking(configs: dict[str, ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
@@ -395,27 +395,43 @@ def make_tasks(
     seeds: list[int],
     setting: str | None,
     overrides: list[str],
-    group_seeds: bool = True,
+    apart: dict[str, str] | None = None,
 ) -> tuple[list[Task], int]:
     """The processes to run for the runs still to do (unfinished or never started), and how
     many runs are already done.
 
-    With `group_seeds`, one process per arm trains its seeds together: those at the same point
-    (the same newest checkpoint, or none), so that none waits for another to catch up. Without,
-    one process per run, in seed-major order: the first runs in flight are different arms, so
-    each arm compiles once and its later seeds find its programs in the compilation cache."""
+    One process per arm trains its seeds together: those at the same point (the same newest
+    checkpoint, or none), so that none waits for another to catch up. The arms in `apart` (arm
+    -> why) get one process per run, as do seeds that pinned different teacher or fine-tuning
+    checkpoints (`runtime.group.pinning_workdir`); separate runs go in seed-major order: the
+    first runs in flight are different arms, so each arm compiles once and its later seeds find
+    its programs in the compilation cache."""
+    apart = apart or {}
     todo = {
         arm: [seed for seed in seeds if not is_complete(study_lib.run_dir(workdir, arm, seed))]
         for arm in arms
     }
     done = len(arms) * len(seeds) - sum(map(len, todo.values()))
-    if group_seeds:
-        groups = [
-            (arm, together) for arm in arms for together in same_progress(workdir, arm, todo[arm])
-        ]
-    else:
-        groups = [(arm, [seed]) for seed in seeds for arm in arms if seed in todo[arm]]
-    tasks = [task(spec, workdir, arm, group, setting, overrides) for arm, group in groups]
+    groups = []
+    for arm in arms:
+        if arm in apart or len(todo[arm]) < 2:
+            continue
+        for together in same_progress(workdir, arm, todo[arm]):
+            try:
+                group.pinning_workdir([study_lib.run_dir(workdir, arm, s) for s in together])
+            except UsageError as e:
+                apart[arm] = str(e)
+                break
+            groups.append((arm, together))
+    groups = [(arm, together) for arm, together in groups if arm not in apart]
+    for arm, why in apart.items():
+        if todo.get(arm) and why != "--no-group-seeds":
+            print(f"{arm}: its seeds train in separate processes ({why})", flush=True)
+    grouped = {arm for arm, _ in groups}
+    groups += [
+        (arm, [seed]) for seed in seeds for arm in arms if seed in todo[arm] and arm not in grouped
+    ]
+    tasks = [task(spec, workdir, arm, runs, setting, overrides) for arm, runs in groups]
     return tasks, done
 
 
@@ -487,13 +503,18 @@ def write_summary(workdir: str, summary: dict[str, Any]) -> str:
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    spec, arms, seeds, tracking = plan(args, overrides)
+    spec, arms, seeds, configs = plan(args, overrides)
+    tracking = study_tracking(configs)
     workdir = args.workdir
     launch = {"study_file": spec.path, "setting": args.setting, "overrides": overrides}
     claim_study_dir(workdir, launch)
     lock = lock_study_dir(workdir)  # noqa: F841 (released at exit)
 
-    tasks, done = make_tasks(spec, workdir, arms, seeds, args.setting, overrides, args.group_seeds)
+    # Arms whose runs cannot train as a group (a profiled run) train their seeds apart.
+    apart = {arm: why for arm, config in configs.items() if (why := group.why_alone(config))}
+    if not args.group_seeds:
+        apart = dict.fromkeys(arms, "--no-group-seeds")
+    tasks, done = make_tasks(spec, workdir, arms, seeds, args.setting, overrides, apart)
     to_run = sum(len(task.seeds) for task in tasks)
     print(
         f"study {spec.name}: {len(arms)} arms x {len(seeds)} seeds; {done} runs done, "

@@ -200,7 +200,7 @@ def main(argv: list[str]) -> int:
         if exp.pruning is not None:
             # The sparsity each pruned array reached, in the manifest (and so the model card).
             for record, params, status in zip(
-                records, runs.split(state.params), statuses, strict=True
+                records, [run_state.params for run_state in state], statuses, strict=True
             ):
                 if status == "completed":
                     record["pruning"] = exp.pruning.report(params, config.train.steps)

@@ -1,34 +1,31 @@
 """Runs of one experiment that differ only in their seed, trained together: one process, one
-program (`launch.train --seeds`).
+compilation (`launch.train --seeds`).
 
 Each run stays whole on its own: its run directory, config (with its seed), initialisation,
 dropout keys, data order, checkpoints, metrics and manifest are the ones it has when trained
 alone. What the runs share is what costs time without depending on the seed: the process's
-start, the dataset, the mesh and model, and the compilation of each step.
+start, the dataset, the mesh and model, and the compilation of each step; and what every run
+reads and none trains: a LoRA base, a distillation teacher, a fine-tuning source, pruning's
+schedule (`assembly.for_seed`). A profile is refused (`why_alone`): its trace is one run's.
 
-The group's state is its runs' states stacked on a leading axis, and so is each batch. Its
-train step maps the lone run's own jitted step over that axis with `lax.map`: one compiled
-program that steps the runs one after another, each computing exactly what it computes alone,
-so every run's metrics and parameters are bitwise those of the same run trained alone (on CPU;
-`tests/test_seed_groups.py`). `jax.vmap` would batch the runs' matmuls instead, which XLA sums in
-another order: not bitwise, and measured no faster on CPU (experiments/mqar_mixers.md).
+The group's state is its runs' states, and its step dispatches the lone run's own compiled step
+once per run: every run computes with the very program it runs alone, so its metrics,
+checkpoints and evaluations are bitwise those of the run trained alone, whatever the model
+(`tests/test_seed_groups.py`), and `launch.reproduce` reruns it alone to the same bytes. One
+program for all the runs (`lax.map` of the lone step over stacked states, or `jax.vmap`) was
+measured and is not bitwise: XLA compiles the step inside it anew and sums in another order
+(deltanet differs from its second step; benchmarks/seed_groups.md has the speeds too).
 
-A lone run is a group of one: its state is not stacked and its step is the lone step, so
-`runtime.loop` has one path for both.
+A lone run is a group of one, so `runtime.loop` has one path for both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from runtime import assembly, checkpoint, finetune, manifest, teacher
 from runtime import mesh as mesh_lib
@@ -42,81 +39,46 @@ class Group:
     # Each run's own experiment: its config (its seed), data iterator and fresh state; the rest
     # (mesh, model, data, jitted steps) is the first run's, shared.
     runs: list[Experiment]
-    # jitted: (state, batch, *step_extras) -> (state, metrics); stacked on a leading axis, one
-    # entry per run, when `stacked`; donates the state.
-    train_step: Callable
-    batch_sharding: NamedSharding
-    stack: Callable[[list[TrainState]], TrainState]  # the runs' states -> the group's state
-    stacked: bool
+    together: bool  # trained with --seeds (messages name each run by its seed)
 
     @property
     def exp(self) -> Experiment:
         """What the runs share: the loop's schedule (train, eval and checkpoint intervals), the
-        mesh, model, data and eval step."""
+        mesh, model, data, the jitted steps and the step's read-only arguments."""
         return self.runs[0]
 
     def label(self, index: int) -> str:
         """How messages name a run of the group ('' alone)."""
-        return f"seed {self.runs[index].config.seed}: " if self.stacked else ""
+        return f"seed {self.runs[index].config.seed}: " if self.together else ""
 
-    def next_batch(self) -> dict[str, jax.Array]:
-        """The next training batch of every run, each from its own data iterator."""
-        batches = [next(run.train_iter) for run in self.runs]
-        if self.stacked:
-            batch = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
-        else:
-            (batch,) = batches
-        return mesh_lib.put_batch(batch, self.batch_sharding)
+    def next_batch(self) -> list[dict[str, jax.Array]]:
+        """The next training batch of every run, each from its own data iterator, placed."""
+        return [
+            mesh_lib.put_batch(next(run.train_iter), self.exp.batch_sharding) for run in self.runs
+        ]
 
-    def split(self, tree: Any) -> list[Any]:
-        """A stacked tree (state, metrics; on device or host) as one tree per run."""
-        if not self.stacked:
-            return [tree]
-        return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(len(self.runs))]
+    def train_step(
+        self, states: list[TrainState], batches: list[dict[str, jax.Array]]
+    ) -> tuple[list[TrainState], list[dict[str, jax.Array]]]:
+        """One step of every run: the lone run's own compiled step, dispatched once per run
+        (each donates its state). Dispatch is asynchronous, so the runs' steps queue up
+        without waiting for each other."""
+        extras = self.exp.step_extras
+        outputs = [
+            self.exp.train_step(state, batch, *extras)
+            for state, batch in zip(states, batches, strict=True)
+        ]
+        return [state for state, _ in outputs], [metrics for _, metrics in outputs]
 
 
 def alone(exp: Experiment) -> Group:
     """A lone run as a group of one."""
-    return Group(
-        runs=[exp],
-        train_step=exp.train_step,
-        batch_sharding=exp.batch_sharding,
-        stack=lambda states: states[0],
-        stacked=False,
-    )
+    return Group(runs=[exp], together=False)
 
 
 def of_seeds(exp: Experiment, seeds: Sequence[int]) -> Group:
     """`exp`'s config at each of `seeds`, trained together (`exp`'s own seed is not used)."""
-    state_shardings = jax.tree.map(stacked, exp.state_shardings)
-    batch_sharding = stacked(exp.batch_sharding)
-
-    def step(state: TrainState, batch: dict, *extras: Any) -> tuple:
-        return jax.lax.map(lambda run: exp.train_step(*run, *extras), (state, batch))
-
-    # The arguments arrive placed (the state by `stack` and the step, the batch by
-    # `next_batch`, the step's extras by assembly), so only the outputs' shardings are named.
-    train_step = jax.jit(
-        step,
-        out_shardings=(state_shardings, NamedSharding(exp.mesh, P())),
-        donate_argnums=0,
-    )
-    stack = jax.jit(
-        lambda states: jax.tree.map(lambda *xs: jnp.stack(xs), *states),
-        out_shardings=state_shardings,
-    )
-    return Group(
-        runs=[assembly.for_seed(exp, seed) for seed in seeds],
-        train_step=train_step,
-        batch_sharding=batch_sharding,
-        stack=stack,
-        stacked=True,
-    )
-
-
-def stacked(sharding: NamedSharding) -> NamedSharding:
-    """The sharding of a stack of arrays sharded as `sharding`: the runs' axis unsharded."""
-    return NamedSharding(sharding.mesh, P(None, *sharding.spec))
+    return Group(runs=[assembly.for_seed(exp, seed) for seed in seeds], together=True)
 
 
 def why_alone(config: ml_collections.ConfigDict) -> str | None:
@@ -155,8 +117,8 @@ def pinning_workdir(workdirs: Sequence[str]) -> str:
 
 def initial_state(
     group: Group, checkpoints: Sequence[checkpoint.Checkpoints]
-) -> tuple[int, TrainState, bool]:
-    """(start step, the group's state, restored?): every run at the newest step all of them have
+) -> tuple[int, list[TrainState], bool]:
+    """(start step, each run's state, restored?): every run at the newest step all of them have
     a checkpoint of that verifies (`checkpoint.restore_together`), with its data iterator where
     it was; or every run's starting state (a fresh init, or a fine-tuning source's parameters).
     A lone run is as `assembly.initial_state` has it."""
@@ -169,4 +131,4 @@ def initial_state(
             start, states = 0, [assembly.starting_state(run) for run in group.runs]
         else:
             start, states = restored
-        return start, group.stack(states), restored is not None
+        return start, states, restored is not None

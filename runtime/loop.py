@@ -67,7 +67,7 @@ def evaluate(
 
 def train_loop(
     group: Group,
-    state: TrainState,
+    state: list[TrainState],
     start_step: int,
     checkpoints: Sequence[checkpoint.Checkpoints],
     writers: Sequence[MetricWriter],
@@ -81,16 +81,17 @@ def train_loop(
     checkpoints every `checkpoint.every` and when `preempted` becomes non-empty; run i's go to
     `writers[i]` and `checkpoints[i]`. MFU is logged against `peak` where the model states its
     FLOPs; `profiler` traces the steps its config names (`runtime.profiling`; a lone run's).
-    Returns each run's status ('completed', 'preempted' or 'diverged') and the group's last
-    state.
+    `state` holds each run's. Returns each run's status ('completed', 'preempted' or
+    'diverged') and each run's last state.
 
     A run that diverges is no longer logged or checkpointed; the others go on (its state is
     still stepped: the program's shapes are fixed, and the runs do not touch each other's)."""
     exp = group.exp
     config = exp.config
     stopped: dict[int, str] = {}  # run -> status, for runs that stopped before the end
-    # (step, loss, were the updated parameters finite?), checked lazily: no host sync per step.
-    pending: list[tuple[int, jax.Array, jax.Array]] = []
+    # (step, each run's loss, were its updated parameters finite?), checked lazily: no host
+    # sync per step.
+    pending: list[tuple[int, list[jax.Array], list[jax.Array]]] = []
 
     def training() -> list[int]:
         return [i for i in range(len(group.runs)) if i not in stopped]
@@ -98,9 +99,7 @@ def train_loop(
     def check_finite() -> None:
         values = jax.device_get([(loss, finite) for _, loss, finite in pending])
         for (step, _, _), (losses, finites) in zip(pending, values, strict=True):
-            for i, loss, finite in zip(
-                range(len(group.runs)), group.split(losses), group.split(finites), strict=True
-            ):
+            for i, loss, finite in zip(range(len(group.runs)), losses, finites, strict=True):
                 if i in stopped:
                     continue
                 if not np.isfinite(loss):
@@ -125,26 +124,24 @@ def train_loop(
                     profiler.before_step(step, state)
                 # Marks the step in a trace (the profiler's step view); costs nothing otherwise.
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    batch = group.next_batch()
-                    state, metrics = group.train_step(state, batch, *exp.step_extras)
-                pending.append((step, metrics["total_loss"], metrics.pop("params_finite")))
+                    state, metrics = group.train_step(state, group.next_batch())
+                losses = [run_metrics["total_loss"] for run_metrics in metrics]
+                pending.append((step, losses, [m.pop("params_finite") for m in metrics]))
                 progress.advance(step)
                 last = step == config.train.steps
                 scalars: list[dict[str, float]] = [{} for _ in group.runs]
                 if step % config.train.log_every == 0 or last:
                     check_finite()
                     rate = (step - timer_step) / max(time.monotonic() - timer, 1e-9)
-                    params = group.split(state.params)
-                    for i, values in enumerate(group.split(jax.device_get(metrics))):
+                    params = [run_state.params for run_state in state]
+                    for i, values in enumerate(jax.device_get(metrics)):
                         run = group.runs[i]
                         scalars[i].update(train_scalars(run, values, params[i], step, rate, peak))
                 if step % config.eval.every == 0 or last:
-                    params = group.split(state.params)
                     for i in training():
+                        params = state[i].params
                         scalars[i].update(
-                            evaluate(
-                                exp.eval_step, params[i], exp.dataset, config, exp.batch_sharding
-                            )
+                            evaluate(exp.eval_step, params, exp.dataset, config, exp.batch_sharding)
                         )
                 for i in training():
                     if scalars[i]:
@@ -154,11 +151,11 @@ def train_loop(
                     timer, timer_step = time.monotonic(), step
                 if step % config.checkpoint.every == 0 or last or preempted:
                     check_finite()  # never checkpoint a state that is not finite
-                    states, runs = group.split(state), training()
+                    runs = training()
                     checkpoint.save_together(
                         [checkpoints[i] for i in runs],
                         step,
-                        [states[i] for i in runs],
+                        [state[i] for i in runs],
                         [group.runs[i].train_iter for i in runs],
                     )
                 for run_checkpoints in checkpoints:

@@ -8,6 +8,7 @@ the latter's runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
@@ -195,6 +196,10 @@ def test_runs_of_a_group_a_checkpoint_apart_resume_from_the_step_they_share(
         (["--seeds=0,1", "--workdir=r/{seed}", "--config.seed=3"], "drop --config.seed"),
         (["--seeds=0,0", "--workdir=r/{seed}"], "names a seed twice"),
         (["--seeds=0,b", "--workdir=r/{seed}"], "expected seeds like 0,1,2"),
+        (
+            ["--seeds=0,1", "--workdir=r/{seed}", "--config.profile.start_step=2"],
+            "--seeds: profile.* traces the steps of one run",
+        ),
     ],
 )
 def test_bad_seeds_are_one_line_and_exit_2_before_anything_runs(data_dir, tmp_path, args, message):
@@ -206,21 +211,24 @@ def test_bad_seeds_are_one_line_and_exit_2_before_anything_runs(data_dir, tmp_pa
     assert not (tmp_path / "r").exists()
 
 
-def train_in_process(config, workdirs: list[Path], seeds: list[int] | None, poison: int | None):
+def train_in_process(
+    config, workdirs: list[Path], seeds: list[int] | None, poison: int | None = None
+) -> tuple[list[str], list[dict[str, np.ndarray]]]:
     """The loop as launch.train runs it, here: `seeds` together (None: `config` alone), the
-    parameters of run `poison` made NaN before the first step. Returns the runs' statuses."""
+    parameters of run `poison` made NaN before the first step. Returns the runs' statuses and
+    each run's last state (flat: path -> array)."""
     exp = assembly.build(config, jax.devices()[:1])
     runs = group.alone(exp) if seeds is None else group.of_seeds(exp, seeds)
-    states = [assembly.fresh_state(run) for run in runs.runs]
+    states = [assembly.starting_state(run) for run in runs.runs]
     if poison is not None:
         nan = jax.tree.map(lambda x: x * np.nan, states[poison].params)
         states[poison] = states[poison].replace(params=nan)
     checkpoints = [checkpoint.Checkpoints(str(w), 2, async_save=False) for w in workdirs]
     writers = [MetricWriter(str(w), 0) for w in workdirs]
     try:
-        return loop.train_loop(
+        statuses, state = loop.train_loop(
             runs,
-            runs.stack(states),
+            states,
             0,
             checkpoints,
             writers,
@@ -232,6 +240,18 @@ def train_in_process(config, workdirs: list[Path], seeds: list[int] | None, pois
         checkpoint.close_together(checkpoints)
         for writer in writers:
             writer.close("done")
+    flat = [
+        {
+            "/".join(map(str, path)): np.asarray(jax.random.key_data(x) if is_key(x) else x)
+            for path, x in jax.tree_util.tree_leaves_with_path(run_state)
+        }
+        for run_state in jax.device_get(state)
+    ]
+    return statuses, flat
+
+
+def is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
 
 
 def test_a_run_that_diverges_stops_and_leaves_the_others_of_its_group_as_they_are_alone(
@@ -241,8 +261,8 @@ def test_a_run_that_diverges_stops_and_leaves_the_others_of_its_group_as_they_ar
     config.data.dir = data_dir
     alone, first, poisoned = tmp_path / "alone", tmp_path / "seed_0", tmp_path / "seed_1"
 
-    assert train_in_process(config, [alone], None, None) == ["completed"]
-    statuses = train_in_process(config, [first, poisoned], [0, 1], poison=1)
+    assert train_in_process(config, [alone], None)[0] == ["completed"]
+    statuses, _ = train_in_process(config, [first, poisoned], [0, 1], poison=1)
 
     assert statuses == ["completed", "diverged"]
     assert metrics(first) == metrics(alone)
@@ -251,3 +271,47 @@ def test_a_run_that_diverges_stops_and_leaves_the_others_of_its_group_as_they_ar
         assert final_state(first)[key].tobytes() == value.tobytes(), key
     assert metrics(poisoned) == []  # diverged at step 1, before its first log
     assert not list((poisoned / "checkpoints").glob("[0-9]*"))
+
+
+# What a group shares with its runs besides the model and data (`assembly.for_seed`): each of
+# these trains every run of the group as it trains alone. (A profile is refused: see above.)
+SHARED_FEATURES = {
+    "pruning": {
+        "prune.sparsity": 0.5,
+        "prune.start_step": 2,
+        "prune.end_step": 8,
+        "prune.every": 2,
+    },
+    "dp_sgd": {"privacy.dp_sgd": True, "optimizer.grad_clip_norm": 0.0},
+    "finetune": {"finetune.from_run": "{tiny_run}"},
+    "lora": {"finetune.from_run": "{tiny_run}", "lora.rank": 2, "lora.alpha": 4.0},
+    "distillation": {
+        "objective.name": "distillation",
+        "objective.distillation.teacher": "{tiny_run}",
+    },
+}
+
+
+@pytest.mark.parametrize("feature", SHARED_FEATURES)
+def test_a_group_trains_each_run_as_alone_with_pruning_dp_finetuning_lora_and_a_teacher(
+    data_dir, tiny_run, tmp_path, feature
+):
+    config = config_with_overrides("experiments/mqar_mixers.py", TINY[1:])
+    config.data.dir = data_dir
+    config.train.steps = 10
+    config.model.dropout_rate = 0.1  # each seed's own dropout keys
+    for key, value in SHARED_FEATURES[feature].items():
+        *parents, leaf = key.split(".")
+        section = functools.reduce(getattr, parents, config)
+        setattr(section, leaf, value.format(tiny_run=tiny_run) if isinstance(value, str) else value)
+    config.seed = 1
+    (status,), (alone,) = train_in_process(config, [tmp_path / "alone"], None)
+    statuses, grouped = train_in_process(config, [tmp_path / "seed_0", tmp_path / "seed_1"], [0, 1])
+
+    assert status == "completed" and statuses == ["completed", "completed"]
+    assert metrics(tmp_path / "seed_1") == metrics(tmp_path / "alone")
+    assert grouped[1].keys() == alone.keys()
+    for key, value in alone.items():
+        assert grouped[1][key].tobytes() == value.tobytes(), key
+    # The other seed trained its own way (its initialisation, dropout, data order, DP noise).
+    assert metrics(tmp_path / "seed_0") != metrics(tmp_path / "alone")
