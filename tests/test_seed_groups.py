@@ -24,10 +24,12 @@ import pytest
 
 from analysis.runs import load_run
 from analysis.study import run_dir
+from launch import study
 from runtime import assembly, checkpoint, group, loop, peak_flops
 from runtime.config import config_with_overrides
 from runtime.metric_writers import MetricWriter
 from runtime.progress import Progress
+from runtime.study_spec import load_study
 from tests.conftest import REPO, TINY, metrics, run_command, train_env
 from tests.test_resume import checkpoint_write_in_progress, wait_for
 from tests.test_study import run_study
@@ -315,3 +317,32 @@ def test_a_group_trains_each_run_as_alone_with_pruning_dp_finetuning_lora_and_a_
         assert grouped[1][key].tobytes() == value.tobytes(), key
     # The other seed trained its own way (its initialisation, dropout, data order, DP noise).
     assert metrics(tmp_path / "seed_0") != metrics(tmp_path / "alone")
+
+
+def test_a_study_trains_seeds_apart_where_a_group_cannot_and_together_elsewhere(tmp_path, capsys):
+    """launch.study's choice of processes, before anything runs: an arm's seeds in one process;
+    a profiled arm's (a group refuses a profile) and those of seeds that pinned different
+    teachers, one process per run, saying why."""
+    spec = load_study("tests/tiny_study.py")
+    arms, profiled = ["attention", "deltanet"], ["--config.profile.start_step=2"]
+    config = config_with_overrides(spec.config_arg("deltanet", None), profiled)
+    apart = {"deltanet": group.why_alone(config)}
+    assert group.why_alone(config_with_overrides(spec.config_arg("attention", None), [])) is None
+
+    tasks, done = study.make_tasks(spec, str(tmp_path), arms, list(SEEDS), None, [], apart)
+
+    assert done == 0
+    assert sorted((t.arm, t.seeds) for t in tasks) == [
+        ("attention", [0, 1]),
+        ("deltanet", [0]),
+        ("deltanet", [1]),
+    ]
+    assert "deltanet: its seeds train in separate processes (profile.*" in capsys.readouterr().out
+
+    for seed in SEEDS:  # started apart, each pinned its own teacher checkpoint
+        run = Path(run_dir(str(tmp_path), "attention", seed))
+        run.mkdir(parents=True)
+        (run / "manifest.json").write_text(json.dumps({"teacher": {"step": 10 + seed}}))
+    tasks, _ = study.make_tasks(spec, str(tmp_path), ["attention"], list(SEEDS), None, [])
+    assert [t.seeds for t in tasks] == [[0], [1]]
+    assert "read different teacher or fine-tuning checkpoints" in capsys.readouterr().out
