@@ -12,7 +12,7 @@ every other repeat in reverse order, so that the load of a shared machine falls 
 Every way starts with an empty persistent compilation cache, shared by its processes as a
 study shares one (so a separate seed after the first finds its programs compiled). Evaluation
 suites are off; the dataset is prepared before any timing. Prints each sample's seconds with the
-1-minute load average before it, and the median ratio of separate x<first> to the group.
+1-minute load average before it, and the median ratio of the first separate way to the group.
 
 --mode=program: in this process, the time of one step of all the seeds three ways, taking turns
 at every step: the group's step (the lone run's compiled step dispatched once per run, what
@@ -173,7 +173,7 @@ def main() -> None:
         "repeats taking turns; seconds per arm (1-min load average before each)"
     )
     ways = ["together"] + [f"separate x{w}" for w in workers]
-    print(" | ".join(["arm", *ways, "separate x1 / together (median)"]))
+    print(" | ".join(["arm", *ways, f"{ways[1]} / together (median)"]))
     with tempfile.TemporaryDirectory() as root:
         for arm in arms:
             config = spec.config_arg(arm, args.setting)

@@ -7,12 +7,13 @@
 Each run lives in `<workdir>/runs/<arm>/seed_<s>/` with its log in `train.log`. An arm's seeds
 train together, as one `launch.train --seeds` process (runtime/group.py: one start-up and one
 compilation, each run bitwise what it is alone), whose log is its first seed's `train.log`;
-`--no-group-seeds` gives every run its own process. Rerunning the same command skips completed
-runs and resumes the others from their checkpoints (launch.train does the resuming); adding
-arms or seeds to a finished study runs only what is new. A failed run is reported with the tail
-of its log and does not stop the others. At the end the study writes `summary.json`,
-`report.md` and `report.html`, appends one line to `experiments.jsonl` beside the study
-directory, and prints the verdict.
+`--no-group-seeds` gives every run its own process, as has every seed of an arm that a group
+refuses (a profile: `runtime.group.why_alone`). Rerunning the same command skips completed runs
+and resumes the others from their checkpoints (launch.train does the resuming); adding arms or
+seeds to a finished study runs only what is new. A failed run is reported with the tail of its
+log and does not stop the others. At the end the study writes `summary.json`, `report.md` and
+`report.html`, appends one line to `experiments.jsonl` beside the study directory, and prints
+the verdict.
 
 Where the runs' metrics go is their `tracking.*` config, the same for every arm: with `mlflow`
 among `tracking.backends` the study is an MLflow parent run, opened (or, on a rerun, continued)

@@ -1,5 +1,5 @@
 """An arm's seeds trained together (`launch.train --seeds`, `launch.study`'s default): one
-process, one program, and each run whole in its own directory, bitwise the run trained alone.
+process, one compilation, and each run whole in its own directory, bitwise the run trained alone.
 
 Two tiny studies of one arm x two seeds, with dropout (drawn from each seed's own key): one
 trains the seeds together, the other (--no-group-seeds) each alone; everything is compared with
@@ -34,7 +34,7 @@ from tests.conftest import REPO, TINY, metrics, run_command, train_env
 from tests.test_resume import checkpoint_write_in_progress, wait_for
 from tests.test_study import run_study
 
-pytestmark = pytest.mark.long(seconds=150)
+pytestmark = pytest.mark.long(seconds=300)
 
 SEEDS = (0, 1)
 STEPS = 20  # tiny_study's, checkpointing every 5 (conftest's TINY)
