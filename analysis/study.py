@@ -97,12 +97,14 @@ def config_hash(config: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------- one arm
 def _wall_seconds(run: Run) -> float:
-    """Time spent in launch.train over all attempts of the run."""
+    """Time spent in launch.train over all attempts of the run; an attempt that trained a group
+    of seeds in one process (`launch.train --seeds`) counts its share of that time."""
     total = 0.0
     for attempt in (run.manifest or {}).get("attempts", []):
         if attempt.get("start_time") and attempt.get("end_time"):
             start = datetime.datetime.fromisoformat(attempt["start_time"])
-            total += (datetime.datetime.fromisoformat(attempt["end_time"]) - start).total_seconds()
+            seconds = (datetime.datetime.fromisoformat(attempt["end_time"]) - start).total_seconds()
+            total += seconds / len((attempt.get("group") or {}).get("seeds") or [run])
     return total
 
 

@@ -57,7 +57,7 @@ from analysis.decoding_plot import decoding_png
 from analysis.runs import read_metrics
 from atomic_write import write_atomically, write_json_atomically
 from generation import timing
-from runtime import assembly, checkpoint, host_memory, loop, peak_flops
+from runtime import assembly, checkpoint, group, host_memory, loop, peak_flops
 from runtime import mesh as mesh_lib
 from runtime.config import parse_flags, to_json
 from runtime.errors import UsageError, exit_on_usage_error
@@ -175,7 +175,9 @@ def loop_steps_per_second(exp: assembly.Experiment, warmup: int, peak: peak_flop
         state = assembly.fresh_state(exp)
         status = "failed"
         try:
-            status, _ = loop.train_loop(exp, state, 0, checkpoints, writer, progress, [], peak)
+            (status,), _ = loop.train_loop(
+                group.alone(exp), [state], 0, [checkpoints], [writer], progress, [], peak
+            )
         finally:
             checkpoints.close()
             writer.close(status)

@@ -1,15 +1,19 @@
-"""Runs a whole study: every arm x seed as its own `launch.train` process, then the report.
+"""Runs a whole study: every arm x seed through `launch.train`, then the report.
 
     python -m launch.study experiments/mqar_mixers.py --workdir=studies/mqar \
         [--seeds=N] [--arms=a,b] [--workers=K] [--setting=hard] [--config.<key>=<value> ...] \
-        [--backend=local|slurm [--partition=P] [--time=HH:MM:SS]]
+        [--no-group-seeds] [--backend=local|slurm [--partition=P] [--time=HH:MM:SS]]
 
-Each run lives in `<workdir>/runs/<arm>/seed_<s>/` with its log in `train.log`. Rerunning the
-same command skips completed runs and resumes the others from their checkpoints (launch.train
-does the resuming); adding arms or seeds to a finished study runs only what is new. A failed
-run is reported with the tail of its log and does not stop the others. At the end the study
-writes `summary.json`, `report.md` and `report.html`, appends one line to `experiments.jsonl`
-beside the study directory, and prints the verdict.
+Each run lives in `<workdir>/runs/<arm>/seed_<s>/` with its log in `train.log`. An arm's seeds
+train together, as one `launch.train --seeds` process (runtime/group.py: one start-up and one
+compilation, each run bitwise what it is alone), whose log is its first seed's `train.log`;
+`--no-group-seeds` gives every run its own process, as has every seed of an arm that a group
+refuses (a profile: `runtime.group.why_alone`). Rerunning the same command skips completed runs
+and resumes the others from their checkpoints (launch.train does the resuming); adding arms or
+seeds to a finished study runs only what is new. A failed run is reported with the tail of its
+log and does not stop the others. At the end the study writes `summary.json`, `report.md` and
+`report.html`, appends one line to `experiments.jsonl` beside the study directory, and prints
+the verdict.
 
 Where the runs' metrics go is their `tracking.*` config, the same for every arm: with `mlflow`
 among `tracking.backends` the study is an MLflow parent run, opened (or, on a rerun, continued)
@@ -46,7 +50,8 @@ import ml_collections
 from analysis import study as study_lib
 from analysis.runs import is_complete, is_run, load_run, read_json
 from atomic_write import write_atomically, write_json_atomically
-from runtime import manifest, metric_writers
+from runtime import group, manifest, metric_writers
+from runtime.checkpoint import checkpoint_steps
 from runtime.config import config_with_overrides, load_config_file
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
 from runtime.study_spec import load_study
@@ -63,10 +68,26 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 @dataclasses.dataclass(frozen=True)
 class Task:
+    """One `launch.train` process: one run, or an arm's seeds trained together."""
+
     arm: str
-    seed: int
-    workdir: str
+    seeds: list[int]
+    workdirs: list[str]  # each seed's run directory
     command: list[str]
+
+    @property
+    def log(self) -> str:
+        """Where the process's output goes: its first run's train.log."""
+        return os.path.join(self.workdirs[0], LOG_FILE)
+
+    def open_log(self) -> Any:
+        """The log, opened for appending; the other runs' own logs say where it is."""
+        for workdir in self.workdirs:
+            os.makedirs(workdir, exist_ok=True)
+        for workdir in self.workdirs[1:]:
+            with open(os.path.join(workdir, LOG_FILE), "a") as f:
+                f.write(f"trained with seeds {self.seeds} in one process: its log is {self.log}\n")
+        return open(self.log, "a")  # noqa: SIM115 (the caller closes it)
 
 
 # ------------------------------------------------------------------------------ command line
@@ -82,6 +103,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="runs at a time (default: one per core locally, no limit on Slurm)",
     )
     parser.add_argument("--setting", help="a named setting of the study (its SETTINGS)")
+    parser.add_argument(
+        "--no-group-seeds",
+        dest="group_seeds",
+        action="store_false",
+        help="train every run in its own process (default: an arm's seeds in one)",
+    )
     parser.add_argument("--backend", choices=BACKENDS, default="local")
     parser.add_argument("--partition", help="Slurm partition (--backend=slurm)")
     parser.add_argument("--time", help="Slurm time limit per run, e.g. 02:00:00")
@@ -102,9 +129,9 @@ def default_workers() -> int:
 
 def plan(
     args: argparse.Namespace, overrides: list[str]
-) -> tuple[Any, list[str], list[int], ml_collections.ConfigDict]:
-    """The study, its arms and seeds and where their metrics go, with every argument checked
-    before anything runs."""
+) -> tuple[Any, list[str], list[int], dict[str, ml_collections.ConfigDict]]:
+    """The study, its arms and seeds and the config of each arm's runs, with every argument
+    checked before anything runs."""
     spec = load_study(args.study_file)
     arms = list(spec.arms)
     if args.arms:
@@ -132,7 +159,7 @@ def plan(
     configs = {
         arm: config_with_overrides(spec.config_arg(arm, args.setting), overrides) for arm in arms
     }
-    return spec, arms, list(range(seeds)), study_tracking(configs)
+    return spec, arms, list(range(seeds)), configs
 
 
 def study_tracking(configs: dict[str, ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
@@ -220,8 +247,8 @@ class Runner:
             proc.send_signal(signal.SIGTERM)
 
     def run_all(self, tasks: list[Task]) -> list[dict[str, Any]]:
-        """Runs every task; returns the failed ones (arm, seed, workdir, status, log tail)."""
-        pending, failed, done = list(tasks), [], 0
+        """Runs every task; returns the failed runs (arm, seed, workdir, status, log tail)."""
+        pending, failed, report = list(tasks), [], Reporter(tasks)
         while (pending and not self.stopping) or self._running:
             while pending and not self.stopping and len(self._running) < self.workers:
                 self._start(pending.pop(0))
@@ -229,21 +256,11 @@ class Runner:
             for proc in [p for p in self._running if p.poll() is not None]:
                 task, start, log = self._running.pop(proc)
                 log.close()
-                done += 1
-                failure = outcome(task, proc.returncode)
-                status = failure["status"] if failure else load_run(task.workdir).status
-                print(
-                    f"[{done}/{len(tasks)}] {task.arm} seed {task.seed}: {status} "
-                    f"({time.monotonic() - start:.0f} s)",
-                    flush=True,
-                )
-                if failure:
-                    failed.append(failure)
+                failed += report(task, proc.returncode, f" ({time.monotonic() - start:.0f} s)")
         return failed
 
     def _start(self, task: Task) -> None:
-        os.makedirs(task.workdir, exist_ok=True)
-        log = open(os.path.join(task.workdir, LOG_FILE), "a")  # noqa: SIM115 (closed on exit)
+        log = task.open_log()
         proc = subprocess.Popen(
             task.command,
             stdout=log,
@@ -255,21 +272,42 @@ class Runner:
         self._running[proc] = (task, time.monotonic(), log)
 
 
-def outcome(task: Task, code: int | None) -> dict[str, Any] | None:
-    """None when the run completed (or checkpointed on request); else what failed, with the
-    tail of its log. `code` None: the process never reported an exit (cancelled, timed out)."""
-    status = load_run(task.workdir).status if is_run(task.workdir) else "failed"
-    if code == 0 and status in ("completed", "preempted"):
+class Reporter:
+    """Prints each run's outcome as its process ends, numbered over all the runs."""
+
+    def __init__(self, tasks: list[Task]):
+        self.total = sum(len(task.seeds) for task in tasks)
+        self.done = 0
+
+    def __call__(self, task: Task, code: int | None, took: str = "") -> list[dict[str, Any]]:
+        """The task's failed runs, each printed with the others."""
+        failed = []
+        for seed, workdir in zip(task.seeds, task.workdirs, strict=True):
+            self.done += 1
+            failure = outcome(task, seed, workdir, code)
+            status = failure["status"] if failure else load_run(workdir).status
+            print(f"[{self.done}/{self.total}] {task.arm} seed {seed}: {status}{took}", flush=True)
+            if failure:
+                failed.append(failure)
+        return failed
+
+
+def outcome(task: Task, seed: int, workdir: str, code: int | None) -> dict[str, Any] | None:
+    """None when the task's run of `seed` (in `workdir`) completed (or checkpointed on request);
+    else what failed, with the tail of the task's log. `code` None: the process never reported
+    an exit (cancelled, timed out). A run that is complete is so whatever the exit status (that
+    of a group whose other run diverged)."""
+    status = load_run(workdir).status if is_run(workdir) else "failed"
+    if (code == 0 and status in ("completed", "preempted")) or is_complete(workdir):
         return None
     ended = "no exit status (cancelled or out of time)" if code is None else f"exit {code}"
-    log = os.path.join(task.workdir, LOG_FILE)
     return {
         "arm": task.arm,
-        "seed": task.seed,
-        "workdir": task.workdir,
+        "seed": seed,
+        "workdir": workdir,
         "status": status if status not in ("running", "completed") else ended,
         "exit_code": code,
-        "log_tail": log_tail(log) if os.path.exists(log) else "(no log)",
+        "log_tail": log_tail(task.log) if os.path.exists(task.log) else "(no log)",
     }
 
 
@@ -306,16 +344,13 @@ class SlurmRunner:
             print(f"waiting for the array started earlier: job {previous['job_id']}", flush=True)
             self.job_id = previous["job_id"]
             slurm.wait_for_job(self.job_id, self.POLL_SECONDS)
-            tasks = [t for t in tasks if not is_complete(t.workdir)]
+            tasks = [t for t in tasks if not all(map(is_complete, t.workdirs))]
         if not tasks:
             return []
         for task in tasks:
-            os.makedirs(task.workdir, exist_ok=True)
-        # Each run's output goes to its own train.log, as with the local backend.
-        commands = [
-            ["sh", "-c", 'exec "$@" >> "$0" 2>&1', os.path.join(t.workdir, LOG_FILE), *t.command]
-            for t in tasks
-        ]
+            task.open_log().close()
+        # Each process's output goes to its train.log, as with the local backend.
+        commands = [["sh", "-c", 'exec "$@" >> "$0" 2>&1', t.log, *t.command] for t in tasks]
         script = slurm.render_array_sbatch(
             commands,
             job_name=f"archlab-study-{os.path.basename(self.workdir)}",
@@ -331,13 +366,9 @@ class SlurmRunner:
         print(f"submitted job array {self.job_id}: {len(tasks)} runs ({path})", flush=True)
         slurm.wait_for_job(self.job_id, self.POLL_SECONDS)
         codes = slurm.array_exit_codes(self.slurm_dir, self.job_id, len(tasks))
-        failed = []
-        for done, (task, code) in enumerate(zip(tasks, codes, strict=True), start=1):
-            failure = outcome(task, code)
-            status = failure["status"] if failure else load_run(task.workdir).status
-            print(f"[{done}/{len(tasks)}] {task.arm} seed {task.seed}: {status}", flush=True)
-            if failure:
-                failed.append(failure)
+        failed, report = [], Reporter(tasks)
+        for task, code in zip(tasks, codes, strict=True):
+            failed += report(task, code)
         return failed
 
 
@@ -359,30 +390,81 @@ def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def make_tasks(
-    spec: Any, workdir: str, arms: list[str], seeds: list[int], setting: str | None, overrides
+    spec: Any,
+    workdir: str,
+    arms: list[str],
+    seeds: list[int],
+    setting: str | None,
+    overrides: list[str],
+    apart: dict[str, str] | None = None,
 ) -> tuple[list[Task], int]:
-    """The runs still to do (unfinished or never started), and how many are already done.
+    """The processes to run for the runs still to do (unfinished or never started), and how
+    many runs are already done.
 
-    Seed-major order: the first runs in flight are different arms, so each arm compiles once
-    and its later seeds find its programs in the compilation cache."""
-    tasks, done = [], 0
-    for seed in seeds:
-        for arm in arms:
-            run = study_lib.run_dir(workdir, arm, seed)
-            if is_complete(run):
-                done += 1
-                continue
-            command = [
-                sys.executable,
-                "-m",
-                "launch.train",
-                f"--config={spec.config_arg(arm, setting)}",
-                f"--workdir={os.path.abspath(run)}",
-                f"--config.seed={seed}",
-                *overrides,
-            ]
-            tasks.append(Task(arm, seed, run, command))
+    One process per arm trains its seeds together: those at the same point (the same newest
+    checkpoint, or none), so that none waits for another to catch up. The arms in `apart` (arm
+    -> why) get one process per run, as do seeds that pinned different teacher or fine-tuning
+    checkpoints (`runtime.group.pinning_workdir`); separate runs go in seed-major order: the
+    first runs in flight are different arms, so each arm compiles once and its later seeds find
+    its programs in the compilation cache."""
+    apart = apart or {}
+    todo = {
+        arm: [seed for seed in seeds if not is_complete(study_lib.run_dir(workdir, arm, seed))]
+        for arm in arms
+    }
+    done = len(arms) * len(seeds) - sum(map(len, todo.values()))
+    groups = []
+    for arm in arms:
+        if arm in apart or len(todo[arm]) < 2:
+            continue
+        for together in same_progress(workdir, arm, todo[arm]):
+            try:
+                group.pinning_workdir([study_lib.run_dir(workdir, arm, s) for s in together])
+            except UsageError as e:
+                apart[arm] = str(e)
+                break
+            groups.append((arm, together))
+    groups = [(arm, together) for arm, together in groups if arm not in apart]
+    for arm, why in apart.items():
+        if todo.get(arm) and why != "--no-group-seeds":
+            print(f"{arm}: its seeds train in separate processes ({why})", flush=True)
+    grouped = {arm for arm, _ in groups}
+    groups += [
+        (arm, [seed]) for seed in seeds for arm in arms if seed in todo[arm] and arm not in grouped
+    ]
+    tasks = [task(spec, workdir, arm, runs, setting, overrides) for arm, runs in groups]
     return tasks, done
+
+
+def same_progress(workdir: str, arm: str, seeds: list[int]) -> list[list[int]]:
+    """`seeds` of `arm` in groups whose runs have the same newest checkpoint (or none)."""
+    groups: dict[int, list[int]] = {}
+    for seed in seeds:
+        steps = checkpoint_steps(study_lib.run_dir(workdir, arm, seed))
+        groups.setdefault(steps[0] if steps else 0, []).append(seed)
+    return list(groups.values())
+
+
+def task(
+    spec: Any, workdir: str, arm: str, seeds: list[int], setting: str | None, overrides: list[str]
+) -> Task:
+    """The `launch.train` process for `seeds` of `arm`: a lone run, or a group (--seeds)."""
+    workdirs = [os.path.abspath(study_lib.run_dir(workdir, arm, seed)) for seed in seeds]
+    if len(seeds) == 1:
+        runs = [f"--workdir={workdirs[0]}", f"--config.seed={seeds[0]}"]
+    else:
+        # The run directories' pattern, which launch.train fills in with each seed.
+        pattern = os.path.abspath(study_lib.run_dir(workdir, arm, "{seed}"))
+        runs = [f"--workdir={pattern}", f"--seeds={','.join(map(str, seeds))}"]
+    command = [
+        sys.executable,
+        "-m",
+        "launch.train",
+        f"--config={spec.config_arg(arm, setting)}",
+        *runs,
+        *overrides,
+    ]
+    return Task(arm, seeds, workdirs, command)
 
 
 # ---------------------------------------------------------------------------------- results
@@ -422,16 +504,22 @@ def write_summary(workdir: str, summary: dict[str, Any]) -> str:
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    spec, arms, seeds, tracking = plan(args, overrides)
+    spec, arms, seeds, configs = plan(args, overrides)
+    tracking = study_tracking(configs)
     workdir = args.workdir
     launch = {"study_file": spec.path, "setting": args.setting, "overrides": overrides}
     claim_study_dir(workdir, launch)
     lock = lock_study_dir(workdir)  # noqa: F841 (released at exit)
 
-    tasks, done = make_tasks(spec, workdir, arms, seeds, args.setting, overrides)
+    # Arms whose runs cannot train as a group (a profiled run) train their seeds apart.
+    apart = {arm: why for arm, config in configs.items() if (why := group.why_alone(config))}
+    if not args.group_seeds:
+        apart = dict.fromkeys(arms, "--no-group-seeds")
+    tasks, done = make_tasks(spec, workdir, arms, seeds, args.setting, overrides, apart)
+    to_run = sum(len(task.seeds) for task in tasks)
     print(
         f"study {spec.name}: {len(arms)} arms x {len(seeds)} seeds; {done} runs done, "
-        f"{len(tasks)} to run on {args.backend}"
+        f"{to_run} to run in {len(tasks)} processes on {args.backend}"
         + (f", {args.workers} at a time" if args.workers else "")
         + f" -> {os.path.abspath(workdir)}",
         flush=True,

@@ -10,6 +10,8 @@ then a fresh, fine-tuning or restored state (`initial_state`).
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
 import operator
 import os
@@ -252,12 +254,7 @@ def build(
     # state trains adapters of the targets alone.
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         model_boxed = abstract_params(model)
-    make_state = lambda: init_state(model, tx, config.seed, model.example_inputs(1))  # noqa: E731
-    if lora.enabled(config):
-        targets = lora.find_targets(config.lora.targets, model_boxed)
-        make_state = lambda: train_state(  # noqa: E731
-            lambda rng: lora.init_adapters(targets, config.lora.rank, rng), tx, config.seed
-        )
+    make_state = state_maker(config, model, tx, model_boxed)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         boxed = jax.eval_shape(make_state)
         specs = mesh_lib.param_specs(boxed.params)
@@ -302,17 +299,7 @@ def build(
     except data.DataConfigError as e:
         raise UsageError(str(e)) from e
     accounting = privacy_lib.accounting(config, dataset.spec.splits[spec.train_split])
-    train_iter = iter(
-        dataset.loader(
-            spec.train_split,
-            batch_size=config.train.batch_size // jax.process_count(),
-            seed=config.seed,
-            shuffle=True,
-            num_epochs=None,
-            shard_index=jax.process_index(),
-            shard_count=jax.process_count(),
-        )
-    )
+    train_iter = train_iterator(config, dataset)
 
     input_key = MODEL_INPUT[spec.kind]
     batch_sharding = mesh_lib.batch_sharding(mesh)
@@ -381,6 +368,64 @@ def build(
         merge=merge_step,
         teacher=teacher,
         pruning=pruning,
+    )
+
+
+def state_maker(
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    model_boxed: Any,
+) -> Callable[[], TrainState]:
+    """A fresh, boxed state of the config's seed (its initialisation and dropout keys): the
+    model's parameters, or with LoRA adapters of the targets in `model_boxed` (the model's
+    abstract parameters) alone."""
+    if lora.enabled(config):
+        targets = lora.find_targets(config.lora.targets, model_boxed)
+        return lambda: train_state(
+            lambda rng: lora.init_adapters(targets, config.lora.rank, rng), tx, config.seed
+        )
+    return lambda: init_state(model, tx, config.seed, model.example_inputs(1))
+
+
+def train_iterator(config: ml_collections.ConfigDict, dataset: data.Dataset) -> Any:
+    """This process's shard of each global training batch, in the config's seed's order."""
+    return iter(
+        dataset.loader(
+            dataset.spec.train_split,
+            batch_size=config.train.batch_size // jax.process_count(),
+            seed=config.seed,
+            shuffle=True,
+            num_epochs=None,
+            shard_index=jax.process_index(),
+            shard_count=jax.process_count(),
+        )
+    )
+
+
+def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    """A copy of `config` (locked alike) whose seed is `seed`."""
+    config = copy.deepcopy(config)
+    config.seed = seed
+    return config
+
+
+def for_seed(exp: Experiment, seed: int) -> Experiment:
+    """The same experiment with another seed: its own initialisation, dropout keys, data order
+    and DP noise key, everything else (mesh, model, data, jitted steps) shared, so the seeds of
+    a group (`runtime.group`) build and compile once. The seed enters the train step only
+    through the state (its RNG; DP's noise key is in the optimizer state), which is why the
+    steps can be shared. Its LoRA base, teacher, fine-tuning source and pruning are `exp`'s:
+    none depends on the seed (a fine-tuned run starts from the source's parameters at any seed;
+    LoRA's adapters are initialised from the seed)."""
+    config = with_seed(exp.config, seed)
+    tx = optimizer_lib.make_optimizer(config)  # DP-SGD's noise key comes from the seed
+    return dataclasses.replace(
+        exp,
+        config=config,
+        tx=tx,
+        train_iter=train_iterator(config, exp.dataset),
+        make_state=state_maker(config, exp.model, tx, exp.abstract_params),
     )
 
 

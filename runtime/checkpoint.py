@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -64,7 +65,10 @@ class Checkpoints:
         return max([*self._sealed, *self._unsealed], default=None)
 
     def save(self, step: int, state: Any, iterator: Any) -> None:
-        self.seal_finished(wait=True)
+        save_together([self], step, [state], [iterator])
+
+    def _start_save(self, step: int, state: Any, iterator: Any) -> None:
+        """Starts Orbax's save of `step` (asynchronous with checkpoint.async_save)."""
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -80,7 +84,7 @@ class Checkpoints:
     def seal_finished(self, wait: bool = False) -> None:
         """Seals the steps this run saved once Orbax has finalised them; cheap when there are
         none. Called after every step, so a checkpoint is sealed soon after it is written; with
-        `wait` (before the next save, at close) it waits for the save and then rotates."""
+        `wait` (before the next save, at close) it waits for the save first."""
         if not self._unsealed:
             return
         if wait:
@@ -92,19 +96,16 @@ class Checkpoints:
                 seal.write_seal(self.step_dir(step))
             self._sealed.append(step)
         self._unsealed.clear()
-        if wait:
-            self._rotate()
 
     def close(self) -> None:
         """Waits for the last save, seals it and rotates; then releases Orbax's threads."""
-        try:
-            self.seal_finished(wait=True)
-        finally:
-            self.manager.close()
+        close_together([self])
 
     def _rotate(self) -> None:
         """Keeps the newest `max_to_keep` sealed checkpoints and anything newer than the oldest
         of them; deletes the rest."""
+        if not self._sealed:
+            return
         kept = sorted(self._sealed)[-self.max_to_keep :]
         for step in self.manager.all_steps():
             if step < kept[0]:
@@ -157,6 +158,10 @@ class Checkpoints:
             warn(f"checkpoint step {step} has no seal, nor has any other: unverified")
         return self._restore(step, abstract_state, iterator)
 
+    def set_aside_newer_than(self, step: int, why: str) -> None:
+        """Moves this run's checkpoints newer than `step` aside (see `restore_together`)."""
+        self._set_aside([(s, why) for s in self.manager.all_steps() if s > step])
+
     def _restore(self, step: int, abstract_state: Any, iterator: Any) -> Any:
         try:
             restored = self.manager.restore(
@@ -197,6 +202,72 @@ class Checkpoints:
         gone = {step for step, _ in rejected}
         self._sealed = [step for step in self._sealed if step not in gone]
         self.manager.reload()
+
+
+# ------------------------------------------------------------ runs trained together (a group)
+# The runs of a group (runtime/group.py) checkpoint the same steps, each in its own directory.
+# Whenever the process is killed, they must still share a sealed step to resume from: so no run
+# deletes an old checkpoint (rotation) before every run has sealed a newer one.
+
+
+def save_together(
+    runs: Sequence[Checkpoints], step: int, states: Sequence[Any], iterators: Sequence[Any]
+) -> None:
+    """Saves `step` of every run: first each run's previous save is waited for and sealed, then
+    each rotates, then each starts its save."""
+    for run in runs:
+        run.seal_finished(wait=True)
+    for run in runs:
+        run._rotate()
+    for run, state, iterator in zip(runs, states, iterators, strict=True):
+        run._start_save(step, state, iterator)
+
+
+def close_together(runs: Sequence[Checkpoints]) -> None:
+    """Waits for every run's last save and seals it, then rotates each, then releases Orbax's
+    threads (also when sealing fails)."""
+    try:
+        for run in runs:
+            run.seal_finished(wait=True)
+        for run in runs:
+            run._rotate()
+    finally:
+        for run in runs:
+            run.manager.close()
+
+
+def restore_together(
+    runs: Sequence[Checkpoints], abstract_state: Any, iterators: Sequence[Any]
+) -> tuple[int, list[Any]] | None:
+    """(step, each run's state) at the newest step every run has a checkpoint of that verifies,
+    or None when they share none (they start afresh); each iterator is restored in place (or
+    left at its start). Each run first restores as a lone run does (`restore_latest`: spoilt
+    checkpoints are moved aside); a run that is then ahead of the others (killed while the
+    group's runs were sealing one step) has its newer checkpoints moved aside too, with a
+    warning: the group retrains those steps, bitwise as before."""
+    starts = [iterator.get_state() for iterator in iterators]
+    restored = [
+        run.restore_latest(abstract_state, it) for run, it in zip(runs, iterators, strict=True)
+    ]
+    steps = [
+        set(run.manager.all_steps()) if got else set()
+        for run, got in zip(runs, restored, strict=True)
+    ]
+    shared = max(set.intersection(*steps), default=0)
+    states = []
+    for run, iterator, start, got in zip(runs, iterators, starts, restored, strict=True):
+        if got is None or got[0] == shared:
+            states.append(got[1] if got else None)
+            continue
+        run.set_aside_newer_than(
+            shared, f"is newer than step {shared}, the newest that every run of its group has"
+        )
+        if shared:
+            states.append(run.restore_step(shared, abstract_state, iterator))
+        else:
+            iterator.set_state(start)
+            states.append(None)
+    return (shared, states) if shared else None
 
 
 def has_checkpoints(workdir: str) -> bool:

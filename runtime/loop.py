@@ -1,9 +1,11 @@
-"""The one training loop: step, log, evaluate, checkpoint, from a built `Experiment`
-(`runtime.assembly`) and its initial state. `launch.train` runs it; `launch.benchmark` times it."""
+"""The one training loop: step, log, evaluate, checkpoint, for a group of runs (`runtime.group`;
+a lone run is a group of one) built from an `Experiment` (`runtime.assembly`), from its initial
+state. `launch.train` runs it; `launch.benchmark` times it."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -15,19 +17,12 @@ import objectives
 from runtime import checkpoint
 from runtime import mesh as mesh_lib
 from runtime.assembly import Experiment
+from runtime.group import Group
 from runtime.metric_writers import MetricWriter
 from runtime.peak_flops import Peak
 from runtime.profiling import StepProfiler
 from runtime.progress import Progress
 from runtime.step import TrainState
-
-
-class Diverged(Exception):
-    """A step whose loss, or whose update of the parameters, was not finite."""
-
-    def __init__(self, step: int, what: str):
-        super().__init__(f"{what} at step {step}")
-        self.step = step
 
 
 def with_example_mask(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -71,34 +66,54 @@ def evaluate(
 
 
 def train_loop(
-    exp: Experiment,
-    state: TrainState,
+    group: Group,
+    state: list[TrainState],
     start_step: int,
-    checkpoints: checkpoint.Checkpoints,
-    writer: MetricWriter,
+    checkpoints: Sequence[checkpoint.Checkpoints],
+    writers: Sequence[MetricWriter],
     progress: Progress,
     preempted: list[bool],
     peak: Peak,
     profiler: StepProfiler | None = None,
-) -> tuple[str, TrainState]:
-    """Steps from `start_step` to `train.steps`: logs every `train.log_every` steps, evaluates every
-    `eval.every`, checkpoints every `checkpoint.every` and when `preempted` becomes non-empty.
-    MFU is logged against `peak` where the model states its FLOPs; `profiler` traces the steps
-    its config names (`runtime.profiling`).
-    Returns the run's status ('completed', 'preempted' or 'diverged') and its last state."""
+) -> tuple[list[str], TrainState]:
+    """Steps the group's runs (`runtime.group`; a lone run is a group of one) from `start_step`
+    to `train.steps`: logs every `train.log_every` steps, evaluates every `eval.every`,
+    checkpoints every `checkpoint.every` and when `preempted` becomes non-empty; run i's go to
+    `writers[i]` and `checkpoints[i]`. MFU is logged against `peak` where the model states its
+    FLOPs; `profiler` traces the steps its config names (`runtime.profiling`; a lone run's).
+    `state` holds each run's. Returns each run's status ('completed', 'preempted' or
+    'diverged') and each run's last state.
+
+    A run that diverges is no longer logged or checkpointed; the others go on (its state is
+    still stepped: the program's shapes are fixed, and the runs do not touch each other's)."""
+    exp = group.exp
     config = exp.config
-    flops_per_step = exp.model_flops_per_step
-    # (step, loss, were the updated parameters finite?), checked lazily: no host sync per step.
-    pending: list[tuple[int, jax.Array, jax.Array]] = []
+    stopped: dict[int, str] = {}  # run -> status, for runs that stopped before the end
+    # (step, each run's loss, were its updated parameters finite?), checked lazily: no host
+    # sync per step.
+    pending: list[tuple[int, list[jax.Array], list[jax.Array]]] = []
+
+    def training() -> list[int]:
+        return [i for i in range(len(group.runs)) if i not in stopped]
 
     def check_finite() -> None:
         values = jax.device_get([(loss, finite) for _, loss, finite in pending])
-        for (step, _, _), (loss, finite) in zip(pending, values, strict=True):
-            if not np.isfinite(loss):
-                raise Diverged(step, f"loss is {float(loss)}")
-            if not finite:
-                raise Diverged(step, "the update made the parameters non-finite")
+        for (step, _, _), (losses, finites) in zip(pending, values, strict=True):
+            for i, loss, finite in zip(range(len(group.runs)), losses, finites, strict=True):
+                if i in stopped:
+                    continue
+                if not np.isfinite(loss):
+                    diverged(i, step, f"loss is {float(loss)}")
+                elif not finite:
+                    diverged(i, step, "the update made the parameters non-finite")
         pending.clear()
+
+    def diverged(i: int, step: int, what: str) -> None:
+        stopped[i] = "diverged"
+        progress.message(
+            f"error: {group.label(i)}{what} at step {step}; stopped. Last good checkpoint: "
+            f"step {checkpoints[i].latest_step()} in {checkpoints[i].directory}"
+        )
 
     timer, timer_step = time.monotonic(), start_step
     step = start_step
@@ -109,54 +124,70 @@ def train_loop(
                     profiler.before_step(step, state)
                 # Marks the step in a trace (the profiler's step view); costs nothing otherwise.
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    batch = mesh_lib.put_batch(next(exp.train_iter), exp.batch_sharding)
-                    state, metrics = exp.train_step(state, batch, *exp.step_extras)
-                pending.append((step, metrics["total_loss"], metrics.pop("params_finite")))
+                    state, metrics = group.train_step(state, group.next_batch())
+                losses = [run_metrics["total_loss"] for run_metrics in metrics]
+                pending.append((step, losses, [m.pop("params_finite") for m in metrics]))
                 progress.advance(step)
                 last = step == config.train.steps
-                scalars: dict[str, float] = {}
+                scalars: list[dict[str, float]] = [{} for _ in group.runs]
                 if step % config.train.log_every == 0 or last:
                     check_finite()
-                    values = jax.device_get(metrics)
                     rate = (step - timer_step) / max(time.monotonic() - timer, 1e-9)
-                    scalars.update(
-                        {f"train/{k}": float(v) for k, v in values.items() if k != "weight"}
-                    )
-                    scalars["train/learning_rate"] = float(exp.schedule(step - 1))
-                    scalars["perf/steps_per_sec"] = rate
-                    scalars["perf/tokens_per_sec"] = rate * exp.tokens_per_step
-                    if flops_per_step is not None:
-                        scalars["perf/mfu"] = rate * flops_per_step / peak.flops_per_second
-                    if exp.privacy is not None:
-                        scalars.update(exp.privacy.metrics(step))
-                    if exp.pruning is not None:
-                        scalars.update(exp.pruning.metrics(state.params))
+                    params = [run_state.params for run_state in state]
+                    for i, values in enumerate(jax.device_get(metrics)):
+                        run = group.runs[i]
+                        scalars[i].update(train_scalars(run, values, params[i], step, rate, peak))
                 if step % config.eval.every == 0 or last:
-                    scalars.update(
-                        evaluate(
-                            exp.eval_step, state.params, exp.dataset, config, exp.batch_sharding
+                    for i in training():
+                        params = state[i].params
+                        scalars[i].update(
+                            evaluate(exp.eval_step, params, exp.dataset, config, exp.batch_sharding)
                         )
-                    )
-                if scalars:
-                    writer.write(step, scalars)
-                    progress.report(step, scalars)
+                for i in training():
+                    if scalars[i]:
+                        writers[i].write(step, scalars[i])
+                        progress.report(step, scalars[i], group.label(i))
+                if any(scalars):
                     timer, timer_step = time.monotonic(), step
                 if step % config.checkpoint.every == 0 or last or preempted:
                     check_finite()  # never checkpoint a state that is not finite
-                    checkpoints.save(step, state, exp.train_iter)
-                checkpoints.seal_finished()
+                    runs = training()
+                    checkpoint.save_together(
+                        [checkpoints[i] for i in runs],
+                        step,
+                        [state[i] for i in runs],
+                        [group.runs[i].train_iter for i in runs],
+                    )
+                for run_checkpoints in checkpoints:
+                    run_checkpoints.seal_finished()
                 if profiler is not None:
                     profiler.after_step(step, (state, metrics))
+                if not training():
+                    break
                 if preempted and not last:
                     progress.message(f"SIGTERM: checkpointed step {step}; rerun to resume")
-                    return "preempted", state
-    except Diverged as e:
-        progress.message(
-            f"error: {e}; stopped. Last good checkpoint: step "
-            f"{checkpoints.latest_step()} in {checkpoints.directory}"
-        )
-        return "diverged", state
+                    stopped.update(dict.fromkeys(training(), "preempted"))
+                    break
     finally:
         if profiler is not None:  # a trace the loop left early still holds its steps
             profiler.close(step)
-    return "completed", state
+    return [stopped.get(i, "completed") for i in range(len(group.runs))], state
+
+
+def train_scalars(
+    exp: Experiment, values: dict[str, Any], params: Any, step: int, rate: float, peak: Peak
+) -> dict[str, float]:
+    """What a logging step records of a run's train metrics: the step's metrics, the learning
+    rate it used, its speed (a group's runs each advance at the group's rate) and, with DP-SGD,
+    the privacy spent, with pruning the sparsity of the run's `params`."""
+    scalars = {f"train/{k}": float(v) for k, v in values.items() if k != "weight"}
+    scalars["train/learning_rate"] = float(exp.schedule(step - 1))
+    scalars["perf/steps_per_sec"] = rate
+    scalars["perf/tokens_per_sec"] = rate * exp.tokens_per_step
+    if exp.model_flops_per_step is not None:
+        scalars["perf/mfu"] = rate * exp.model_flops_per_step / peak.flops_per_second
+    if exp.privacy is not None:
+        scalars.update(exp.privacy.metrics(step))
+    if exp.pruning is not None:
+        scalars.update(exp.pruning.metrics(params))
+    return scalars

@@ -131,13 +131,18 @@ def _write_atomic(path: str, content: bytes) -> None:
         write_atomically(path, content)
 
 
+def command_line(module: str, argv: list[str]) -> list[str]:
+    """`[python, -m, module, args...]`: a command as the manifest records it."""
+    return [sys.executable, "-m", module, *argv[1:]]
+
+
 def new_attempt(
     module: str, argv: list[str], resumed_from_step: int | None, git: dict[str, Any]
 ) -> dict[str, Any]:
     """One entry per launch of the same run: how, when, from which checkpoint, on which code."""
     return {
         "git": git,
-        "command": [sys.executable, "-m", module, *argv[1:]],
+        "command": command_line(module, argv),
         "cwd": os.getcwd(),
         "start_time": now(),
         "resumed_from_step": resumed_from_step,
@@ -154,9 +159,12 @@ def begin_attempt(
     resumed_from_step: int | None,
     extra_environment: dict[str, Any],
     module: str = "launch.train",
+    group: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Reads (or starts) the run's manifest, records this launch of `module` as a new attempt
-    with the code, packages, environment and data it runs with, writes it, and returns it."""
+    with the code, packages, environment and data it runs with, writes it, and returns it.
+    A run trained in a group of seeds (runtime/group.py) records as `argv` the command that
+    trains it alone, and the group (its seeds, run directories and command) as `group`."""
     config = exp.config
     record = read(workdir) or {
         "config": json.loads(config.to_json_best_effort()),
@@ -199,7 +207,10 @@ def begin_attempt(
     if exp.teacher is not None:
         # Which run and checkpoint the student distils from; a resumed run reads the same one.
         record["teacher"] = exp.teacher.record()
-    record["attempts"].append(new_attempt(module, argv, resumed_from_step, git))
+    attempt = new_attempt(module, argv, resumed_from_step, git)
+    if group is not None:
+        attempt["group"] = group
+    record["attempts"].append(attempt)
     write_patch(workdir, code)
     write(workdir, record)
     return record

@@ -25,8 +25,9 @@ class Progress:
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
 
-    def report(self, step: int, scalars: dict[str, float]) -> None:
-        """Called at each logging step with the values just written."""
+    def report(self, step: int, scalars: dict[str, float], label: str = "") -> None:
+        """Called at each logging step with the values just written (of each run of a group,
+        named by `label`)."""
         if not self.active:
             return
         loss = scalars.get("train/loss")
@@ -42,7 +43,7 @@ class Progress:
         elapsed = time.monotonic() - self._start
         done = max(step - self._first, 1)
         eta = elapsed / done * (self.total - step)
-        parts = [f"step {step}/{self.total}"]
+        parts = [f"{label}step {step}/{self.total}"]
         parts += [f"{k}={v:.4g}" for k, v in scalars.items() if not k.startswith("perf/")]
         if rate is not None:
             parts.append(f"{rate:.2f} steps/s")

@@ -170,9 +170,10 @@ def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(data_dir, f
 def test_a_study_killed_midway_resumes_without_redoing_finished_runs(data_dir, tmp_path):
     """SIGKILL the study while its second run is in flight: that run gets SIGTERM (it
     checkpoints), and the rerun resumes it, redoing nothing that had finished. (A rerun starting
-    runs that never began: test_a_failed_run_is_reported_with_its_log_and_the_others_finish.)"""
+    runs that never began: test_a_failed_run_is_reported_with_its_log_and_the_others_finish; a
+    group of seeds killed: tests/test_seed_groups.py.)"""
     workdir = tmp_path / "killed"
-    args = ("--arms=attention", "--seeds=2", "--workers=1", "--setting=longer")
+    args = ("--arms=attention", "--seeds=2", "--workers=1", "--setting=longer", "--no-group-seeds")
     proc = subprocess.Popen(
         study_command(workdir, *args),
         cwd=REPO,
