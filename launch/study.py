@@ -7,9 +7,18 @@
 Each run lives in `<workdir>/runs/<arm>/seed_<s>/` with its log in `train.log`. Rerunning the
 same command skips completed runs and resumes the others from their checkpoints (launch.train
 does the resuming); adding arms or seeds to a finished study runs only what is new. A failed
-run is reported with the tail of its log and does not stop the others. At the end the study
-writes `summary.json`, `report.md` and `report.html`, appends one line to `experiments.jsonl`
-beside the study directory, and prints the verdict.
+run is reported with the tail of its log and does not stop the others.
+
+Derived arms (runtime/study_spec.py, `run_of`): a run that needs another arm's run of its seed
+starts once that run is complete, and is reported failed, never started, when it failed. A
+post-training quantized arm's run is `launch.quantize` of its source arm's run, logged to
+`runs/<arm>/seed_<s>.quantize.log` (launch.quantize writes a new directory and refuses an existing
+one); a rerun skips it when complete, and moves a partial one (the study stopped while it was
+written) aside to `seed_<s>.partial-<n>` before quantizing again. `--arms` brings the arms the
+chosen ones need. Derived arms run on the local backend only: --backend=slurm refuses them.
+
+At the end the study writes `summary.json`, `report.md` and `report.html`, appends one line to
+`experiments.jsonl` beside the study directory, and prints the verdict.
 
 Where the runs' metrics go is their `tracking.*` config, the same for every arm: with `mlflow`
 among `tracking.backends` the study is an MLflow parent run, opened (or, on a rerun, continued)
@@ -44,12 +53,12 @@ from typing import Any
 import ml_collections
 
 from analysis import study as study_lib
-from analysis.runs import is_complete, is_run, load_run, read_json
+from analysis.runs import FINISHED, is_complete, is_run, load_run, read_json
 from atomic_write import write_atomically, write_json_atomically
 from runtime import manifest, metric_writers
 from runtime.config import config_with_overrides, load_config_file
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
-from runtime.study_spec import load_study
+from runtime.study_spec import QUANT_SOURCE, load_study
 from runtime.workdir import check_writable_directory
 
 BACKENDS = ("local", "slurm")
@@ -67,6 +76,12 @@ class Task:
     seed: int
     workdir: str
     command: list[str]
+    log: str = ""  # where its output goes; "" -> <workdir>/train.log
+    needs: tuple[str, ...] = ()  # run directories that must be complete before it starts
+
+    @property
+    def log_file(self) -> str:
+        return self.log or os.path.join(self.workdir, LOG_FILE)
 
 
 # ------------------------------------------------------------------------------ command line
@@ -115,6 +130,8 @@ def plan(
         # Every comparison is against an arm's baseline (its block's, with blocks).
         baselines = dict.fromkeys(spec.baseline_of(arm) for arm in arms)
         arms = [b for b in baselines if b not in arms] + arms
+    # A derived arm runs after the arms whose runs it needs, which come along when not chosen.
+    arms = with_needed(spec, arms)
     seeds = args.seeds if args.seeds is not None else spec.seeds
     if seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {seeds}")
@@ -122,6 +139,13 @@ def plan(
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.backend == "local" and (args.partition or args.time):
         raise UsageError("--partition and --time are for --backend=slurm")
+    derived = [a for a in arms if spec.needs(a)]
+    if args.backend == "slurm" and derived:
+        raise UsageError(
+            f"arm {derived[0]!r} needs another arm's runs (run_of), which one Slurm job array "
+            "cannot order: run this study with --backend=local, or leave its derived arms out "
+            "(--arms)"
+        )
     if args.backend == "slurm" and not (shutil.which("sbatch") and shutil.which("squeue")):
         raise UsageError("--backend=slurm needs sbatch and squeue on PATH (a Slurm login node)")
     if args.setting is not None and args.setting not in spec.settings:
@@ -133,6 +157,22 @@ def plan(
         arm: config_with_overrides(spec.config_arg(arm, args.setting), overrides) for arm in arms
     }
     return spec, arms, list(range(seeds)), study_tracking(configs)
+
+
+def with_needed(spec: study_lib.StudySpec, arms: list[str]) -> list[str]:
+    """`arms` and every arm their runs need, each after what it needs (the order to run them)."""
+    ordered: list[str] = []
+
+    def visit(arm: str) -> None:
+        if arm in ordered:
+            return
+        for needed in spec.needs(arm):
+            visit(needed)
+        ordered.append(arm)
+
+    for arm in arms:
+        visit(arm)
+    return ordered
 
 
 def study_tracking(configs: dict[str, ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
@@ -220,11 +260,24 @@ class Runner:
             proc.send_signal(signal.SIGTERM)
 
     def run_all(self, tasks: list[Task]) -> list[dict[str, Any]]:
-        """Runs every task; returns the failed ones (arm, seed, workdir, status, log tail)."""
+        """Runs every task, each once the runs it needs are done; returns the failed ones (arm,
+        seed, workdir, status, log tail). A task whose needed run failed fails without starting."""
         pending, failed, done = list(tasks), [], 0
+        failed_dirs: set[str] = set()
         while (pending and not self.stopping) or self._running:
-            while pending and not self.stopping and len(self._running) < self.workers:
-                self._start(pending.pop(0))
+            for task in [t for t in pending if failed_dirs.intersection(t.needs)]:
+                pending.remove(task)
+                failed_dirs.add(os.path.abspath(task.workdir))
+                failed.append(unmet(task, sorted(failed_dirs.intersection(task.needs))))
+                done += 1
+                print(f"[{done}/{len(tasks)}] {task.arm} seed {task.seed}: not run", flush=True)
+            unfinished = {os.path.abspath(t.workdir) for t in pending}
+            unfinished |= {os.path.abspath(task.workdir) for task, _, _ in self._running.values()}
+            ready = [t for t in pending if not unfinished.intersection(t.needs)]
+            while ready and not self.stopping and len(self._running) < self.workers:
+                task = ready.pop(0)
+                pending.remove(task)
+                self._start(task)
             time.sleep(self.POLL_SECONDS)
             for proc in [p for p in self._running if p.poll() is not None]:
                 task, start, log = self._running.pop(proc)
@@ -239,11 +292,12 @@ class Runner:
                 )
                 if failure:
                     failed.append(failure)
+                    failed_dirs.add(os.path.abspath(task.workdir))
         return failed
 
     def _start(self, task: Task) -> None:
-        os.makedirs(task.workdir, exist_ok=True)
-        log = open(os.path.join(task.workdir, LOG_FILE), "a")  # noqa: SIM115 (closed on exit)
+        os.makedirs(os.path.dirname(task.log_file), exist_ok=True)
+        log = open(task.log_file, "a")  # noqa: SIM115 (closed on exit)
         proc = subprocess.Popen(
             task.command,
             stdout=log,
@@ -259,17 +313,29 @@ def outcome(task: Task, code: int | None) -> dict[str, Any] | None:
     """None when the run completed (or checkpointed on request); else what failed, with the
     tail of its log. `code` None: the process never reported an exit (cancelled, timed out)."""
     status = load_run(task.workdir).status if is_run(task.workdir) else "failed"
-    if code == 0 and status in ("completed", "preempted"):
+    if code == 0 and status in (*FINISHED, "preempted"):
         return None
     ended = "no exit status (cancelled or out of time)" if code is None else f"exit {code}"
-    log = os.path.join(task.workdir, LOG_FILE)
+    log = task.log_file
     return {
         "arm": task.arm,
         "seed": task.seed,
         "workdir": task.workdir,
-        "status": status if status not in ("running", "completed") else ended,
+        "status": status if status not in ("running", *FINISHED) else ended,
         "exit_code": code,
         "log_tail": log_tail(log) if os.path.exists(log) else "(no log)",
+    }
+
+
+def unmet(task: Task, failed_needs: list[str]) -> dict[str, Any]:
+    """A task not run because a run it needs failed, as a failure naming that run."""
+    return {
+        "arm": task.arm,
+        "seed": task.seed,
+        "workdir": task.workdir,
+        "status": "not run",
+        "exit_code": None,
+        "log_tail": f"not run: it needs the run {', '.join(failed_needs)}, which failed\n",
     }
 
 
@@ -364,13 +430,21 @@ def make_tasks(
     """The runs still to do (unfinished or never started), and how many are already done.
 
     Seed-major order: the first runs in flight are different arms, so each arm compiles once
-    and its later seeds find its programs in the compilation cache."""
+    and its later seeds find its programs in the compilation cache. Within a seed an arm comes
+    after the arms it needs (`arms` is in that order: plan)."""
     tasks, done = [], 0
     for seed in seeds:
         for arm in arms:
             run = study_lib.run_dir(workdir, arm, seed)
             if is_complete(run):
                 done += 1
+                continue
+            needs = {
+                key: os.path.abspath(study_lib.run_dir(workdir, needed, seed))
+                for key, needed in spec.run_refs.get(arm, {}).items()
+            }
+            if arm in spec.quantized:
+                tasks.append(quantize_task(spec, arm, seed, run, needs[QUANT_SOURCE]))
                 continue
             command = [
                 sys.executable,
@@ -379,10 +453,34 @@ def make_tasks(
                 f"--config={spec.config_arg(arm, setting)}",
                 f"--workdir={os.path.abspath(run)}",
                 f"--config.seed={seed}",
+                *(f"--config.{key}={path}" for key, path in needs.items()),
                 *overrides,
             ]
-            tasks.append(Task(arm, seed, run, command))
+            tasks.append(Task(arm, seed, run, command, needs=tuple(needs.values())))
     return tasks, done
+
+
+def quantize_task(spec: Any, arm: str, seed: int, run: str, source: str) -> Task:
+    """launch.quantize of `source` into `run`, with the arm's mode (and targets, if it sets
+    them). A partial `run`, left by a study stopped while writing it, is moved aside first:
+    launch.quantize never writes into an existing directory."""
+    if os.path.exists(run):
+        taken = (f"{run}.partial-{n}" for n in range(1, 10_000))
+        moved = next(path for path in taken if not os.path.exists(path))
+        os.rename(run, moved)
+        print(f"{arm} seed {seed}: moved its unfinished quantized run aside to {moved}", flush=True)
+    overrides = spec.arms[arm]
+    command = [
+        sys.executable,
+        "-m",
+        "launch.quantize",
+        f"--workdir={source}",
+        f"--into={os.path.abspath(run)}",
+        f"--mode={overrides['quant.mode']}",
+        *([f"--targets={overrides['quant.targets']}"] if "quant.targets" in overrides else []),
+    ]
+    log = os.path.join(os.path.dirname(run), f"{os.path.basename(run)}.quantize.log")
+    return Task(arm, seed, run, command, log=log, needs=(os.path.abspath(source),))
 
 
 # ---------------------------------------------------------------------------------- results
