@@ -274,6 +274,9 @@ class Runner:
             unfinished = {os.path.abspath(t.workdir) for t in pending}
             unfinished |= {os.path.abspath(task.workdir) for task, _, _ in self._running.values()}
             ready = [t for t in pending if not unfinished.intersection(t.needs)]
+            # Runs that others wait for first: they are the study's critical path.
+            awaited = {need for t in pending for need in t.needs}
+            ready.sort(key=lambda t: os.path.abspath(t.workdir) not in awaited)
             while ready and not self.stopping and len(self._running) < self.workers:
                 task = ready.pop(0)
                 pending.remove(task)
