@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.runs import (
+    FINISHED,
     MODEL_CARD_FILE,
     QUANTIZATION_FILE,
     SOURCE_EVAL_DIR,
@@ -58,7 +59,7 @@ def write_study_cards(summary: Mapping[str, Any]) -> list[str]:
             "stats": stats,
         }
         for run in arm.get("runs", []):
-            if run.get("status") == "completed":
+            if run.get("status") in FINISHED:
                 paths.append(write(run["workdir"], view))
     return paths
 

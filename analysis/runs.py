@@ -85,20 +85,29 @@ def is_run(path: str) -> bool:
 
 def missing_outputs(workdir: str) -> list[str]:
     """What the run's config asks for beyond training that is not there yet: each evaluation
-    suite's result, the suites' summary and the model card (written in that order)."""
+    suite's result, the suites' summary and the model card (written in that order); for a
+    quantized run (its config names a quant.source) also quantization.json, written before."""
     config = read_json(os.path.join(workdir, CONFIG_FILE)) or {}
     suites = [s.strip() for s in config.get("eval", {}).get("suites", "").split(",") if s.strip()]
-    if not suites:
-        return []
-    wanted = [*(eval_file(workdir, s) for s in suites), eval_file(workdir, "summary")]
-    wanted.append(os.path.join(workdir, MODEL_CARD_FILE))
+    wanted = []
+    if config.get("quant", {}).get("source"):
+        wanted.append(os.path.join(workdir, QUANTIZATION_FILE))
+    if suites:
+        wanted += [*(eval_file(workdir, s) for s in suites), eval_file(workdir, "summary")]
+        wanted.append(os.path.join(workdir, MODEL_CARD_FILE))
     return [os.path.relpath(path, workdir) for path in wanted if not os.path.isfile(path)]
 
 
+# The statuses of a run that is done: trained to its end (launch.train), or written whole from
+# a trained run by launch.quantize (compression/quantized_run.py), which never trains.
+FINISHED = ("completed", "quantized")
+
+
 def is_complete(workdir: str) -> bool:
-    """Trained to the end, and everything its config asks for after training is there."""
+    """Trained to the end (or quantized from a run that was), and everything its config asks for
+    after that is there."""
     manifest = read_json(os.path.join(workdir, MANIFEST_FILE))
-    return bool(manifest) and manifest.get("status") == "completed" and not missing_outputs(workdir)
+    return bool(manifest) and manifest.get("status") in FINISHED and not missing_outputs(workdir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +121,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        """completed | running | preempted | diverged | failed (from the manifest), or
+        """completed | quantized | running | preempted | diverged | failed (the manifest's), or
         "not started" when the run never got as far as writing one."""
         return self.manifest["status"] if self.manifest else "not started"
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -20,15 +21,19 @@ from typing import Any
 import numpy as np
 
 from analysis import proportions, stats
-from analysis.runs import Run, eval_file, is_run, jsonable, load_run, read_json
+from analysis.runs import FINISHED, Run, eval_file, is_run, jsonable, load_run, read_json
 
 DIFFERENCE_RELATIONS = ("beats", "loses to")  # (arm, relation, other arm): a Welch t-test
 EQUIVALENCE_RELATION = "matches"  # (arm, "matches", other arm, margin): a TOST
 # (arm, relation, other arm or rate) on the fraction of seeds that reach SOLVED_AT: Boschloo's
 # exact test against another arm, the exact binomial test against a rate; relation -> direction.
 PROPORTION_RELATIONS = {"solves more often than": "more", "solves less often than": "less"}
-RELATIONS = (*DIFFERENCE_RELATIONS, EQUIVALENCE_RELATION, *PROPORTION_RELATIONS)
+# ((arm, its baseline), relation, (arm, its baseline)): one pair's per-seed drop against the
+# other's, a Welch t-test; relation -> the direction claimed.
+DROP_RELATIONS = {"drops more than": "larger", "drops less than": "smaller"}
+RELATIONS = (*DIFFERENCE_RELATIONS, EQUIVALENCE_RELATION, *PROPORTION_RELATIONS, *DROP_RELATIONS)
 RUNS_DIR = "runs"
+CHECKPOINT_DIR = "checkpoints"  # runtime.checkpoint.CHECKPOINT_DIR (which imports orbax)
 # Training FLOPs per token: the backward pass costs about twice the forward (Kaplan et al.).
 TRAINING_FLOPS_PER_FORWARD_FLOP = 3
 
@@ -40,9 +45,17 @@ class Claim:
     other: str | None  # the arm compared with; None for a solve-rate claim against `rate`
     margin: float | None = None  # "matches" only: the largest difference that counts as none
     rate: float | None = None  # a solve-rate claim on one arm only: the rate it is held to
+    # A drop claim only: the arms `candidate` and `other` drop from (their baselines)
+    drop_from: tuple[str, str] | None = None
 
     @property
     def text(self) -> str:
+        if self.drop_from is not None:
+            return (
+                f"the drop from `{self.drop_from[0]}` to `{self.candidate}` "
+                f"{'exceeds' if self.relation == 'drops more than' else 'is below'} "
+                f"the drop from `{self.drop_from[1]}` to `{self.other}`"
+            )
         if self.other is None:
             fewer = "fewer" if self.relation == "solves less often than" else "more"
             return f"arm `{self.candidate}` solves in {fewer} than {100 * self.rate:g}% of seeds"
@@ -67,6 +80,14 @@ class StudySpec:
     # A seed solves when its final metric reaches this (>= when higher is better, <= when lower
     # is); None when the study declares no SOLVED_AT (then it has no solve-rate claims).
     solved_at: float | None = None
+    # arm -> {config key: the arm whose run of the same seed the key names} (`run_of`)
+    run_refs: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    # arm -> the arm whose runs it quantizes (launch.quantize), for post-training arms
+    quantized: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def needs(self, arm: str) -> list[str]:
+        """The arms whose runs of a seed `arm`'s run of that seed needs."""
+        return list(dict.fromkeys(self.run_refs.get(arm, {}).values()))
 
     @property
     def baseline(self) -> str | None:
@@ -96,6 +117,20 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------- one arm
+def checkpoint_bytes(workdir: str) -> int | None:
+    """Bytes on disk of the run's newest checkpoint (every file of it); None without one."""
+    root = os.path.join(workdir, CHECKPOINT_DIR)
+    steps = [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
+    if not steps:
+        return None
+    directory = os.path.join(root, str(max(steps)))
+    return sum(
+        os.path.getsize(os.path.join(here, name))
+        for here, _, names in os.walk(directory)
+        for name in names
+    )
+
+
 def _wall_seconds(run: Run) -> float:
     """Time spent in launch.train over all attempts of the run; an attempt that trained a group
     of seeds in one process (`launch.train --seeds`) counts its share of that time."""
@@ -145,7 +180,8 @@ def _arm_summary(
 ) -> tuple[dict[str, Any], list[Run]]:
     dirs = {s: run_dir(study_dir, arm, s) for s in seeds}
     found = {s: load_run(d) for s, d in dirs.items() if is_run(d)}
-    completed = [r for r in found.values() if r.status == "completed"]
+    completed_seeds = {s: r for s, r in found.items() if r.status in FINISHED}
+    completed = list(completed_seeds.values())
     names = sorted({m for r in completed for m in r.metric_names() if m.startswith("eval/")})
     metrics = {}
     for name in [spec.metric, *(n for n in names if n != spec.metric)]:
@@ -154,6 +190,10 @@ def _arm_summary(
             continue
         entry = {"final": stats.summarize(finals), "final_values": finals}
         if name == spec.metric:
+            # Which seed each final value is (drop claims pair arms seed by seed).
+            entry["final_seeds"] = [
+                s for s, r in completed_seeds.items() if r.final(name) is not None
+            ]
             best = [r.best(name, spec.higher_is_better) for r in completed]
             entry.update(best=stats.summarize(best), best_values=best)
             if spec.solved_at is not None:
@@ -161,6 +201,7 @@ def _arm_summary(
                     finals, spec.solved_at, spec.higher_is_better, confidence
                 )
         metrics[name] = entry
+    sizes = [b for r in completed if (b := checkpoint_bytes(r.workdir)) is not None]
     hashes = sorted({config_hash(r.config) for r in found.values() if r.config})
     summary = {
         "overrides": spec.arms[arm],
@@ -175,10 +216,13 @@ def _arm_summary(
                 "status": found[s].status if s in found else "not started",
                 "last_step": found[s].last_step if s in found else 0,
                 "wall_seconds": _wall_seconds(found[s]) if s in found else 0.0,
+                "checkpoint_bytes": checkpoint_bytes(dirs[s]) if s in found else None,
             }
             for s in seeds
         ],
         "metrics": metrics,
+        # Its completed runs' newest checkpoints, mean bytes: None when none has one.
+        "checkpoint_bytes": float(np.mean(sizes)) if sizes else None,
         "evaluation": _evaluation_summary(completed),
         "curves": {spec.metric: _curve(completed, spec.metric)} if completed else {},
         "compute": compute_used(list(found.values())),
@@ -273,6 +317,8 @@ def _claims(
             entry["verdict"] = stats.equivalence_verdict(
                 entry["equivalence"], float(p), alpha, names
             )
+        elif entry["relation"] in DROP_RELATIONS:
+            entry["verdict"] = drop_verdict(entry, float(p), alpha)
         else:
             direction = "better" if entry["relation"] == "beats" else "worse"
             entry["verdict"] = stats.verdict(entry["comparison"], float(p), direction, alpha, names)
@@ -306,6 +352,9 @@ def _tested_claim(
         )
     if claim.relation == EQUIVALENCE_RELATION:
         entry.update(margin=claim.margin, equivalence=None)
+    if claim.drop_from is not None:
+        named += list(claim.drop_from)
+        entry.update(candidate_from=claim.drop_from[0], other_from=claim.drop_from[1], drops=None)
     if any(arm not in arms for arm in named):
         entry["verdict"] = stats.Verdict(
             "inconclusive", "not run: an arm of the claim was left out (--arms)"
@@ -317,7 +366,15 @@ def _tested_claim(
         if test is None:
             entry["verdict"] = stats.Verdict("inconclusive", note)
         return entry
-    comparison, note = _compare(spec, arms, claim.other, claim.candidate, confidence)
+    if claim.drop_from is not None:
+        drops = {
+            arm: _drops(spec, arms, arm, start)
+            for arm, start in zip((claim.candidate, claim.other), claim.drop_from, strict=True)
+        }
+        entry["drops"] = drops
+        comparison, note = _compare_drops(drops, claim.candidate, claim.other, confidence)
+    else:
+        comparison, note = _compare(spec, arms, claim.other, claim.candidate, confidence)
     entry["comparison"] = comparison
     if comparison is None:
         entry["verdict"] = stats.Verdict("inconclusive", note)
@@ -329,6 +386,55 @@ def _tested_claim(
             alpha,
         )
     return entry
+
+
+def _drops(spec: StudySpec, arms: dict[str, Any], arm: str, start: str) -> dict[str, Any]:
+    """Arm `arm`'s drop from arm `start`, seed by seed: how much worse its final METRIC is than
+    `start`'s of the same seed (positive: worse), for the seeds both completed."""
+
+    def by_seed(name: str) -> dict[int, float]:
+        entry = arms[name]["metrics"].get(spec.metric, {})
+        return dict(zip(entry.get("final_seeds", []), entry.get("final_values", []), strict=True))
+
+    after, before = by_seed(arm), by_seed(start)
+    seeds = [s for s in after if s in before]
+    sign = 1.0 if spec.higher_is_better else -1.0
+    return {"from": start, "seeds": seeds, "values": [sign * (before[s] - after[s]) for s in seeds]}
+
+
+def _compare_drops(
+    drops: dict[str, dict[str, Any]], candidate: str, other: str, confidence: float
+) -> tuple[stats.Comparison | None, str | None]:
+    """The candidate pair's per-seed drops against the other pair's (higher: a larger drop)."""
+    cand, base = drops[candidate]["values"], drops[other]["values"]
+    if len(cand) < 2 or len(base) < 2:
+        return None, (
+            f"not tested: {len(cand)} seeds of {candidate} and {len(base)} of {other} have a drop "
+            "(the seed completed in both arms of the pair); a test needs at least 2 each"
+        )
+    return stats.compare(base, cand, higher_is_better=True, confidence=confidence), None
+
+
+def drop_verdict(entry: dict[str, Any], adjusted_p: float, alpha: float) -> stats.Verdict:
+    """A drop claim's verdict: supported when the candidate pair's mean drop differs from the
+    other's the claimed way at Holm-adjusted p < alpha, refuted when it differs the other way."""
+    c = entry["comparison"]
+    claimed = DROP_RELATIONS[entry["relation"]]
+    seen = "larger" if c.difference > 0 else "smaller"
+    numbers = (
+        f"drop to {entry['candidate']} {c.candidate_mean:+.4g} vs to {entry['other']} "
+        f"{c.baseline_mean:+.4g} (mean over seeds, worse is positive), difference "
+        f"{c.difference:+.3g}, Welch p {c.welch_p:.2g} (Holm-adjusted {adjusted_p:.2g}, alpha "
+        f"{alpha:g})"
+    )
+    if math.isnan(adjusted_p):
+        return stats.Verdict("inconclusive", f"could not be tested: {numbers}")
+    if adjusted_p >= alpha or c.difference == 0:
+        return stats.Verdict("inconclusive", f"not significant: {numbers}; {c.resolution}")
+    ci = f"{c.confidence:.0%} CI of difference [{c.welch_ci[0]:+.3g}, {c.welch_ci[1]:+.3g}]"
+    if seen == claimed:
+        return stats.Verdict("supported", f"significantly {seen} drop: {numbers}; {ci}")
+    return stats.Verdict("refuted", f"claimed {claimed}, but significantly {seen}: {numbers}; {ci}")
 
 
 def _proportion_test(

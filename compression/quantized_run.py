@@ -6,6 +6,9 @@ step, holds the int8 kernels with their scales and every other parameter as trai
 manifest names the source run (`quantized_from`). Then, with the code of this moment and the
 source's `eval.suites`:
 
+- `metrics.jsonl`: one row at the source's step, the quantized model's `eval/` metrics as the
+  training loop computes them (`runtime.loop.evaluate`, the same batches), so that a study reads
+  the quantized run's final metrics as it reads a trained run's;
 - `source_eval/`: the suites on the source model (written here, never into the source run);
 - `eval/` and `model_card.md`: the same suites on the quantized model, as `launch.evaluate`;
 - `quantization.json`: what was quantized, and the bytes and decoding times of both.
@@ -25,8 +28,9 @@ from analysis.runs import QUANTIZATION_FILE, SOURCE_EVAL_DIR, jsonable
 from atomic_write import write_json_atomically
 from compression import measurements
 from evaluation.run import evaluate_into, evaluate_run, suite_names
-from runtime import assembly, derived_run, quantization
+from runtime import assembly, derived_run, loop, quantization
 from runtime.errors import UsageError
+from runtime.metric_writers import MetricWriter
 from runtime.workdir import check_writable_directory, run_config
 
 QUANTIZED = "quantized"  # the new run's manifest status
@@ -94,6 +98,7 @@ def quantize_run(
         origin={"quantized_from": {"workdir": os.path.abspath(source), "step": step}},
     )
 
+    write_eval_row(into, exp, quantized_state.params, step)
     before = evaluate_into(
         source_exp, state.params, os.path.join(into, SOURCE_EVAL_DIR), step, names
     )
@@ -117,6 +122,17 @@ def quantize_run(
     write_json_atomically(os.path.join(into, QUANTIZATION_FILE), jsonable(report), indent=2)
     after = evaluate_run(exp, quantized_state.params, into, step, names)  # and the model card
     return {**report, "before": before, "after": after}
+
+
+def write_eval_row(workdir: str, exp: assembly.Experiment, params: Any, step: int) -> None:
+    """metrics.jsonl's one row: the loop's evaluation of `params` at `step`."""
+    with exp.context():
+        scalars = loop.evaluate(exp.eval_step, params, exp.dataset, exp.config, exp.batch_sharding)
+    writer = MetricWriter(workdir, 0)
+    try:
+        writer.write(step, scalars)
+    finally:
+        writer.close(QUANTIZED)
 
 
 def decode_times(

@@ -44,12 +44,10 @@ import sys
 from typing import Any
 
 from analysis import stats
-from analysis.runs import Run, is_run, load_run
+from analysis.runs import FINISHED, Run, is_run, load_run
 from analysis.study import RUNS_DIR, arm_dir
 from atomic_write import write_atomically
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
-
-COMPLETED = "completed"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -132,10 +130,10 @@ def resolve_side(spec: str, role: str) -> Side:
         raise UsageError(f"--{role} {spec!r} does not exist")
     runs = [load_run(d) for d in _run_directories(path, spec, role)]
     for run in runs:
-        if run.status != COMPLETED:
+        if run.status not in FINISHED:
             raise UsageError(
                 f"{role} run {run.workdir!r} has status {run.status!r}; the gate compares "
-                f"{COMPLETED} runs only"
+                f"finished runs only ({' or '.join(FINISHED)})"
             )
     return Side(role, spec, runs)
 

@@ -8,12 +8,21 @@ Each run lives in `<workdir>/runs/<arm>/seed_<s>/` with its log in `train.log`. 
 train together, as one `launch.train --seeds` process (runtime/group.py: one start-up and one
 compilation, each run bitwise what it is alone), whose log is its first seed's `train.log`;
 `--no-group-seeds` gives every run its own process, as has every seed of an arm that a group
-refuses (a profile: `runtime.group.why_alone`). Rerunning the same command skips completed runs
-and resumes the others from their checkpoints (launch.train does the resuming); adding arms or
-seeds to a finished study runs only what is new. A failed run is reported with the tail of its
-log and does not stop the others. At the end the study writes `summary.json`, `report.md` and
-`report.html`, appends one line to `experiments.jsonl` beside the study directory, and prints
-the verdict.
+refuses (a profile: `runtime.group.why_alone`) or whose runs need another arm's. Rerunning the
+same command skips completed runs and resumes the others from their checkpoints (launch.train
+does the resuming); adding arms or seeds to a finished study runs only what is new. A failed
+run is reported with the tail of its log and does not stop the others.
+
+Derived arms (runtime/study_spec.py, `run_of`): a run that needs another arm's run of its seed
+starts once that run is complete, and is reported failed, never started, when it failed. A
+post-training quantized arm's run is `launch.quantize` of its source arm's run, logged to
+`runs/<arm>/seed_<s>.quantize.log` (launch.quantize writes a new directory and refuses an existing
+one); a rerun skips it when complete, and moves a partial one (the study stopped while it was
+written) aside to `seed_<s>.partial-<n>` before quantizing again. `--arms` brings the arms the
+chosen ones need. Derived arms run on the local backend only: --backend=slurm refuses them.
+
+At the end the study writes `summary.json`, `report.md` and `report.html`, appends one line to
+`experiments.jsonl` beside the study directory, and prints the verdict.
 
 Where the runs' metrics go is their `tracking.*` config, the same for every arm: with `mlflow`
 among `tracking.backends` the study is an MLflow parent run, opened (or, on a rerun, continued)
@@ -48,13 +57,13 @@ from typing import Any
 import ml_collections
 
 from analysis import study as study_lib
-from analysis.runs import is_complete, is_run, load_run, read_json
+from analysis.runs import FINISHED, is_complete, is_run, load_run, read_json
 from atomic_write import write_atomically, write_json_atomically
 from runtime import group, manifest, metric_writers
 from runtime.checkpoint import checkpoint_steps
 from runtime.config import config_with_overrides, load_config_file
 from runtime.errors import ArgumentParser, UsageError, exit_on_usage_error
-from runtime.study_spec import load_study
+from runtime.study_spec import QUANT_SOURCE, load_study
 from runtime.workdir import check_writable_directory
 
 BACKENDS = ("local", "slurm")
@@ -68,23 +77,24 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One `launch.train` process: one run, or an arm's seeds trained together."""
+    """One process: one run, an arm's seeds trained together, or a derived arm's quantization."""
 
     arm: str
     seeds: list[int]
-    workdirs: list[str]  # each seed's run directory
+    workdirs: list[str]  # each seed's run directory, absolute
     command: list[str]
+    log_path: str = ""  # where its output goes; "" -> its first run's train.log
+    needs: tuple[str, ...] = ()  # run directories that must be complete before it starts
 
     @property
     def log(self) -> str:
-        """Where the process's output goes: its first run's train.log."""
-        return os.path.join(self.workdirs[0], LOG_FILE)
+        return self.log_path or os.path.join(self.workdirs[0], LOG_FILE)
 
     def open_log(self) -> Any:
-        """The log, opened for appending; the other runs' own logs say where it is."""
-        for workdir in self.workdirs:
-            os.makedirs(workdir, exist_ok=True)
+        """The log, opened for appending; a group's other runs' own logs say where it is."""
+        os.makedirs(os.path.dirname(self.log), exist_ok=True)
         for workdir in self.workdirs[1:]:
+            os.makedirs(workdir, exist_ok=True)
             with open(os.path.join(workdir, LOG_FILE), "a") as f:
                 f.write(f"trained with seeds {self.seeds} in one process: its log is {self.log}\n")
         return open(self.log, "a")  # noqa: SIM115 (the caller closes it)
@@ -142,6 +152,8 @@ def plan(
         # Every comparison is against an arm's baseline (its block's, with blocks).
         baselines = dict.fromkeys(spec.baseline_of(arm) for arm in arms)
         arms = [b for b in baselines if b not in arms] + arms
+    # A derived arm runs after the arms whose runs it needs, which come along when not chosen.
+    arms = with_needed(spec, arms)
     seeds = args.seeds if args.seeds is not None else spec.seeds
     if seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {seeds}")
@@ -149,6 +161,13 @@ def plan(
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.backend == "local" and (args.partition or args.time):
         raise UsageError("--partition and --time are for --backend=slurm")
+    derived = [a for a in arms if spec.needs(a)]
+    if args.backend == "slurm" and derived:
+        raise UsageError(
+            f"arm {derived[0]!r} needs another arm's runs (run_of), which one Slurm job array "
+            "cannot order: run this study with --backend=local, or leave its derived arms out "
+            "(--arms)"
+        )
     if args.backend == "slurm" and not (shutil.which("sbatch") and shutil.which("squeue")):
         raise UsageError("--backend=slurm needs sbatch and squeue on PATH (a Slurm login node)")
     if args.setting is not None and args.setting not in spec.settings:
@@ -160,6 +179,22 @@ def plan(
         arm: config_with_overrides(spec.config_arg(arm, args.setting), overrides) for arm in arms
     }
     return spec, arms, list(range(seeds)), configs
+
+
+def with_needed(spec: study_lib.StudySpec, arms: list[str]) -> list[str]:
+    """`arms` and every arm their runs need, each after what it needs (the order to run them)."""
+    ordered: list[str] = []
+
+    def visit(arm: str) -> None:
+        if arm in ordered:
+            return
+        for needed in spec.needs(arm):
+            visit(needed)
+        ordered.append(arm)
+
+    for arm in arms:
+        visit(arm)
+    return ordered
 
 
 def study_tracking(configs: dict[str, ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
@@ -247,16 +282,33 @@ class Runner:
             proc.send_signal(signal.SIGTERM)
 
     def run_all(self, tasks: list[Task]) -> list[dict[str, Any]]:
-        """Runs every task; returns the failed runs (arm, seed, workdir, status, log tail)."""
+        """Runs every task, each once the runs it needs are complete; returns the failed runs
+        (arm, seed, workdir, status, log tail). A task whose needed run failed fails unstarted."""
         pending, failed, report = list(tasks), [], Reporter(tasks)
+        failed_dirs: set[str] = set()
         while (pending and not self.stopping) or self._running:
-            while pending and not self.stopping and len(self._running) < self.workers:
-                self._start(pending.pop(0))
+            for task in [t for t in pending if failed_dirs.intersection(t.needs)]:
+                pending.remove(task)
+                failures = report.not_run(task, sorted(failed_dirs.intersection(task.needs)))
+                failed += failures
+                failed_dirs.update(task.workdirs)
+            unfinished = {w for t in pending for w in t.workdirs}
+            unfinished |= {w for task, _, _ in self._running.values() for w in task.workdirs}
+            ready = [t for t in pending if not unfinished.intersection(t.needs)]
+            # Runs that others wait for first: they are the study's critical path.
+            awaited = {need for t in pending for need in t.needs}
+            ready.sort(key=lambda t: not awaited.intersection(t.workdirs))
+            while ready and not self.stopping and len(self._running) < self.workers:
+                task = ready.pop(0)
+                pending.remove(task)
+                self._start(task)
             time.sleep(self.POLL_SECONDS)
             for proc in [p for p in self._running if p.poll() is not None]:
                 task, start, log = self._running.pop(proc)
                 log.close()
-                failed += report(task, proc.returncode, f" ({time.monotonic() - start:.0f} s)")
+                failures = report(task, proc.returncode, f" ({time.monotonic() - start:.0f} s)")
+                failed += failures
+                failed_dirs.update(failure["workdir"] for failure in failures)
         return failed
 
     def _start(self, task: Task) -> None:
@@ -273,7 +325,7 @@ class Runner:
 
 
 class Reporter:
-    """Prints each run's outcome as its process ends, numbered over all the runs."""
+    """Prints each run's outcome as its process ends (or is skipped), numbered over all runs."""
 
     def __init__(self, tasks: list[Task]):
         self.total = sum(len(task.seeds) for task in tasks)
@@ -283,29 +335,51 @@ class Reporter:
         """The task's failed runs, each printed with the others."""
         failed = []
         for seed, workdir in zip(task.seeds, task.workdirs, strict=True):
-            self.done += 1
             failure = outcome(task, seed, workdir, code)
-            status = failure["status"] if failure else load_run(workdir).status
-            print(f"[{self.done}/{self.total}] {task.arm} seed {seed}: {status}{took}", flush=True)
+            self.print(
+                task.arm, seed, (failure["status"] if failure else load_run(workdir).status) + took
+            )
             if failure:
                 failed.append(failure)
         return failed
 
+    def not_run(self, task: Task, failed_needs: list[str]) -> list[dict[str, Any]]:
+        """The task's runs, not started because a run they need failed, as failures naming it."""
+        tail = f"not run: it needs the run {', '.join(failed_needs)}, which failed\n"
+        failed = []
+        for seed, workdir in zip(task.seeds, task.workdirs, strict=True):
+            self.print(task.arm, seed, "not run")
+            failed.append(
+                {
+                    "arm": task.arm,
+                    "seed": seed,
+                    "workdir": workdir,
+                    "status": "not run",
+                    "exit_code": None,
+                    "log_tail": tail,
+                }
+            )
+        return failed
+
+    def print(self, arm: str, seed: int, status: str) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {arm} seed {seed}: {status}", flush=True)
+
 
 def outcome(task: Task, seed: int, workdir: str, code: int | None) -> dict[str, Any] | None:
-    """None when the task's run of `seed` (in `workdir`) completed (or checkpointed on request);
+    """None when the task's run of `seed` (in `workdir`) finished (or checkpointed on request);
     else what failed, with the tail of the task's log. `code` None: the process never reported
     an exit (cancelled, timed out). A run that is complete is so whatever the exit status (that
     of a group whose other run diverged)."""
     status = load_run(workdir).status if is_run(workdir) else "failed"
-    if (code == 0 and status in ("completed", "preempted")) or is_complete(workdir):
+    if (code == 0 and status in (*FINISHED, "preempted")) or is_complete(workdir):
         return None
     ended = "no exit status (cancelled or out of time)" if code is None else f"exit {code}"
     return {
         "arm": task.arm,
         "seed": seed,
         "workdir": workdir,
-        "status": status if status not in ("running", "completed") else ended,
+        "status": status if status not in ("running", *FINISHED) else ended,
         "exit_code": code,
         "log_tail": log_tail(task.log) if os.path.exists(task.log) else "(no log)",
     }
@@ -404,10 +478,15 @@ def make_tasks(
     One process per arm trains its seeds together: those at the same point (the same newest
     checkpoint, or none), so that none waits for another to catch up. The arms in `apart` (arm
     -> why) get one process per run, as do seeds that pinned different teacher or fine-tuning
-    checkpoints (`runtime.group.pinning_workdir`); separate runs go in seed-major order: the
-    first runs in flight are different arms, so each arm compiles once and its later seeds find
-    its programs in the compilation cache."""
-    apart = apart or {}
+    checkpoints (`runtime.group.pinning_workdir`) and the runs of derived arms (each needs its
+    own seed's run of another arm); separate runs go in seed-major order: the first runs in
+    flight are different arms, so each arm compiles once and its later seeds find its programs
+    in the compilation cache. Within a seed an arm comes after the arms it needs (`arms` is in
+    that order: plan)."""
+    apart = dict(apart or {})
+    for arm in arms:
+        if spec.needs(arm) and arm not in apart:
+            apart[arm] = "each run needs another arm's run of its seed"
     todo = {
         arm: [seed for seed in seeds if not is_complete(study_lib.run_dir(workdir, arm, seed))]
         for arm in arms
@@ -426,14 +505,13 @@ def make_tasks(
             groups.append((arm, together))
     groups = [(arm, together) for arm, together in groups if arm not in apart]
     for arm, why in apart.items():
-        if todo.get(arm) and why != "--no-group-seeds":
+        if todo.get(arm) and why != "--no-group-seeds" and arm not in spec.quantized:
             print(f"{arm}: its seeds train in separate processes ({why})", flush=True)
     grouped = {arm for arm, _ in groups}
     groups += [
         (arm, [seed]) for seed in seeds for arm in arms if seed in todo[arm] and arm not in grouped
     ]
-    tasks = [task(spec, workdir, arm, runs, setting, overrides) for arm, runs in groups]
-    return tasks, done
+    return [task(spec, workdir, arm, runs, setting, overrides) for arm, runs in groups], done
 
 
 def same_progress(workdir: str, arm: str, seeds: list[int]) -> list[list[int]]:
@@ -448,8 +526,15 @@ def same_progress(workdir: str, arm: str, seeds: list[int]) -> list[list[int]]:
 def task(
     spec: Any, workdir: str, arm: str, seeds: list[int], setting: str | None, overrides: list[str]
 ) -> Task:
-    """The `launch.train` process for `seeds` of `arm`: a lone run, or a group (--seeds)."""
+    """The process for `seeds` of `arm`: a lone run or a group (launch.train --seeds), or a
+    derived arm's run, whose config names the runs of its seed it needs (or launch.quantize)."""
     workdirs = [os.path.abspath(study_lib.run_dir(workdir, arm, seed)) for seed in seeds]
+    needs = {
+        key: os.path.abspath(study_lib.run_dir(workdir, needed, seeds[0]))
+        for key, needed in spec.run_refs.get(arm, {}).items()
+    }  # a derived arm's runs are never grouped (make_tasks): one seed
+    if arm in spec.quantized:
+        return quantize_task(spec, arm, seeds[0], workdirs[0], needs[QUANT_SOURCE])
     if len(seeds) == 1:
         runs = [f"--workdir={workdirs[0]}", f"--config.seed={seeds[0]}"]
     else:
@@ -462,9 +547,33 @@ def task(
         "launch.train",
         f"--config={spec.config_arg(arm, setting)}",
         *runs,
+        *(f"--config.{key}={path}" for key, path in needs.items()),
         *overrides,
     ]
-    return Task(arm, seeds, workdirs, command)
+    return Task(arm, seeds, workdirs, command, needs=tuple(needs.values()))
+
+
+def quantize_task(spec: Any, arm: str, seed: int, run: str, source: str) -> Task:
+    """launch.quantize of `source` into `run`, with the arm's mode (and targets, if it sets
+    them). A partial `run`, left by a study stopped while writing it, is moved aside first:
+    launch.quantize never writes into an existing directory."""
+    if os.path.exists(run):
+        taken = (f"{run}.partial-{n}" for n in range(1, 10_000))
+        moved = next(path for path in taken if not os.path.exists(path))
+        os.rename(run, moved)
+        print(f"{arm} seed {seed}: moved its unfinished quantized run aside to {moved}", flush=True)
+    overrides = spec.arms[arm]
+    command = [
+        sys.executable,
+        "-m",
+        "launch.quantize",
+        f"--workdir={source}",
+        f"--into={run}",
+        f"--mode={overrides['quant.mode']}",
+        *([f"--targets={overrides['quant.targets']}"] if "quant.targets" in overrides else []),
+    ]
+    log = os.path.join(os.path.dirname(run), f"{os.path.basename(run)}.quantize.log")
+    return Task(arm, [seed], [run], command, log_path=log, needs=(source,))
 
 
 # ---------------------------------------------------------------------------------- results

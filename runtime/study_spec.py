@@ -32,10 +32,31 @@ Every arm sets that key in its overrides, and BASELINE then maps each block to i
 baseline arm, e.g. `BASELINE = {task: f"attention-{task}" for task in TASKS}`. Each arm is
 compared only with its block's baseline (Holm's adjustment runs over all those comparisons
 together), and a claim may only compare two arms of one block.
+
+Differences of drops: (("mamba-ptq", "mamba-float"), "drops more than", ("attention-ptq",
+"attention-float")) claims that the first pair's drop (from its second arm to its first, in the
+worse direction of METRIC) exceeds the second pair's. Each pair lies within one block (the two
+pairs may lie in different blocks: that is what the claim compares). A drop is taken per seed,
+seed s of one arm against seed s of the other, which pairs them where one arm derives from the
+other's run of the same seed; the two pairs' per-seed drops are compared by a Welch t-test,
+one test in the claims' Holm family. "drops less than" is the other direction.
+
+Derived arms: an arm may need another arm's run of the same seed. An override value
+`run_of("<arm>")` stands for that run's directory: `launch.study` runs the named arm first, then
+this arm's seed s with `--config.<key>=<arm's seed-s run>` (a distilled student:
+`"objective.distillation.teacher": run_of("mamba-float")`), and marks it failed, without running
+it, when that run fails. An arm whose overrides set `quant.mode` to a post-training mode
+(`ptq_int8_weights`, `ptq_int8`) does not train: its run is `launch.quantize` of the run its
+`quant.source: run_of(<arm>)` names, so its other overrides must equal that arm's. `get_config`
+applies an arm's overrides through `own_overrides`, which leaves the `run_of` values out (by
+hand, `launch.train` then needs the key on its command line). A `run_of` naming no arm, or arms
+that need each other's runs in a cycle, is an error at load. Derived arms run on the local
+backend only: `--backend=slurm` refuses a study that has them (one job array has no order).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
@@ -44,6 +65,7 @@ from typing import Any
 
 from analysis.study import (
     DIFFERENCE_RELATIONS,
+    DROP_RELATIONS,
     EQUIVALENCE_RELATION,
     PROPORTION_RELATIONS,
     RELATIONS,
@@ -52,6 +74,32 @@ from analysis.study import (
 )
 from runtime.config import load_python_file
 from runtime.errors import UsageError
+
+# quant.mode values that make an arm's run by launch.quantize instead of launch.train
+# (runtime.quantization.POST_TRAINING, which imports flax: a study file is read before that).
+POST_TRAINING_MODES = ("ptq_int8_weights", "ptq_int8")
+QUANT_SOURCE = "quant.source"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmRun:
+    """An override value: the run directory of `arm` at the seed of the run being made."""
+
+    arm: str
+
+    def __repr__(self) -> str:
+        return f"run_of({self.arm!r})"
+
+
+def run_of(arm: str) -> ArmRun:
+    """In a study file's ARMS: this key's value is arm `arm`'s run of the same seed."""
+    return ArmRun(arm)
+
+
+def own_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """An arm's overrides without its `run_of` values, which only launch.study can fill in."""
+    return {k: v for k, v in overrides.items() if not isinstance(v, ArmRun)}
+
 
 REQUIRED = ("ARMS", "BASELINE", "SEEDS", "METRIC", "HIGHER_IS_BETTER", "HYPOTHESIS", "CLAIMS")
 
@@ -88,6 +136,7 @@ def load_study(path: str) -> StudySpec:
     if not isinstance(module.HIGHER_IS_BETTER, bool):
         raise UsageError(f"{where}: HIGHER_IS_BETTER must be True or False")
     solved_at = _solved_at(where, getattr(module, "SOLVED_AT", None))
+    run_refs = _run_refs(where, arms)
     claims = [_claim(where, claim, arms, block_by, block_of, solved_at) for claim in module.CLAIMS]
     return StudySpec(
         name=os.path.splitext(os.path.basename(path))[0],
@@ -103,7 +152,60 @@ def load_study(path: str) -> StudySpec:
         claims=tuple(claims),
         settings=tuple(getattr(module, "SETTINGS", {})),
         solved_at=solved_at,
+        run_refs=run_refs,
+        quantized={arm: refs[QUANT_SOURCE] for arm, refs in run_refs.items() if _is_ptq(arms[arm])},
     )
+
+
+def _is_ptq(overrides: Mapping[str, Any]) -> bool:
+    return overrides.get("quant.mode") in POST_TRAINING_MODES
+
+
+def _run_refs(where: str, arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """{arm: {config key: the arm whose run of the same seed it names}} for the arms that use
+    `run_of`, checked: named arms exist, no cycle, post-training arms quantize one."""
+    refs = {
+        arm: {key: value.arm for key, value in overrides.items() if isinstance(value, ArmRun)}
+        for arm, overrides in arms.items()
+    }
+    for arm, named in refs.items():
+        for key, other in named.items():
+            if other not in arms:
+                close = difflib.get_close_matches(other, list(arms), n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UsageError(
+                    f"{where}: arm {arm!r} sets {key!r} to run_of({other!r}), which is not an "
+                    f"arm{hint}; valid: {', '.join(arms)}"
+                )
+    for arm in arms:
+        _check_no_cycle(where, arm, refs, [])
+    for arm, overrides in arms.items():
+        if not _is_ptq(overrides):
+            continue
+        source = refs[arm].get(QUANT_SOURCE)
+        if source is None or set(refs[arm]) != {QUANT_SOURCE}:
+            raise UsageError(
+                f"{where}: arm {arm!r} sets quant.mode={overrides['quant.mode']!r}, so its run is "
+                f"launch.quantize of another arm's run: it must set {QUANT_SOURCE!r} to "
+                "run_of(<that arm>), and no other run_of"
+            )
+        mine = {k: v for k, v in overrides.items() if not k.startswith("quant.")}
+        theirs = {k: v for k, v in arms[source].items() if not k.startswith("quant.")}
+        if mine != theirs:
+            differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+            raise UsageError(
+                f"{where}: arm {arm!r} quantizes arm {source!r}'s run, so it must set what "
+                f"{source!r} sets outside quant.*; they differ in {', '.join(differ)}"
+            )
+    return {arm: named for arm, named in refs.items() if named}
+
+
+def _check_no_cycle(where: str, arm: str, refs: dict[str, dict[str, str]], path: list[str]) -> None:
+    if arm in path:
+        cycle = " -> ".join([*path[path.index(arm) :], arm])
+        raise UsageError(f"{where}: arms need each other's runs in a cycle: {cycle}")
+    for other in refs[arm].values():
+        _check_no_cycle(where, other, refs, [*path, arm])
 
 
 def _solved_at(where: str, solved_at: Any) -> float | None:
@@ -194,9 +296,12 @@ def _claim(
     solves = " | ".join(repr(r) for r in PROPORTION_RELATIONS)
     form = (
         f"(arm, relation, arm) with relation {relations}, or "
-        f"(arm, {EQUIVALENCE_RELATION!r}, arm, margin), or (arm, {solves}, arm or rate)"
+        f"(arm, {EQUIVALENCE_RELATION!r}, arm, margin), or (arm, {solves}, arm or rate), or "
+        f"((arm, its baseline), {' | '.join(repr(r) for r in DROP_RELATIONS)}, (arm, its baseline))"
     )
     relation = claim[1] if isinstance(claim, tuple | list) and len(claim) in (3, 4) else None
+    if relation in DROP_RELATIONS and len(claim) == 3:
+        return _drop_claim(where, claim, arms, block_by, block_of)
     if relation not in RELATIONS or len(claim) != (4 if relation == EQUIVALENCE_RELATION else 3):
         raise UsageError(f"{where}: claim {claim!r} must be {form}")
     if not _is_arm(claim[0], arms):
@@ -226,6 +331,37 @@ def _claim(
             f"{block_of[claim[0]]!r} vs {block_of[claim[2]]!r}); a claim compares arms of one block"
         )
     return Claim(claim[0], relation, claim[2], None if margin is None else float(margin))
+
+
+def _drop_claim(
+    where: str,
+    claim: Any,
+    arms: dict[str, dict[str, Any]],
+    block_by: str | None,
+    block_of: dict[str, str],
+) -> Claim:
+    """((arm, baseline), "drops more than" | "drops less than", (arm, baseline))."""
+    pairs = (claim[0], claim[2])
+    for pair in pairs:
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise UsageError(
+                f"{where}: claim {claim!r}: each side of {claim[1]!r} is a pair (arm, the arm it "
+                f"drops from), got {pair!r}"
+            )
+        for arm in pair:
+            if not _is_arm(arm, arms):
+                raise UsageError(f"{where}: claim names arm {arm!r}; valid: {', '.join(arms)}")
+        if pair[0] == pair[1]:
+            raise UsageError(f"{where}: claim {claim!r} pairs arm {pair[0]!r} with itself")
+        if block_of[pair[0]] != block_of[pair[1]]:
+            raise UsageError(
+                f"{where}: claim {claim!r}: the pair {tuple(pair)!r} spans blocks ({block_by} "
+                f"{block_of[pair[0]]!r} vs {block_of[pair[1]]!r}); a drop is within one block"
+            )
+    if tuple(pairs[0]) == tuple(pairs[1]):
+        raise UsageError(f"{where}: claim {claim!r} compares a drop with itself")
+    (candidate, candidate_from), (other, other_from) = pairs
+    return Claim(candidate, claim[1], other, drop_from=(candidate_from, other_from))
 
 
 def _rate_claim(where: str, claim: Any) -> Claim:

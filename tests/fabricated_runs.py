@@ -113,3 +113,64 @@ def solves_summary(
         write_seeds(Path(study_lib.arm_dir(str(study_dir), arm)), METRIC, finals)
     seeds = list(range(max(len(v) for v in values.values())))
     return study_lib.summarize_study(spec, str(study_dir), list(values), seeds, None, [], [])
+
+
+# Final bits per byte (lower is better) of a float arm and its int8 copy per mixer, three seeds:
+# Mamba's seeds lose 0.05, 0.06, 0.07 to int8 and attention's 0.01, 0.012, 0.011, while the
+# float arms vary from seed to seed by far more than either drop (a drop is seen only in pairs).
+DROPS_VALUES = {
+    "attention-float": [2.0, 2.3, 1.8],
+    "attention-int8": [2.01, 2.312, 1.811],
+    "mamba-float": [1.9, 2.2, 1.7],
+    "mamba-int8": [1.95, 2.26, 1.77],
+}
+DROPS_CLAIM = (
+    ("mamba-int8", "mamba-float"),
+    "drops more than",
+    ("attention-int8", "attention-float"),
+)
+
+
+def drops_summary(
+    study_dir: Path,
+    claims: list[tuple] | None = None,
+    values: dict[str, list[float]] | None = None,
+    status: str = "quantized",
+) -> dict[str, Any]:
+    """A study of DROPS_VALUES' arms blocked by mixer (the int8 arms quantized from their float
+    arms' runs, and written with manifest status `status`), with the drop claim DROPS_CLAIM
+    unless `claims` are given, summarized as launch.study summarizes it."""
+    values = DROPS_VALUES if values is None else values
+    arms = {}
+    for arm in values:
+        mixer, kind = arm.split("-")
+        arms[arm] = f"{{'model.mixer': {mixer!r}}}"
+        if kind == "int8":
+            arms[arm] = (
+                f"{{'model.mixer': {mixer!r}, 'quant.mode': 'ptq_int8', "
+                f"'quant.source': run_of('{mixer}-float')}}"
+            )
+    declared = {
+        "ARMS": "{" + ", ".join(f"{a!r}: {o}" for a, o in arms.items()) + "}",
+        "BLOCK_BY": repr("model.mixer"),
+        "BASELINE": repr({"attention": "attention-float", "mamba": "mamba-float"}),
+        "SEEDS": "3",
+        "METRIC": repr("eval/bits_per_byte"),
+        "HIGHER_IS_BETTER": "False",
+        "HYPOTHESIS": repr("int8 costs Mamba more than attention."),
+        "CLAIMS": repr([DROPS_CLAIM] if claims is None else claims),
+    }
+    study_dir.mkdir(parents=True)
+    path = study_dir / "study.py"
+    path.write_text(
+        "from runtime.study_spec import run_of\n"
+        + "".join(f"{name} = {value}\n" for name, value in declared.items())
+    )
+    spec = load_study(str(path))
+    for arm, finals in values.items():
+        for seed, value in enumerate(finals):
+            run = Path(study_lib.run_dir(str(study_dir), arm, seed))
+            if value is not None:
+                write_run(run, {spec.metric: value}, status if "int8" in arm else "completed")
+    seeds = list(range(max(len(v) for v in values.values())))
+    return study_lib.summarize_study(spec, str(study_dir), list(values), seeds, None, [], [])

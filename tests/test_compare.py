@@ -204,3 +204,10 @@ def test_unfinished_runs_are_refused(study):
     assert_usage_error(
         accuracy_gate(study / "runs/base", study / "runs/worse"), str(running), "'running'"
     )
+
+
+def test_a_quantized_run_is_a_finished_run_to_the_gate(study):
+    """launch.quantize's runs (status 'quantized') are compared like trained ones."""
+    for i, value in enumerate(BASE_ACC):
+        write_run(study / "runs/int8" / f"seed_{i}", {"eval/accuracy": value}, status="quantized")
+    assert_exit(accuracy_gate(study / "runs/base", study / "runs/int8"), 0)

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from analysis import stats
 from analysis.report.formatting import (
     HASH_CHARS,
     fmt_duration,
@@ -19,9 +20,16 @@ from analysis.report.formatting import (
     fmt_signed,
 )
 from analysis.report.html_page import inline_html
+from analysis.runs import jsonable
 from analysis.summary_reader import arm_label
 from experiments.mad_tasks import MIXERS, TASKS
-from tests.fabricated_runs import SOLVES_VALUES, mad_summary, mad_values, solves_summary
+from tests.fabricated_runs import (
+    SOLVES_VALUES,
+    drops_summary,
+    mad_summary,
+    mad_values,
+    solves_summary,
+)
 from tests.report_summary import (
     FINAL_ACCURACY,
     METRIC,
@@ -355,3 +363,26 @@ def test_an_arm_whose_evaluation_covers_fewer_runs_than_it_has_says_so(tmp_path,
     section = md_section(md, "Evaluation suites")
     assert f"`{arms[1]}`: these numbers cover 1 of its 2 completed runs" in section
     assert f"`{arms[0]}`: these numbers cover" not in section
+
+
+# --- what an arm costs -------------------------------------------------------------------------
+
+
+def test_the_arms_table_shows_checkpoint_bytes_and_decoding_time_when_measured(tmp_path_factory):
+    """The drops study's int8 arms, with a checkpoint's bytes and the generation suite's time per
+    token written into each arm's summary as analysis/study.py puts them there."""
+    summary = drops_summary(tmp_path_factory.mktemp("drops") / "study")
+    plain = rendered_reports(copy.deepcopy(summary), tmp_path_factory)["md"]
+    assert "Checkpoint bytes" not in plain and "Decode ms/token" not in plain
+    for arm, entry in summary["arms"].items():
+        int8 = arm.endswith("int8")
+        entry["checkpoint_bytes"] = 450_000.0 if int8 else 2_360_000.0
+        seconds = [3.4e-4, 3.5e-4, 3.6e-4] if int8 else [1.2e-4, 1.2e-4, 1.3e-4]
+        entry["evaluation"]["headline"]["generation/seconds_per_token"] = {
+            "final": jsonable(stats.summarize(seconds))
+        }
+    md = rendered_reports(summary, tmp_path_factory)["md"]
+    arms = md_section(md, "Arms")
+    assert "| Checkpoint bytes | Decode ms/token (mean ± CI) |" in arms
+    row = next(line for line in arms.splitlines() if line.startswith("| mamba-int8 "))
+    assert f"| {fmt_large(450_000.0)} | 0.35 ± 0.02484 |" in row

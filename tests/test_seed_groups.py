@@ -83,13 +83,14 @@ def group_command(run: Path, pattern: Path) -> list[str]:
 
 
 def without_times_and_places(tree: Any) -> Any:
-    """A summary's contents but for what differs between any two studies: wall times and the
-    runs' directories."""
+    """A summary's contents but for what differs between any two studies: wall times, the runs'
+    directories, and checkpoint bytes (the same arrays saved twice are packed into Orbax's OCDBT
+    files differently, and the seal names the run's paths)."""
     if isinstance(tree, dict):
         return {
             k: without_times_and_places(v)
             for k, v in tree.items()
-            if k not in ("wall_seconds", "workdir")
+            if k not in ("wall_seconds", "workdir", "checkpoint_bytes")
         }
     if isinstance(tree, list):
         return [without_times_and_places(v) for v in tree]

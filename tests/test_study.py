@@ -29,13 +29,15 @@ STUDY = "tests/tiny_study.py"
 FINISHED = ("--arms=deltanet", "--workers=2", "--config.tracking.backends=jsonl,mlflow")
 
 
-def study_command(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "launch.study", STUDY, f"--workdir={workdir}", *args]
+def study_command(workdir: Path, *args: str, study: str = STUDY) -> list[str]:
+    return [sys.executable, "-m", "launch.study", study, f"--workdir={workdir}", *args]
 
 
-def run_study(data_dir: str, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def run_study(
+    data_dir: str, workdir: Path, *args: str, study: str = STUDY
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        study_command(workdir, *args),
+        study_command(workdir, *args, study=study),
         cwd=REPO,
         env=train_env(data_dir),
         capture_output=True,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import mad_tasks, mqar_mixers
+from experiments import compression, mad_tasks, mqar_mixers
 from launch import study as study_cli
 from runtime.errors import UsageError
 from runtime.study_spec import load_study
@@ -241,3 +241,225 @@ def test_a_chosen_arm_brings_its_own_blocks_baseline():
     )
     _, arms, _, _ = study_cli.plan(args, overrides)
     assert arms == ["attention-noisy_recall", "mamba-noisy_recall"]
+
+
+# --- derived arms (run_of) and claims on drops -------------------------------------------------
+
+# The copy block's mixers, each with a quantized arm and a distilled student of its float run.
+DERIVED = {
+    "attention-copy": {"model.mixer": "attention", "data.name": "copy"},
+    "attention-ptq": {
+        "model.mixer": "attention",
+        "data.name": "copy",
+        "quant.mode": "ptq_int8",
+        "quant.source": Source("run_of('attention-copy')"),
+    },
+    "attention-student": {
+        "model.mixer": "attention",
+        "data.name": "copy",
+        "model.d_model": 32,
+        "objective.distillation.teacher": Source("run_of('attention-copy')"),
+    },
+    "mamba-copy": {"model.mixer": "mamba", "data.name": "copy"},
+    "mamba-ptq": {
+        "model.mixer": "mamba",
+        "data.name": "copy",
+        "quant.mode": "ptq_int8",
+        "quant.source": Source("run_of('mamba-copy')"),
+    },
+}
+DROP_CLAIM = (("mamba-ptq", "mamba-copy"), "drops more than", ("attention-ptq", "attention-copy"))
+
+
+def derived_file(tmp_path, arms=None, claims=(), **changes) -> str:
+    """A study of DERIVED's arms blocked by mixer, with run_of imported as study files do."""
+    path = study_file(
+        tmp_path,
+        ARMS=DERIVED if arms is None else arms,
+        BLOCK_BY="model.mixer",
+        BASELINE={"attention": "attention-copy", "mamba": "mamba-copy"},
+        CLAIMS=list(claims),
+        **changes,
+    )
+    written = tmp_path / "study.py"
+    written.write_text("from runtime.study_spec import run_of\n" + written.read_text())
+    return path
+
+
+def derived_error(tmp_path, arms=None, claims=()) -> str:
+    with pytest.raises(UsageError) as error:
+        load_study(derived_file(tmp_path, arms, claims))
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_an_arm_may_need_another_arms_run_of_the_same_seed(tmp_path):
+    spec = load_study(derived_file(tmp_path))
+    assert spec.run_refs == {
+        "attention-ptq": {"quant.source": "attention-copy"},
+        "attention-student": {"objective.distillation.teacher": "attention-copy"},
+        "mamba-ptq": {"quant.source": "mamba-copy"},
+    }
+    # A post-training mode makes the arm's run launch.quantize of its source's run.
+    assert spec.quantized == {"attention-ptq": "attention-copy", "mamba-ptq": "mamba-copy"}
+    assert spec.needs("attention-student") == ["attention-copy"]
+    assert spec.needs("attention-copy") == []
+
+
+def test_get_config_applies_an_arms_overrides_without_its_run_of_values():
+    from runtime.study_spec import ArmRun, own_overrides
+
+    overrides = {"model.mixer": "mamba", "objective.distillation.teacher": ArmRun("mamba-float")}
+    assert own_overrides(overrides) == {"model.mixer": "mamba"}
+
+
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [
+        (
+            {"attention-student": {"model.mixer": "attention", "quant.source": 0}},
+            None,  # no run_of: an ordinary arm
+        ),
+        (
+            {
+                "attention-student": {
+                    "model.mixer": "attention",
+                    "objective.distillation.teacher": Source("run_of('atention-copy')"),
+                }
+            },
+            "arm 'attention-student' sets 'objective.distillation.teacher' to "
+            "run_of('atention-copy'), which is not an arm (did you mean 'attention-copy'?)",
+        ),
+        (
+            {
+                "attention-copy": {
+                    "model.mixer": "attention",
+                    "finetune.from_run": Source("run_of('attention-student')"),
+                }
+            },
+            "arms need each other's runs in a cycle: attention-copy -> attention-student -> "
+            "attention-copy",
+        ),
+        (
+            {"mamba-ptq": {"model.mixer": "mamba", "quant.mode": "ptq_int8"}},
+            "arm 'mamba-ptq' sets quant.mode='ptq_int8', so its run is launch.quantize of another "
+            "arm's run: it must set 'quant.source' to run_of(<that arm>)",
+        ),
+        (
+            {
+                "mamba-ptq": {
+                    "model.mixer": "mamba",
+                    "model.d_model": 32,
+                    "quant.mode": "ptq_int8",
+                    "quant.source": Source("run_of('mamba-copy')"),
+                }
+            },
+            "arm 'mamba-ptq' quantizes arm 'mamba-copy''s run, so it must set what 'mamba-copy' "
+            "sets outside quant.*; they differ in model.d_model",
+        ),
+    ],
+)
+def test_derived_arms_are_checked_at_load(tmp_path, changed, message):
+    arms = {
+        arm: {k: v for k, v in overrides.items() if k != "data.name"}
+        for arm, overrides in {**DERIVED, **changed}.items()
+    }
+    if message is None:
+        assert load_study(derived_file(tmp_path, arms)).needs("attention-student") == []
+    else:
+        assert message in derived_error(tmp_path, arms)
+
+
+def test_a_drop_claim_pairs_each_arm_with_the_arm_it_drops_from(tmp_path):
+    (claim,) = load_study(derived_file(tmp_path, claims=[DROP_CLAIM])).claims
+    assert (claim.candidate, claim.other, claim.drop_from) == (
+        "mamba-ptq",
+        "attention-ptq",
+        ("mamba-copy", "attention-copy"),
+    )
+    assert claim.text == (
+        "the drop from `mamba-copy` to `mamba-ptq` exceeds the drop from `attention-copy` to "
+        "`attention-ptq`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        (
+            (
+                ("mamba-ptq", "attention-copy"),
+                "drops more than",
+                ("attention-ptq", "attention-copy"),
+            ),
+            "the pair ('mamba-ptq', 'attention-copy') spans blocks (model.mixer 'mamba' vs "
+            "'attention'); a drop is within one block",
+        ),
+        (
+            ("mamba-ptq", "drops more than", ("attention-ptq", "attention-copy")),
+            "each side of 'drops more than' is a pair (arm, the arm it drops from), got "
+            "'mamba-ptq'",
+        ),
+        (
+            (("mamba-ptq", "mamba-cpy"), "drops less than", ("attention-ptq", "attention-copy")),
+            "claim names arm 'mamba-cpy'",
+        ),
+        (
+            (("mamba-ptq", "mamba-copy"), "drops more than", ("mamba-ptq", "mamba-copy")),
+            "compares a drop with itself",
+        ),
+    ],
+)
+def test_drop_claims_are_checked(tmp_path, claim, message):
+    assert message in derived_error(tmp_path, claims=[claim])
+
+
+def test_launch_study_stops_on_a_cycle_of_derived_arms_with_one_line(tmp_path, capsys):
+    arms = {
+        "attention-copy": {
+            "model.mixer": "attention",
+            "objective.distillation.teacher": Source("run_of('attention-copy')"),
+        },
+        "mamba-copy": {"model.mixer": "mamba"},
+    }
+    workdir = tmp_path / "study"
+    with pytest.raises(SystemExit) as exit_:
+        study_cli.main(["launch.study", derived_file(tmp_path, arms), f"--workdir={workdir}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in a cycle: attention-copy -> attention-copy" in err
+    assert not workdir.exists()
+
+
+def test_slurm_refuses_a_study_with_derived_arms():
+    args, overrides = study_cli.parse_args(
+        ["launch.study", compression.__file__, "--workdir=unused", "--backend=slurm"]
+    )
+    with pytest.raises(UsageError, match="one Slurm job array cannot order"):
+        study_cli.plan(args, overrides)
+
+
+def test_a_chosen_derived_arm_brings_the_arms_it_needs_first():
+    args, overrides = study_cli.parse_args(
+        ["launch.study", compression.__file__, "--workdir=unused", "--arms=mamba-distilled"]
+    )
+    _, arms, _, _ = study_cli.plan(args, overrides)
+    assert arms == ["mamba-float", "mamba-distilled"]
+
+
+def test_the_compression_study_derives_each_mixers_arms_from_its_own_float_run():
+    spec = load_study(compression.__file__)
+    assert spec.block_by == "model.mixer"
+    for mixer in compression.MIXERS:
+        float_arm = f"{mixer}-float"
+        assert spec.baselines[mixer] == float_arm
+        for mode in ("ptq_int8_weights", "ptq_int8"):
+            assert spec.quantized[f"{mixer}-{mode}"] == float_arm
+        assert spec.run_refs[f"{mixer}-distilled"] == {"objective.distillation.teacher": float_arm}
+        student = compression.get_config(f"{mixer}-distilled")
+        teacher = compression.get_config(float_arm)
+        assert 2 * student.model.d_model == teacher.model.d_model
+        assert student.objective.distillation.teacher == ""  # launch.study fills it in
+        pruned = compression.get_config(f"{mixer}-pruned,quick")
+        assert pruned.prune.sparsity == 0.5 and pruned.prune.end_step <= pruned.train.steps
+    assert all(c.drop_from for c in spec.claims)

@@ -12,7 +12,14 @@ import pytest
 
 from analysis import stats
 from experiments.mad_tasks import MEMORIZATION_MARGIN, TASKS
-from tests.fabricated_runs import METRIC, mad_summary, mad_values, solves_summary
+from tests.fabricated_runs import (
+    DROPS_VALUES,
+    METRIC,
+    drops_summary,
+    mad_summary,
+    mad_values,
+    solves_summary,
+)
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +168,67 @@ def test_a_solve_rate_claim_on_an_arm_without_completed_seeds_is_not_tested(tmp_
         "outcome": "inconclusive",
         "reason": "not tested: mamba2 has no completed seed with the metric",
     }
+
+
+# --- claims on differences of drops ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def drops(tmp_path_factory) -> dict:
+    return drops_summary(tmp_path_factory.mktemp("study") / "drops")
+
+
+def test_quantized_runs_are_read_as_finished_runs(drops):
+    assert drops["arms"]["mamba-int8"]["seeds_completed"] == 3
+    assert drops["arms"]["mamba-int8"]["metrics"]["eval/bits_per_byte"]["final_seeds"] == [0, 1, 2]
+    assert drops["comparisons"]["mamba-int8"]["baseline"] == "mamba-float"
+
+
+def test_a_drop_claim_compares_the_pairs_per_seed_drops_by_welch(drops):
+    (claim,) = drops["claims"]
+    # Lower is better: a drop is how much higher the int8 arm's bits per byte is, seed by seed.
+    assert claim["drops"]["mamba-int8"]["values"] == pytest.approx([0.05, 0.06, 0.07])
+    assert claim["drops"]["attention-int8"]["values"] == pytest.approx([0.01, 0.012, 0.011])
+    expected = stats.compare([0.01, 0.012, 0.011], [0.05, 0.06, 0.07], higher_is_better=True)
+    assert claim["comparison"]["welch_p"] == pytest.approx(expected.welch_p)
+    assert claim["verdict"]["outcome"] == "supported"
+    assert claim["verdict"]["reason"].startswith("significantly larger drop")
+    assert drops["verdict"] == "supported"
+
+
+def test_unpaired_the_same_runs_show_no_difference_between_the_arms(drops):
+    """Seed-to-seed spread hides the drop from the arm-against-baseline Welch test: the pairing
+    by seed is what the drop claim adds."""
+    assert drops["comparisons"]["mamba-int8"]["comparison"]["welch_p"] > 0.5
+
+
+def test_a_drop_claim_joins_the_holm_family_and_can_be_refuted(tmp_path):
+    claims = [
+        (("attention-int8", "attention-float"), "drops more than", ("mamba-int8", "mamba-float")),
+        (("mamba-int8", "mamba-float"), "drops less than", ("attention-int8", "attention-float")),
+        ("mamba-int8", "beats", "mamba-float"),
+    ]
+    summary = drops_summary(tmp_path / "study", claims=claims)
+    first, second, third = summary["claims"]
+    raw = [c["comparison"]["welch_p"] for c in summary["claims"]]
+    assert [c["adjusted_p"] for c in summary["claims"]] == pytest.approx(stats.holm(raw).tolist())
+    assert first["verdict"]["outcome"] == second["verdict"]["outcome"] == "refuted"
+    assert first["verdict"]["reason"].startswith("claimed larger, but significantly smaller")
+    assert third["verdict"]["outcome"] == "inconclusive"
+    assert summary["verdict"] == "refuted"
+
+
+def test_a_drop_pairs_only_the_seeds_that_finished_in_both_arms(tmp_path):
+    values = {**DROPS_VALUES, "mamba-int8": [1.95, None, 1.77]}  # seed 1 was never quantized
+    summary = drops_summary(tmp_path / "study", values=values)
+    (claim,) = summary["claims"]
+    assert claim["drops"]["mamba-int8"]["seeds"] == [0, 2]
+    assert claim["drops"]["mamba-int8"]["values"] == pytest.approx([0.05, 0.07])
+
+
+def test_a_drop_claim_with_fewer_than_two_pairs_is_not_tested(tmp_path):
+    values = {**DROPS_VALUES, "mamba-int8": [1.95]}
+    (claim,) = drops_summary(tmp_path / "study", values=values)["claims"]
+    assert claim["comparison"] is None and claim["adjusted_p"] is None
+    assert claim["verdict"]["outcome"] == "inconclusive"
+    assert claim["verdict"]["reason"].startswith("not tested: 1 seeds of mamba-int8")

@@ -182,3 +182,21 @@ def test_parameter_the_mesh_cannot_split_is_a_one_line_error_before_the_data(tmp
     )
     assert not (tmp_path / "run").exists()
     assert not fresh_data.exists()
+
+
+def test_a_fine_tuning_source_that_is_not_a_run_is_a_one_line_error(data_dir, tmp_path):
+    result = run_train(data_dir, tmp_path / "run", f"--config.finetune.from_run={tmp_path}")
+    assert_usage_error(result, "finetune.from_run", "is not a run directory")
+    assert not (tmp_path / "run").exists()
+
+
+def test_lora_targets_that_match_nothing_are_a_one_line_error(data_dir, tiny_run, tmp_path):
+    result = run_train(
+        data_dir,
+        tmp_path / "run",
+        f"--config.finetune.from_run={tiny_run}",
+        "--config.lora.rank=4",
+        "--config.lora.targets=.*/nothing",
+    )
+    assert_usage_error(result, "lora.targets", "matches no module")
+    assert not (tmp_path / "run").exists()

@@ -43,6 +43,7 @@ from analysis.summary_reader import (
     as_float,
     as_list,
     as_mapping,
+    as_pair,
     confidence_label,
     direction,
     is_baseline,
@@ -257,8 +258,43 @@ def _solved_header(summary: Mapping[str, Any]) -> tuple[str, ...]:
     return (f"Solved ({_solves_symbol(summary)} {solved_at:g}), exact CI",)
 
 
+# The generation suite's decoding time, the arms table's cost column beside checkpoint bytes.
+DECODE_HEADLINE = "generation/seconds_per_token"
+
+
+def _cost_headers(summary: Mapping[str, Any]) -> tuple[str, ...]:
+    """The arms table's cost columns, each only when some arm has its number: the newest
+    checkpoint's bytes, and the decoding time per token (the generation suite's)."""
+    arms = [arm_entry(summary, a) for a in arm_order(summary)]
+    headers = []
+    if any(math.isfinite(as_float(a.get("checkpoint_bytes"))) for a in arms):
+        headers.append("Checkpoint bytes")
+    if any(_decode_seconds(a) for a in arms):
+        headers.append("Decode ms/token (mean ± CI)")
+    return tuple(headers)
+
+
+def _decode_seconds(arm: Mapping[str, Any]) -> Mapping[str, Any]:
+    headline = as_mapping(as_mapping(arm.get("evaluation")).get("headline"))
+    return as_mapping(as_mapping(headline.get(DECODE_HEADLINE)).get("final"))
+
+
+def _cost_cells(summary: Mapping[str, Any], arm: Mapping[str, Any]) -> tuple[str, ...]:
+    cells = []
+    for header in _cost_headers(summary):
+        if header == "Checkpoint bytes":
+            cells.append(fmt_large(arm.get("checkpoint_bytes")))
+        else:
+            seconds = _decode_seconds(arm)
+            lo, hi = as_pair(seconds.get("t_ci"))
+            in_ms = {"mean": 1e3 * as_float(seconds.get("mean")), "t_ci": [1e3 * lo, 1e3 * hi]}
+            cells.append(mean_pm({**seconds, **in_ms}))
+    return tuple(cells)
+
+
 def _arms_table(summary: Mapping[str, Any], arms: Sequence[str], anchor: str) -> Table:
     solved = _solved_header(summary)
+    cost = _cost_headers(summary)
     headers = (
         "Arm",
         "Seeds",
@@ -267,6 +303,7 @@ def _arms_table(summary: Mapping[str, Any], arms: Sequence[str], anchor: str) ->
         "Final per seed",
         *solved,
         "Best (mean)",
+        *cost,
         "Δ vs baseline",
         "Relative Δ",
         "Welch p",
@@ -294,6 +331,7 @@ def _arm_row(summary: Mapping[str, Any], name: str, baseline: bool) -> tuple[str
         fmt_seed_values(stats.get("final_values")),
         *(fraction_ci(as_mapping(stats.get("solved"))) for _ in _solved_header(summary)),
         _mean_or_dash(best),
+        *_cost_cells(summary, arm),
     )
     if not final:
         return (*row, *[DASH] * 6, "no completed seeds")
