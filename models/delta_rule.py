@@ -229,6 +229,9 @@ class DeltaRule(ProjectedRecurrentMixer):
         return q, only_where(real, k), v, only_where(real, beta), only_where(real, log_alpha)
 
     def _parallel(self, inputs, state):
+        if state is None:  # the empty state
+            q, _, v = inputs[:3]
+            state = jnp.zeros(q.shape[:1] + q.shape[2:] + v.shape[-1:], jnp.float32)
         return chunked_delta_rule(*inputs, state, self.options["chunk_size"])
 
     def _step(self, inputs, state):
