@@ -198,8 +198,9 @@ DEFAULTS = {
     "output_gate": False,  # times silu(x W_g) before the output projection
     # positions per chunk of the training form. Core forward+backward on CPU (B 64, H 1,
     # K = V = 64) against the sequential scan: 32 was 11x faster at T 64 and 7.2x at T 256,
-    # 16 9x and 6.8x, 8 4x and 3.9x
-    "chunk_size": 32,
+    # 16 9x and 6.8x, 8 4x and 3.9x; in the whole MQAR train step 64 (32 before) was faster
+    # still at T 64 and no slower at T 2048 (benchmarks/mqar_step_time.md)
+    "chunk_size": 64,
 }
 CONFIG_SECTIONS.register("deltanet")(dict(DEFAULTS))
 CONFIG_SECTIONS.register("gated_deltanet")({**DEFAULTS, "output_gate": True})
@@ -229,6 +230,9 @@ class DeltaRule(ProjectedRecurrentMixer):
         return q, only_where(real, k), v, only_where(real, beta), only_where(real, log_alpha)
 
     def _parallel(self, inputs, state):
+        if state is None:  # the empty state
+            q, _, v = inputs[:3]
+            state = jnp.zeros(q.shape[:1] + q.shape[2:] + v.shape[-1:], jnp.float32)
         return chunked_delta_rule(*inputs, state, self.options["chunk_size"])
 
     def _step(self, inputs, state):

@@ -32,7 +32,8 @@ Positions enter only through the decay (and `model.short_conv`): RoPE is not app
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -101,15 +102,28 @@ def segment_sums(g: jax.Array) -> jax.Array:
     return jnp.cumsum(terms, axis=-2)  # [..., i, j] = sum_{j<m<=i} g_m
 
 
+def sums_after(g: jax.Array, axis: int) -> jax.Array:
+    """b_j = sum_{m>j} g_m along `axis` (0 at the last position), summed from the end."""
+    g = jnp.moveaxis(g, axis, -1)
+    after = jnp.cumsum(g[..., ::-1], axis=-1)[..., ::-1]
+    after = jnp.concatenate([after[..., 1:], jnp.zeros_like(g[..., :1])], axis=-1)
+    return jnp.moveaxis(after, -1, axis)
+
+
 def chunked(
     q: jax.Array,
     k: jax.Array,
     v: jax.Array,
     log_gates: jax.Array,
-    initial_state: jax.Array,
+    initial_state: jax.Array | None,
     chunk_size: int,
+    kernel: FeatureKernel | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Chunked-parallel form, equal to `recurrent`. Returns (out [B, T, H, V], final state).
+    `initial_state` None is a zero state whose read-out is skipped (training). With a `kernel`
+    (scalar gates only), q and k are the vectors before its feature map: the intra-chunk scores
+    come from `kernel.pairwise`, and only the state, read and written across chunks, is in
+    feature space (the same function as `recurrent` on the mapped q and k).
 
     T is padded up to a multiple of the chunk with k = v = 0 and log-gate 0 (no decay), which
     leaves the state after the last real position unchanged. Within a chunk, from the state S
@@ -119,6 +133,11 @@ def chunked(
         S'  = e^{a_C} * S + sum_j (k_j * e^{b_j}) v_j^T
     All exponents are sums of log-gates, so <= 0; pairs j > i are set to -inf before the exp (no
     inf ever appears, in values or gradients).
+
+    Everything but the state entering each chunk is computed for all chunks at once, as batched
+    products; only S' = e^{a_C} * S + W, element-wise, runs as a scan over the chunks. (A scan
+    whose body held the products was several times slower on CPU, its backward most:
+    benchmarks/mqar_step_time.md.)
     """
     b, t, h, _ = q.shape
     c = max(1, min(chunk_size, t))
@@ -126,42 +145,60 @@ def chunked(
     pad = n * c - t
     vector = log_gates.ndim == q.ndim
 
-    def chunks(x: jax.Array) -> jax.Array:  # [B, T, H, ...] -> [N, B, H, C, ...]
+    def chunks(x: jax.Array) -> jax.Array:  # [B, T, H, ...] -> [B, H, N, C, ...]
         x = jnp.pad(x.astype(jnp.float32), [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
         x = x.reshape(b, n, c, *x.shape[2:])
-        return jnp.moveaxis(x, (1, 2), (0, 3))
+        return jnp.moveaxis(x, (1, 2), (2, 3))
 
-    qc, kc, vc, gc = (chunks(a) for a in (q, k, v, log_gates))
+    q, k, v, g = (chunks(a) for a in (q, k, v, log_gates))
     causal = np.tril(np.ones((c, c), bool))
-
-    def body(state, xs):
-        q, k, v, g = xs
-        if vector:  # g [B, H, C, K]: decays per key channel, over the chunk axis
-            g = jnp.swapaxes(g, -1, -2)  # [B, H, K, C]
+    if vector:  # g [B, H, N, C, K]: decays per key channel, along the chunk axis (-2)
+        since_start = jnp.cumsum(g, axis=-2)
+        to_end = sums_after(g, axis=-2)
+        # [B, H, N, K, C(i), C(j)] (a fused multiply-and-sum over [..., C, C, K] instead ran
+        # 4x slower on CPU)
+        decay = jnp.exp(jnp.where(causal, segment_sums(jnp.swapaxes(g, -1, -2)), -jnp.inf))
+        scores = jnp.einsum("...ik,...jk,...kij->...ij", q, k, decay)
+        q_read, k_write = q * jnp.exp(since_start), k * jnp.exp(to_end)
+        carry = jnp.exp(since_start[..., -1, :])[..., None]  # [B, H, N, K, 1]
+    else:  # decay [B, H, N, C(i), C(j)]
         since_start = jnp.cumsum(g, axis=-1)
-        to_end = jnp.concatenate(
-            [jnp.cumsum(g[..., ::-1], axis=-1)[..., ::-1][..., 1:], jnp.zeros_like(g[..., :1])],
-            axis=-1,
-        )
+        to_end = sums_after(g, axis=-1)
         decay = jnp.exp(jnp.where(causal, segment_sums(g), -jnp.inf))
-        if vector:  # back to [..., C, K]; decay [B, H, K, C(i), C(j)]
-            since_start, to_end = jnp.swapaxes(since_start, -1, -2), jnp.swapaxes(to_end, -1, -2)
-            scores = jnp.einsum("bhik,bhjk,bhkij->bhij", q, k, decay)
-            q_read, k_write = q * jnp.exp(since_start), k * jnp.exp(to_end)
-            carry = jnp.exp(since_start[:, :, -1])[..., None]  # [B, H, K, 1]
-        else:  # decay [B, H, C(i), C(j)]
-            scores = jnp.einsum("bhik,bhjk->bhij", q, k) * decay
-            q_read = q * jnp.exp(since_start)[..., None]
-            k_write = k * jnp.exp(to_end)[..., None]
-            carry = jnp.exp(since_start[:, :, -1])[..., None, None]  # [B, H, 1, 1]
-        out = jnp.einsum("bhij,bhjv->bhiv", scores, v) + jnp.einsum(
-            "bhik,bhkv->bhiv", q_read, state
+        if kernel is None:
+            scores = jnp.einsum("...ik,...jk->...ij", q, k) * decay
+        else:
+            scores = kernel.pairwise(q, k) * decay
+            q, k = kernel.features(q), kernel.features(k)
+        q_read = q * jnp.exp(since_start)[..., None]
+        k_write = k * jnp.exp(to_end)[..., None]
+        carry = jnp.exp(since_start[..., -1])[..., None, None]  # [B, H, N, 1, 1]
+    out = jnp.einsum("...ij,...jv->...iv", scores, v)
+    writes = jnp.einsum("...jk,...jv->...kv", k_write, v)  # [B, H, N, K, V]
+    reads_first = initial_state is not None
+    if initial_state is None:  # training: nothing enters the first chunk, so nothing to read
+        initial_state = jnp.zeros(writes.shape[:2] + writes.shape[3:], jnp.float32)
+    initial_state = initial_state.astype(jnp.float32)
+    if n == 1:  # no loop, so that an unused final state costs nothing (XLA drops it)
+        state, entering = (
+            carry[:, :, 0] * initial_state + writes[:, :, 0],
+            initial_state[:, :, None],
         )
-        state = carry * state + jnp.einsum("bhjk,bhjv->bhkv", k_write, v)
-        return state, out
+    else:
 
-    state, out = jax.lax.scan(body, initial_state.astype(jnp.float32), (qc, kc, vc, gc))
-    out = jnp.moveaxis(out, (0, 3), (1, 2)).reshape(b, n * c, h, v.shape[-1])  # [B, T', H, V]
+        def advance(state, xs):
+            carry, write = xs
+            return carry * state + write, state
+
+        xs = (jnp.moveaxis(carry, 2, 0), jnp.moveaxis(writes, 2, 0))
+        state, entering = jax.lax.scan(advance, initial_state, xs)
+        entering = jnp.moveaxis(entering, 0, 2)  # [B, H, N, K, V]: the state entering each chunk
+    if reads_first:
+        out += jnp.einsum("...ik,...kv->...iv", q_read, entering)
+    elif n > 1:
+        later = jnp.einsum("...ik,...kv->...iv", q_read[:, :, 1:], entering[:, :, 1:])
+        out = out.at[:, :, 1:].add(later)
+    out = jnp.moveaxis(out, 1, 3).reshape(b, n * c, h, v.shape[-1])  # [B, T', H, V]
     return out[:, :t], state
 
 
@@ -317,7 +354,7 @@ class ProjectedRecurrentMixer(SequenceMixer):
         return self.out(o.astype(self.dtype))
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        o, _ = self._parallel(self._inputs(x), self.init_state(x.shape[0], x.shape[1]))
+        o, _ = self._parallel(self._inputs(x), None)  # None: the empty state
         return self._output(x, o)
 
     def init_state(self, batch_size: int, max_len: int) -> jax.Array:
@@ -399,7 +436,9 @@ class ProjectedRecurrentMixer(SequenceMixer):
 # ---------------------------------------------------------------------------------------------
 
 GATED_DEFAULTS = {
-    "chunk_size": 16,  # training form: chunks of this many positions (the last may be ragged)
+    # training form: chunks of this many positions (the last may be ragged). 64 (16 before)
+    # was the fastest train step at T 64 and 2048 on CPU (benchmarks/mqar_step_time.md).
+    "chunk_size": 64,
     "expand_k": 1.0,  # key dim per head = head_dim * expand_k (GLA uses 0.5)
     "expand_v": 1.0,  # value dim per head = head_dim * expand_v (RetNet uses 2)
     "output_norm": False,  # per-head RMSNorm of the read-out (the papers'; off: see docstring)
@@ -537,11 +576,30 @@ DEFAULTS = {
     "feature_map": "elu",  # elu (elu+1) | relu | identity | taylor (Based's 2nd-order Taylor)
     "feature_dim": 0,  # q/k dim per head before the feature map; 0: head_dim (16 for taylor)
     "normalize": True,  # divide by phi(q_t) . sum_{s<=t} phi(k_s) + eps (Katharopoulos et al.)
-    "chunk_size": 16,
+    # 64 (16 before): with the Taylor map, a chunk as long as the input needs no feature-space
+    # state at all in training (benchmarks/mqar_step_time.md)
+    "chunk_size": 64,
     "output_norm": False,  # the gated family's output head, off by default here
     "output_gate": False,
 }
 CONFIG_SECTIONS.register("linear")(DEFAULTS)
+
+
+class FeatureKernel(NamedTuple):
+    """A feature map and the products of mapped vectors computed without mapping them: Based's
+    Taylor map has 1 + d + d^2 features of a d-dim vector, while the product of two needs only
+    their dot product."""
+
+    features: Callable[[jax.Array], jax.Array]  # [..., d] -> [..., F]
+    # q [..., C, d], k [..., C, d] -> [..., C(i), C(j)]: features(q_i) . features(k_j)
+    pairwise: Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def taylor_products(q: jax.Array, k: jax.Array) -> jax.Array:
+    """taylor_feature_map(q_i) . taylor_feature_map(k_j) = 1 + s + s^2 / 2 with
+    s = q_i.k_j / sqrt(d)."""
+    s = jnp.einsum("...id,...jd->...ij", q, k) / math.sqrt(q.shape[-1])
+    return 1.0 + s + 0.5 * s * s
 
 
 def taylor_feature_map(x: jax.Array) -> jax.Array:
@@ -552,6 +610,9 @@ def taylor_feature_map(x: jax.Array) -> jax.Array:
     outer = (x[..., :, None] * x[..., None, :]).reshape(*x.shape[:-1], d * d)
     ones = jnp.ones_like(x[..., :1])
     return jnp.concatenate([ones, x / d**0.25, outer / (math.sqrt(2.0) * math.sqrt(d))], -1)
+
+
+TAYLOR = FeatureKernel(taylor_feature_map, taylor_products)
 
 
 def feature_map(name: str, x: jax.Array) -> jax.Array:
@@ -596,10 +657,22 @@ class LinearAttention(ProjectedRecurrentMixer):
         shape = self.state_dims(self.d_model, self.num_heads, self.options)
         return jnp.zeros((batch_size, self.num_heads, *shape), jnp.float32)
 
-    def _inputs(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        if self.options["feature_map"] != "taylor":
+            return super().__call__(x, train=train)
+        # Training from the empty state: scores within a chunk from q.k, not 1 + d + d^2
+        # features (`FeatureKernel`).
+        q, k, v, log_gates = self._inputs(x, mapped=False)
+        o, _ = chunked(q, k, v, log_gates, None, self.options["chunk_size"], TAYLOR)
+        return self._output(x, self._normalize(o))
+
+    def _inputs(self, x: jax.Array, mapped: bool = True) -> tuple[jax.Array, ...]:
+        """q, k (through the feature map if `mapped`), v (with the normaliser's column of
+        ones) and zero log-gates."""
         name = self.options["feature_map"]
-        q = feature_map(name, self.query(x).astype(jnp.float32))
-        k = feature_map(name, self.key(x).astype(jnp.float32))
+        q, k = (p(x).astype(jnp.float32) for p in (self.query, self.key))
+        if mapped:
+            q, k = feature_map(name, q), feature_map(name, k)
         v = self.value(x).astype(jnp.float32)
         if self.options["normalize"]:
             v = jnp.concatenate([v, jnp.ones_like(v[..., :1])], axis=-1)

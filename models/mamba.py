@@ -14,10 +14,10 @@ A_log = log(1..N) for every channel (S4D-real); D = 1.
 
 The training form runs the recurrence in float32 over [B, T, E, N] (memory O(T E N) per sequence:
 no hardware-aware kernel here), either as `jax.lax.associative_scan` (`scan='associative'`,
-log T depth, for accelerators) or as a `lax.scan` of the recurrent step (`scan='sequential'`,
-T steps; on CPU 2.5x faster than the associative scan for forward and backward at B 64, T 64,
-E 128, N 16). `step` runs one token at a time over the state (conv window of the last
-d_conv - 1 inputs, SSM state [B, E, N]).
+log T depth, for accelerators) or as a `lax.scan` over time with its own backward pass
+(`scan='sequential'`, T steps, `fused_scan`; on CPU the faster at T 64 and T 2048:
+benchmarks/mqar_step_time.md). `step` runs one token at a time over the state (conv window of
+the last d_conv - 1 inputs, SSM state [B, E, N]).
 
 Mamba has a fixed parameterisation: `num_heads`, `rope` and `use_bias` are ignored (its
 projections never have biases, its conv and dt_proj always do, as in the reference).
@@ -89,8 +89,8 @@ def selective_scan(
     x, delta [b, T, E] (delta already positive: softplus applied); A [E, N]; B, C [b, T, N];
     D [E]; initial_state [b, E, N] or None (zeros). Returns y [b, T, E] and the state after the
     last step [b, E, N], where h_t = exp(delta_t A) h_{t-1} + delta_t B_t x_t and
-    y_t = C_t . h_t + D x_t. `method`: 'associative' (parallel over time) or 'sequential' (a
-    `lax.scan` of `selective_step`).
+    y_t = C_t . h_t + D x_t. `method`: 'associative' (parallel over time) or 'sequential'
+    (`fused_scan`: the same arithmetic as stepping `selective_step`).
     """
     if method == "sequential":
         return _sequential_scan(x, delta, A, B, C, D, initial_state)
@@ -111,17 +111,78 @@ def selective_scan(
 
 
 def _sequential_scan(x, delta, A, B, C, D, initial_state):
+    x, delta, A, B, C, D = (a.astype(jnp.float32) for a in (x, delta, A, B, C, D))
     if initial_state is None:
         initial_state = jnp.zeros((x.shape[0], x.shape[2], A.shape[1]), jnp.float32)
+    time_major = (jnp.moveaxis(a, 1, 0) for a in (x, delta, B, C))
+    y, state = fused_scan(*time_major, A, initial_state.astype(jnp.float32))
+    return jnp.moveaxis(y, 0, 1) + D * x, state
 
-    def body(state, xs):
+
+@jax.custom_vjp
+def fused_scan(
+    x: jax.Array, delta: jax.Array, B: jax.Array, C: jax.Array, A: jax.Array, h0: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The recurrence without the skip term, time-major: x, delta [T, b, E]; B, C [T, b, N];
+    A [E, N]; h0 [b, E, N] -> (y [T, b, E], h_{T-1}), a `lax.scan` whose body does one whole step.
+
+    No [T, b, E, N] tensor but the states entering each step is ever made: decays, inputs and
+    read-outs are formed inside the loop, where a step's [b, E, N] stays in cache, and the
+    backward pass (below) is one reverse loop of the same kind over the states the forward one
+    kept. Products are multiplies and sums, which XLA fuses into the loop, not einsums. Autodiff
+    of the scan, or the decays and inputs formed for all steps at once outside it, cost several
+    times as much on CPU (benchmarks/mqar_step_time.md)."""
+    return _fused_forward(x, delta, B, C, A, h0)[:2]
+
+
+def _fused_forward(x, delta, B, C, A, h0):
+    """(y, the last state, the state entering each step [T, b, E, N])."""
+
+    def step(before, xs):
         x_t, delta_t, B_t, C_t = xs
-        y, state = selective_step(x_t, delta_t, A, B_t, C_t, D, state)
-        return state, y
+        h = jnp.exp(delta_t[..., None] * A) * before + (delta_t * x_t)[..., None] * B_t[:, None, :]
+        return h, (jnp.sum(h * C_t[:, None, :], axis=-1), before)
 
-    time_major = tuple(jnp.moveaxis(a, 1, 0) for a in (x, delta, B, C))
-    state, y = jax.lax.scan(body, initial_state.astype(jnp.float32), time_major)
-    return jnp.moveaxis(y, 0, 1), state
+    last, (y, entering) = jax.lax.scan(step, h0, (x, delta, B, C))
+    return y, last, entering
+
+
+def _fused_scan_fwd(x, delta, B, C, A, h0):
+    y, last, entering = _fused_forward(x, delta, B, C, A, h0)
+    return (y, last), (x, delta, B, C, A, entering)
+
+
+def _fused_scan_bwd(residuals, grads):
+    """With lam_t = dL/dh_t = g_y_t C_t + a_{t+1} lam_{t+1} (a_t = exp(delta_t A)), run from
+    the end: dL/db_t = lam_t for the input b_t = delta_t x_t B_t, dL/da_t = lam_t h_{t-1}."""
+    x, delta, B, C, A, entering = residuals
+    grad_y, grad_last = grads
+
+    def step(carry, xs):
+        later, grad_A = carry  # later: a_{t+1} lam_{t+1}
+        x_t, delta_t, B_t, C_t, grad_y_t, h_before = xs
+        lam = grad_y_t[..., None] * C_t[:, None, :] + later
+        decay = jnp.exp(delta_t[..., None] * A)
+        h_t = decay * h_before + (delta_t * x_t)[..., None] * B_t[:, None, :]  # recomputed
+        grad_decay = lam * h_before * decay  # through the exp: d/d(delta_t A)
+        grad_dx = jnp.sum(lam * B_t[:, None, :], axis=-1)  # d/d(delta_t x_t)
+        grads_t = (
+            grad_dx * delta_t,
+            jnp.sum(grad_decay * A, axis=-1) + grad_dx * x_t,
+            jnp.sum(lam * (delta_t * x_t)[..., None], axis=1),
+            jnp.sum(h_t * grad_y_t[..., None], axis=1),
+        )
+        grad_A = grad_A + jnp.sum(grad_decay * delta_t[..., None], axis=0)
+        return (decay * lam, grad_A), grads_t
+
+    xs = (x, delta, B, C, grad_y, entering)
+    (grad_h0, grad_A), (grad_x, grad_delta, grad_B, grad_C) = jax.lax.scan(
+        step, (grad_last, jnp.zeros_like(A)), xs, reverse=True
+    )
+    return grad_x, grad_delta, grad_B, grad_C, grad_A, grad_h0
+
+
+fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
 
 
 def selective_step(

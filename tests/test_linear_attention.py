@@ -18,6 +18,7 @@ import models
 from models.delta_rule import chunked_delta_rule, delta_rule
 from models.linear_attention import (
     DEFAULTS,
+    TAYLOR,
     LinearAttention,
     chunked,
     l2_normalize,
@@ -73,6 +74,35 @@ def test_chunked_equals_recurrent_with_gradients(log_gate, vector, chunk_size):
     for name, gc, gr in zip(["q", "k", "v", "log_gates", "state"], grads_c, grads_r, strict=True):
         assert np.all(np.isfinite(gc)), name
         assert_rel(gc, gr, what=f"d/d{name}")
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
+def test_chunked_from_no_state_is_chunked_from_the_zero_state(vector):
+    q, k, v, g, state = inputs(-0.1, vector)
+    for chunk_size in (16, 64):
+        out, final = chunked(q, k, v, g, None, chunk_size)
+        out_zero, final_zero = chunked(q, k, v, g, jnp.zeros_like(state), chunk_size)
+        assert_rel(out, out_zero)
+        assert_rel(final, final_zero)
+
+
+@pytest.mark.parametrize("chunk_size", [8, 64])
+def test_chunked_with_the_taylor_kernel_equals_chunked_on_the_mapped_vectors(chunk_size):
+    """Scores from q.k within chunks, feature space only across them: the same outputs, state
+    and gradients as mapping q and k first."""
+    q, k, v, g, _ = inputs(-0.1, vector=False)
+    features = taylor_feature_map(q).shape[-1]
+    state = jax.random.normal(jax.random.key(5), (B, H, features, V))
+    kernel_form = lambda q, k, *a: chunked(q, k, *a, chunk_size, TAYLOR)  # noqa: E731
+    mapped_form = lambda q, k, *a: chunked(  # noqa: E731
+        taylor_feature_map(q), taylor_feature_map(k), *a, chunk_size
+    )
+    grads_k, (out_k, state_k) = grads_and_outputs(kernel_form, (q, k, v, g, state))
+    grads_m, (out_m, state_m) = grads_and_outputs(mapped_form, (q, k, v, g, state))
+    assert_rel(out_k, out_m)
+    assert_rel(state_k, state_m)
+    for name, gk, gm in zip(["q", "k", "v", "log_gates", "state"], grads_k, grads_m, strict=True):
+        assert_rel(gk, gm, what=f"d/d{name}")
 
 
 def test_strong_decay_forgets_the_past():

@@ -50,6 +50,38 @@ def test_both_scans_match_a_float64_loop(with_initial_state, method):
     np.testing.assert_allclose(final, final_ref, rtol=1e-5, atol=1e-5)
 
 
+def test_sequential_scan_gradients_equal_autodiff_of_stepping():
+    """The sequential scan's own backward pass against autodiff through a scan of
+    `selective_step`, for every input including A and the initial state."""
+    x, delta, A, B, C, D, h0 = scan_inputs()
+
+    def stepped(x, delta, A, B, C, D, h0):
+        def body(h, xs):
+            y, h = selective_step(*xs[:2], A, *xs[2:], D, h)
+            return h, y
+
+        xs = tuple(jnp.moveaxis(a, 1, 0) for a in (x, delta, B, C))
+        h, y = jax.lax.scan(body, h0, xs)
+        return jnp.moveaxis(y, 0, 1), h
+
+    def loss(fn):
+        def weighted(*args):
+            y, h = fn(*args)
+            return jnp.sum(y * jnp.cos(jnp.arange(y.size).reshape(y.shape))) + jnp.sum(jnp.sin(h))
+
+        return jax.jit(jax.grad(weighted, argnums=tuple(range(7))))
+
+    sequential = lambda x, delta, A, B, C, D, h0: selective_scan(  # noqa: E731
+        x, delta, A, B, C, D, h0, "sequential"
+    )
+    args = (x, delta, A, B, C, D, h0)
+    names = ["x", "delta", "A", "B", "C", "D", "h0"]
+    grads, expected = loss(sequential)(*args), loss(stepped)(*args)
+    for name, ours, autodiff in zip(names, grads, expected, strict=True):
+        scale = float(jnp.max(jnp.abs(autodiff)))
+        np.testing.assert_allclose(ours, autodiff, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
+
+
 def test_stepping_from_a_nonzero_state_equals_the_scan_from_that_state():
     x, delta, A, B, C, D, h0 = scan_inputs(seed=3)
     state, ys = h0, []
