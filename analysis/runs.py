@@ -99,7 +99,7 @@ def missing_outputs(workdir: str) -> list[str]:
 
 
 # The statuses of a run that is done: trained to its end (launch.train), or written whole from
-# a trained run by launch.quantize (compression/quantized_run.py), which never trains.
+# a trained run by launch.quantize (shrink/quantized_run.py), which never trains.
 FINISHED = ("completed", "quantized")
 
 

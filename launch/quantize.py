@@ -23,9 +23,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from compression.quantized_run import quantize_run
 from runtime import host_memory
 from runtime.errors import ArgumentParser, exit_on_usage_error
+from shrink.quantized_run import quantize_run
 
 
 def parse_args(argv: list[str]):

@@ -253,21 +253,23 @@ def restore_together(
         set(run.manager.all_steps()) if got else set()
         for run, got in zip(runs, restored, strict=True)
     ]
-    shared = max(set.intersection(*steps), default=0)
+    # None, not 0, when they share none: step 0 is a real checkpoint (a converted run's).
+    shared = max(set.intersection(*steps), default=None)
     states = []
     for run, iterator, start, got in zip(runs, iterators, starts, restored, strict=True):
         if got is None or got[0] == shared:
             states.append(got[1] if got else None)
             continue
+        if shared is None:
+            run.set_aside_newer_than(-1, "is a step that not every run of its group has")
+            iterator.set_state(start)
+            states.append(None)
+            continue
         run.set_aside_newer_than(
             shared, f"is newer than step {shared}, the newest that every run of its group has"
         )
-        if shared:
-            states.append(run.restore_step(shared, abstract_state, iterator))
-        else:
-            iterator.set_state(start)
-            states.append(None)
-    return (shared, states) if shared else None
+        states.append(run.restore_step(shared, abstract_state, iterator))
+    return None if shared is None else (shared, states)
 
 
 def has_checkpoints(workdir: str) -> bool:

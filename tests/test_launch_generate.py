@@ -249,6 +249,7 @@ STUDIES = {
     "pydoc_lm": "text",
     "reference_lm": "text",
     "decode_lm": "text",
+    "compress_lm": "text",
     "digits_mlp": "refused",
     "dp_digits": "refused",
 }

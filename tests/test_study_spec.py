@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import compression, mad_tasks, mqar_mixers
+from experiments import compress_lm, mad_tasks, mqar_mixers
 from launch import study as study_cli
 from runtime.errors import UsageError
 from runtime.study_spec import load_study
@@ -433,7 +433,7 @@ def test_launch_study_stops_on_a_cycle_of_derived_arms_with_one_line(tmp_path, c
 
 def test_slurm_refuses_a_study_with_derived_arms():
     args, overrides = study_cli.parse_args(
-        ["launch.study", compression.__file__, "--workdir=unused", "--backend=slurm"]
+        ["launch.study", compress_lm.__file__, "--workdir=unused", "--backend=slurm"]
     )
     with pytest.raises(UsageError, match="one Slurm job array cannot order"):
         study_cli.plan(args, overrides)
@@ -441,25 +441,25 @@ def test_slurm_refuses_a_study_with_derived_arms():
 
 def test_a_chosen_derived_arm_brings_the_arms_it_needs_first():
     args, overrides = study_cli.parse_args(
-        ["launch.study", compression.__file__, "--workdir=unused", "--arms=mamba-distilled"]
+        ["launch.study", compress_lm.__file__, "--workdir=unused", "--arms=mamba-distilled"]
     )
     _, arms, _, _ = study_cli.plan(args, overrides)
     assert arms == ["mamba-float", "mamba-distilled"]
 
 
 def test_the_compression_study_derives_each_mixers_arms_from_its_own_float_run():
-    spec = load_study(compression.__file__)
+    spec = load_study(compress_lm.__file__)
     assert spec.block_by == "model.mixer"
-    for mixer in compression.MIXERS:
+    for mixer in compress_lm.MIXERS:
         float_arm = f"{mixer}-float"
         assert spec.baselines[mixer] == float_arm
         for mode in ("ptq_int8_weights", "ptq_int8"):
             assert spec.quantized[f"{mixer}-{mode}"] == float_arm
         assert spec.run_refs[f"{mixer}-distilled"] == {"objective.distillation.teacher": float_arm}
-        student = compression.get_config(f"{mixer}-distilled")
-        teacher = compression.get_config(float_arm)
+        student = compress_lm.get_config(f"{mixer}-distilled")
+        teacher = compress_lm.get_config(float_arm)
         assert 2 * student.model.d_model == teacher.model.d_model
         assert student.objective.distillation.teacher == ""  # launch.study fills it in
-        pruned = compression.get_config(f"{mixer}-pruned,quick")
+        pruned = compress_lm.get_config(f"{mixer}-pruned,quick")
         assert pruned.prune.sparsity == 0.5 and pruned.prune.end_step <= pruned.train.steps
     assert all(c.drop_from for c in spec.claims)

@@ -3,7 +3,7 @@
 Python source (`python_stdlib`, four packages, the byte-level BPE of 1024 tokens), bits per byte
 on the validation files: a continuous metric on which any loss of precision shows, where MQAR
 accuracy at a budget this study can afford sits at its floor for Mamba and could not drop (see
-`compression.md` beside this file, with what was measured). For attention and for Mamba (each
+`compress_lm.md` beside this file, with what was measured). For attention and for Mamba (each
 mixer a block, `BLOCK_BY`, compared only with its own float arm), six arms over seeds:
 
     <mixer>-float               the float model, trained (the baseline of its block)
@@ -18,9 +18,9 @@ gates or state contractions. Per arm the report gives bits per byte with its CI,
 the float arm with its Welch test, the newest checkpoint's bytes, and the decoding time per token
 the generation suite measures.
 
-    python -m launch.study experiments/compression.py --workdir=studies/compression
-    python -m launch.study experiments/compression.py --workdir=studies/cq --setting=quick
-    --config=experiments/compression.py:mamba-pruned        one trained arm, by hand
+    python -m launch.study experiments/compress_lm.py --workdir=studies/compress_lm
+    python -m launch.study experiments/compress_lm.py --workdir=studies/cq --setting=quick
+    --config=experiments/compress_lm.py:mamba-pruned        one trained arm, by hand
 """
 
 import ml_collections
@@ -106,14 +106,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.d_model = WIDTH
     c.model.num_heads = 2
     c.model.d_ff = 2 * WIDTH
-    # 36 runs (24 trained, 12 quantized) in about half an hour on 2 cores: compression.md.
+    # 36 runs (24 trained, 12 quantized) in about half an hour on 2 cores: compress_lm.md.
     c.train.steps = 200
     c.optimizer.warmup_steps = 20
     c.eval.every = 200
     c.eval.num_batches = 8  # the first 512 validation windows
     c.checkpoint.every = 200
     # Only the generation suite, which times decoding per token: the calibration suite reads the
-    # whole validation split, 45 s of a run's 3 minutes (compression.md).
+    # whole validation split, 45 s of a run's 3 minutes (compress_lm.md).
     c.eval.suites = "generation"
     apply_overrides(c, own_overrides(ARMS[arm]), f"ARMS[{arm!r}]")
     apply_overrides(c, SETTINGS[setting], f"SETTINGS[{setting!r}]")

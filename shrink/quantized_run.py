@@ -26,12 +26,12 @@ import ml_collections
 
 from analysis.runs import QUANTIZATION_FILE, SOURCE_EVAL_DIR, jsonable
 from atomic_write import write_json_atomically
-from compression import measurements
 from evaluation.run import evaluate_into, evaluate_run, suite_names
 from runtime import assembly, derived_run, loop, quantization
 from runtime.errors import UsageError
 from runtime.metric_writers import MetricWriter
 from runtime.workdir import check_writable_directory, run_config
+from shrink import measurements
 
 QUANTIZED = "quantized"  # the new run's manifest status
 
