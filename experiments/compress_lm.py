@@ -106,14 +106,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.d_model = WIDTH
     c.model.num_heads = 2
     c.model.d_ff = 2 * WIDTH
-    # 36 runs (24 trained, 12 quantized) in about half an hour on 2 cores: compress_lm.md.
+    # Sized so that the 36 runs fit a sitting on 2 cores (the measured cost: compress_lm.md).
     c.train.steps = 200
     c.optimizer.warmup_steps = 20
     c.eval.every = 200
     c.eval.num_batches = 8  # the first 512 validation windows
     c.checkpoint.every = 200
     # Only the generation suite, which times decoding per token: the calibration suite reads the
-    # whole validation split, 45 s of a run's 3 minutes (compress_lm.md).
+    # whole validation split, a large share of a short run (measured in compress_lm.md).
     c.eval.suites = "generation"
     apply_overrides(c, own_overrides(ARMS[arm]), f"ARMS[{arm!r}]")
     apply_overrides(c, SETTINGS[setting], f"SETTINGS[{setting!r}]")
