@@ -155,8 +155,8 @@ def chunked(
     if vector:  # g [B, H, N, C, K]: decays per key channel, along the chunk axis (-2)
         since_start = jnp.cumsum(g, axis=-2)
         to_end = sums_after(g, axis=-2)
-        # [B, H, N, K, C(i), C(j)] (a fused multiply-and-sum over [..., C, C, K] instead ran
-        # 4x slower on CPU)
+        # [B, H, N, K, C(i), C(j)]; a fused multiply-and-sum over [..., C, C, K] was slower on
+        # CPU (benchmarks/mqar_step_time.md)
         decay = jnp.exp(jnp.where(causal, segment_sums(jnp.swapaxes(g, -1, -2)), -jnp.inf))
         scores = jnp.einsum("...ik,...jk,...kij->...ij", q, k, decay)
         q_read, k_write = q * jnp.exp(since_start), k * jnp.exp(to_end)
