@@ -39,6 +39,7 @@ from runtime import (
     loop,
     manifest,
     peak_flops,
+    phases,
     profiling,
     quantization,
 )
@@ -125,58 +126,66 @@ def flag_name(arg: str) -> str:
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
     keeps_freed_memory = host_memory.keep_freed_memory()  # before JAX starts its threads
+    clock = phases.PhaseClock()  # printed at the end and kept in each run's manifest
+    clock.record_since_start("imports")
 
     # Checks: everything that needs neither devices nor data. With --seeds, every run's.
-    config, seeds, workdir, coordinator = parse_command_line(argv)
-    if seeds is None:
-        workdirs, configs = [workdir], [config]
-    else:
-        group.check_config(config)
-        workdirs = [workdir.replace("{seed}", str(seed)) for seed in seeds]
-        configs = [assembly.with_seed(config, seed) for seed in seeds]
-    # The teacher and fine-tuning source a run started with (a lone run's own).
-    pinned = group.pinning_workdir(workdirs)
-    assembly.check(config, pinned)
-    quantization.check_trainable(config.quant)
-    suite_names(config.eval.suites)  # an unknown suite fails now, not after training
-    for run_dir, run_config in zip(workdirs, configs, strict=True):
-        check_workdir(run_dir, to_json(run_config))
+    with clock.phase("checks"):
+        config, seeds, workdir, coordinator = parse_command_line(argv)
+        if seeds is None:
+            workdirs, configs = [workdir], [config]
+        else:
+            group.check_config(config)
+            workdirs = [workdir.replace("{seed}", str(seed)) for seed in seeds]
+            configs = [assembly.with_seed(config, seed) for seed in seeds]
+        # The teacher and fine-tuning source a run started with (a lone run's own).
+        pinned = group.pinning_workdir(workdirs)
+        assembly.check(config, pinned)
+        quantization.check_trainable(config.quant)
+        suite_names(config.eval.suites)  # an unknown suite fails now, not after training
+        for run_dir, run_config in zip(workdirs, configs, strict=True):
+            check_workdir(run_dir, to_json(run_config))
 
     # The experiment's pieces, then the run directories: a config that does not fit the devices
     # or the data fails before anything is written.
-    distributed.initialize(coordinator)  # before any device is touched
-    exp = assembly.build(config, workdir=pinned)
-    runs = group.alone(exp) if seeds is None else group.of_seeds(exp, seeds)
-    for run_dir, run in zip(workdirs, runs.runs, strict=True):
-        claim_workdir(run_dir, to_json(run.config))
-    peak = peak_flops.device_peak()  # MFU's denominator; on CPU a matmul timed now, once
+    with clock.phase("build (devices, data, model)"):
+        distributed.initialize(coordinator)  # before any device is touched
+        exp = assembly.build(config, workdir=pinned)
+        runs = group.alone(exp) if seeds is None else group.of_seeds(exp, seeds)
+        for run_dir, run in zip(workdirs, runs.runs, strict=True):
+            claim_workdir(run_dir, to_json(run.config))
+    with clock.phase("peak FLOP/s"):
+        peak = peak_flops.device_peak()  # MFU's denominator; on CPU a matmul timed now, once
 
     # State: the newest checkpoint that verifies (of every run), or the starting state; then
     # this attempt's record in each run's manifest.
-    checkpoints = [
-        checkpoint.Checkpoints(run_dir, config.checkpoint.max_to_keep, config.checkpoint.async_save)
-        for run_dir in workdirs
-    ]
-    start_step, state, restored = group.initial_state(runs, checkpoints)
-    num_params = models.count_params(exp.abstract_params)
-    resumed_at = start_step if restored else None
-    environment = {"malloc_keeps_freed_memory": keeps_freed_memory, **peak.record()}
-    together = None
-    if seeds is not None:
-        command = manifest.command_line("launch.train", argv)
-        together = {"seeds": seeds, "workdirs": workdirs, "command": command}
-    records = [
-        manifest.begin_attempt(
-            run_dir,
-            run,
-            num_params,
-            argv if seeds is None else lone_command(argv, run_dir, run.config.seed),
-            resumed_from_step=resumed_at,
-            extra_environment=environment,
-            group=together,
-        )
-        for run_dir, run in zip(workdirs, runs.runs, strict=True)
-    ]
+    with clock.phase("initial state, manifest"):
+        checkpoints = [
+            checkpoint.Checkpoints(
+                run_dir, config.checkpoint.max_to_keep, config.checkpoint.async_save
+            )
+            for run_dir in workdirs
+        ]
+        start_step, state, restored = group.initial_state(runs, checkpoints)
+        num_params = models.count_params(exp.abstract_params)
+        resumed_at = start_step if restored else None
+        environment = {"malloc_keeps_freed_memory": keeps_freed_memory, **peak.record()}
+        together = None
+        if seeds is not None:
+            command = manifest.command_line("launch.train", argv)
+            together = {"seeds": seeds, "workdirs": workdirs, "command": command}
+        records = [
+            manifest.begin_attempt(
+                run_dir,
+                run,
+                num_params,
+                argv if seeds is None else lone_command(argv, run_dir, run.config.seed),
+                resumed_from_step=resumed_at,
+                extra_environment=environment,
+                group=together,
+            )
+            for run_dir, run in zip(workdirs, runs.runs, strict=True)
+        ]
 
     # Training: SIGTERM asks the loop to checkpoint and leave after the current step.
     preempted: list[bool] = []
@@ -186,17 +195,32 @@ def main(argv: list[str]) -> int:
     statuses = ["failed"] * len(workdirs)  # until the loop says otherwise
     writers: list[MetricWriter] = []
     try:
-        for run_dir in workdirs:
-            writers.append(
-                MetricWriter(
-                    run_dir, start_step, backend_names(config.tracking.backends), experiment_name()
+        with clock.phase("training loop (logging, metrics)"):
+            for run_dir in workdirs:
+                writers.append(
+                    MetricWriter(
+                        run_dir,
+                        start_step,
+                        backend_names(config.tracking.backends),
+                        experiment_name(),
+                    )
                 )
+            # A group refuses a profile (group.why_alone): a lone run's trace.
+            profiler = profiling.StepProfiler(
+                config.profile, workdir, start_step + 1, progress.message
             )
-        # A group refuses a profile (group.why_alone): a lone run's trace.
-        profiler = profiling.StepProfiler(config.profile, workdir, start_step + 1, progress.message)
-        statuses, state = loop.train_loop(
-            runs, state, start_step, checkpoints, writers, progress, preempted, peak, profiler
-        )
+            statuses, state = loop.train_loop(
+                runs,
+                state,
+                start_step,
+                checkpoints,
+                writers,
+                progress,
+                preempted,
+                peak,
+                profiler,
+                clock,
+            )
         if exp.pruning is not None:
             # The sparsity each pruned array reached, in the manifest (and so the model card).
             for record, params, status in zip(
@@ -205,13 +229,14 @@ def main(argv: list[str]) -> int:
                 if status == "completed":
                     record["pruning"] = exp.pruning.report(params, config.train.steps)
     finally:
-        checkpoint.close_together(checkpoints)
-        # Fewer writers than runs when opening one failed.
-        for writer, status in zip(writers, statuses, strict=False):
-            writer.close(status)
-        progress.close()
-        for run_dir, record, status in zip(workdirs, records, statuses, strict=True):
-            manifest.end_attempt(run_dir, record, status)
+        with clock.phase("closing"):
+            checkpoint.close_together(checkpoints)
+            # Fewer writers than runs when opening one failed.
+            for writer, status in zip(writers, statuses, strict=False):
+                writer.close(status)
+            progress.close()
+            for run_dir, record, status in zip(workdirs, records, statuses, strict=True):
+                manifest.end_attempt(run_dir, record, status)
 
     # Evaluation suites and the model card of each run that completed, in this process.
     suites = suite_names(config.eval.suites)
@@ -221,12 +246,18 @@ def main(argv: list[str]) -> int:
         if suites and jax.process_count() > 1:
             progress.message("evaluation suites skipped (several processes): run launch.evaluate")
         elif suites:
-            summary = evaluate_checkpoint(run, run_dir, suites)
+            with clock.phase("evaluation suites"):
+                summary = evaluate_checkpoint(run, run_dir, suites)
             shown = ", ".join(
                 f"{k} {v:.4g}" for k, v in summary["headline"].items() if v is not None
             )
             progress.message(f"evaluation suites ({', '.join(suites)}): {shown}")
         progress.message(f"done: {os.path.abspath(run_dir)}")
+    # Where this process's time went; a group's runs share it (benchmarks/startup.md).
+    clock.close()
+    progress.message(clock.line())
+    for run_dir in workdirs:
+        manifest.record_phases(run_dir, clock.record())
     return 1 if "diverged" in statuses else 0
 
 

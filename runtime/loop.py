@@ -4,6 +4,7 @@ state. `launch.train` runs it; `launch.benchmark` times it."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from runtime.assembly import Experiment
 from runtime.group import Group
 from runtime.metric_writers import MetricWriter
 from runtime.peak_flops import Peak
+from runtime.phases import PhaseClock
 from runtime.profiling import StepProfiler
 from runtime.progress import Progress
 from runtime.step import TrainState
@@ -75,12 +77,14 @@ def train_loop(
     preempted: list[bool],
     peak: Peak,
     profiler: StepProfiler | None = None,
+    clock: PhaseClock | None = None,
 ) -> tuple[list[str], TrainState]:
     """Steps the group's runs (`runtime.group`; a lone run is a group of one) from `start_step`
     to `train.steps`: logs every `train.log_every` steps, evaluates every `eval.every`,
     checkpoints every `checkpoint.every` and when `preempted` becomes non-empty; run i's go to
     `writers[i]` and `checkpoints[i]`. MFU is logged against `peak` where the model states its
-    FLOPs; `profiler` traces the steps its config names (`runtime.profiling`; a lone run's).
+    FLOPs; `profiler` traces the steps its config names (`runtime.profiling`; a lone run's);
+    `clock` times the first step (which compiles), the others, evaluation and checkpoints.
     `state` holds each run's. Returns each run's status ('completed', 'preempted' or
     'diverged') and each run's last state.
 
@@ -88,6 +92,17 @@ def train_loop(
     still stepped: the program's shapes are fixed, and the runs do not touch each other's)."""
     exp = group.exp
     config = exp.config
+
+    def timed(phase: str) -> contextlib.AbstractContextManager:
+        return clock.phase(phase) if clock is not None else contextlib.nullcontext()
+
+    def finish_steps() -> None:
+        # Steps are dispatched asynchronously: wait for them, so that their time is not counted
+        # against whatever waits next (an evaluation, a checkpoint).
+        if clock is not None:
+            with clock.phase("steps"):
+                jax.block_until_ready(state)
+
     stopped: dict[int, str] = {}  # run -> status, for runs that stopped before the end
     # (step, each run's loss, were its updated parameters finite?), checked lazily: no host
     # sync per step.
@@ -97,7 +112,8 @@ def train_loop(
         return [i for i in range(len(group.runs)) if i not in stopped]
 
     def check_finite() -> None:
-        values = jax.device_get([(loss, finite) for _, loss, finite in pending])
+        with timed("steps"):  # waits for the steps dispatched since the last check
+            values = jax.device_get([(loss, finite) for _, loss, finite in pending])
         for (step, _, _), (losses, finites) in zip(pending, values, strict=True):
             for i, loss, finite in zip(range(len(group.runs)), losses, finites, strict=True):
                 if i in stopped:
@@ -123,8 +139,12 @@ def train_loop(
                 if profiler is not None:
                     profiler.before_step(step, state)
                 # Marks the step in a trace (the profiler's step view); costs nothing otherwise.
-                with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    state, metrics = group.train_step(state, group.next_batch())
+                first = step == start_step + 1
+                with timed("first step" if first else "steps"):
+                    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                        state, metrics = group.train_step(state, group.next_batch())
+                    if first and clock is not None:
+                        jax.block_until_ready(state)  # its compilation and its run, together
                 losses = [run_metrics["total_loss"] for run_metrics in metrics]
                 pending.append((step, losses, [m.pop("params_finite") for m in metrics]))
                 progress.advance(step)
@@ -138,11 +158,15 @@ def train_loop(
                         run = group.runs[i]
                         scalars[i].update(train_scalars(run, values, params[i], step, rate, peak))
                 if step % config.eval.every == 0 or last:
+                    finish_steps()
                     for i in training():
                         params = state[i].params
-                        scalars[i].update(
-                            evaluate(exp.eval_step, params, exp.dataset, config, exp.batch_sharding)
-                        )
+                        with timed("evaluation"):
+                            scalars[i].update(
+                                evaluate(
+                                    exp.eval_step, params, exp.dataset, config, exp.batch_sharding
+                                )
+                            )
                 for i in training():
                     if scalars[i]:
                         writers[i].write(step, scalars[i])
@@ -151,15 +175,18 @@ def train_loop(
                     timer, timer_step = time.monotonic(), step
                 if step % config.checkpoint.every == 0 or last or preempted:
                     check_finite()  # never checkpoint a state that is not finite
+                    finish_steps()
                     runs = training()
-                    checkpoint.save_together(
-                        [checkpoints[i] for i in runs],
-                        step,
-                        [state[i] for i in runs],
-                        [group.runs[i].train_iter for i in runs],
-                    )
-                for run_checkpoints in checkpoints:
-                    run_checkpoints.seal_finished()
+                    with timed("checkpoints"):
+                        checkpoint.save_together(
+                            [checkpoints[i] for i in runs],
+                            step,
+                            [state[i] for i in runs],
+                            [group.runs[i].train_iter for i in runs],
+                        )
+                with timed("checkpoints"):
+                    for run_checkpoints in checkpoints:
+                        run_checkpoints.seal_finished()
                 if profiler is not None:
                     profiler.after_step(step, (state, metrics))
                 if not training():

@@ -221,3 +221,11 @@ def end_attempt(workdir: str, record: dict[str, Any], status: str) -> None:
     record.update(status=status, end_time=now())
     record["attempts"][-1].update(end_time=now(), status=status)
     write(workdir, record)
+
+
+def record_phases(workdir: str, phases: dict[str, Any]) -> None:
+    """Where the latest attempt's process spent its time (`runtime.phases`), once it is over: the
+    evaluation suites run after the attempt's end is recorded. A group's runs share one record."""
+    record = read(workdir)
+    record["attempts"][-1]["phases"] = phases
+    write(workdir, record)
