@@ -122,6 +122,23 @@ class Predictor:
         return self._batches[key]
 
 
+class Predictors:
+    """One experiment's `Predictor`s, by sequence length (None: the model's own), each made on
+    first use: the runs of a group (`runtime.group`, an arm's seeds in one process) share one
+    model, so their evaluation suites share its compiled forward passes and decoded batches
+    instead of compiling and decoding them again per run."""
+
+    def __init__(self, exp: Experiment):
+        self.exp = exp
+        self._by_length: dict[int | None, Predictor] = {}
+
+    def at_length(self, seq_len: int | None = None) -> Predictor:
+        if seq_len not in self._by_length:
+            model = None if seq_len is None else self.exp.model.clone(seq_len=seq_len)
+            self._by_length[seq_len] = Predictor(self.exp, model)
+        return self._by_length[seq_len]
+
+
 def _items(
     dataset: data.Dataset, batch: dict[str, np.ndarray], logits: np.ndarray, offset: int
 ) -> Items:

@@ -17,7 +17,7 @@ from analysis import model_card, slices
 from analysis.runs import EVAL_DIR, jsonable
 from atomic_write import write_json_atomically
 from evaluation import suites
-from evaluation.predictions import Predictor
+from evaluation.predictions import Predictors
 from runtime import assembly, metric_writers
 from runtime.errors import UsageError
 
@@ -31,25 +31,36 @@ def suite_names(spec: str) -> list[str]:
 
 
 def evaluate_run(
-    exp: assembly.Experiment, params: Any, workdir: str, step: int, names: list[str]
+    exp: assembly.Experiment,
+    params: Any,
+    workdir: str,
+    step: int,
+    names: list[str],
+    predictors: Predictors | None = None,
 ) -> dict[str, Any]:
     """Runs the suites on `params` (the state after `step`), writes <workdir>/eval/ and the
-    model card, and returns eval/summary.json's contents."""
-    summary = evaluate_into(exp, params, os.path.join(workdir, EVAL_DIR), step, names)
+    model card, and returns eval/summary.json's contents. `predictors`: see evaluate_into."""
+    summary = evaluate_into(exp, params, os.path.join(workdir, EVAL_DIR), step, names, predictors)
     model_card.write(workdir)
     metric_writers.publish_outputs(workdir)
     return summary
 
 
 def evaluate_into(
-    exp: assembly.Experiment, params: Any, out_dir: str, step: int, names: list[str]
+    exp: assembly.Experiment,
+    params: Any,
+    out_dir: str,
+    step: int,
+    names: list[str],
+    predictors: Predictors | None = None,
 ) -> dict[str, Any]:
     """Runs the suites on `params` and writes what an eval directory holds into `out_dir`:
-    summary.json (returned), one <suite>.json each and the plots."""
+    summary.json (returned), one <suite>.json each and the plots. `predictors`: the compiled
+    forward passes of `exp`'s model, shared by the runs of a group (default: this call's own)."""
     os.makedirs(out_dir, exist_ok=True)
-    predictor = Predictor(exp)
-    items = predictor.run(params, exp.dataset)
-    context = suites.SuiteContext(exp, params, items, out_dir, predictor)
+    predictors = predictors or Predictors(exp)
+    items = predictors.at_length().run(params, exp.dataset)
+    context = suites.SuiteContext(exp, params, items, out_dir, predictors)
     results = {name: jsonable(result) for name, result in suites.run(names, context).items()}
     for name, result in results.items():
         _write_json(os.path.join(out_dir, f"{name}.json"), result)
@@ -95,9 +106,14 @@ def _write_json(path: str, value: Any) -> None:
     write_json_atomically(path, value, indent=2, allow_nan=False)
 
 
-def evaluate_checkpoint(exp: assembly.Experiment, workdir: str, names: list[str]) -> dict[str, Any]:
+def evaluate_checkpoint(
+    exp: assembly.Experiment,
+    workdir: str,
+    names: list[str],
+    predictors: Predictors | None = None,
+) -> dict[str, Any]:
     """Restores the run's newest checkpoint into `exp` and evaluates it (see evaluate_run)."""
     if jax.process_count() > 1:
         raise UsageError("the evaluation suites run in one process: use launch.evaluate")
     step, state = assembly.restored_state(exp, workdir, "evaluate")
-    return evaluate_run(exp, exp.model_params(state.params), workdir, step, names)
+    return evaluate_run(exp, exp.model_params(state.params), workdir, step, names, predictors)

@@ -26,7 +26,7 @@ from analysis import calibration, figures, slices
 from atomic_write import write_atomically
 from data import corruptions
 from data.tokenizer import TextTokenizer
-from evaluation.predictions import Items, Predictor
+from evaluation.predictions import Items, Predictor, Predictors
 from generation.decode import Generator, generates
 from generation.sampling import Sampling
 from registry import Registry
@@ -45,7 +45,12 @@ class SuiteContext:
     params: Any
     items: Items  # predictions on the evaluation split, uncorrupted
     out_dir: str  # <run>/eval
-    predictor: Predictor  # the experiment's compiled forward pass, shared by the suites
+    predictors: Predictors  # the model's compiled forward passes, shared by the suites
+
+    @property
+    def predictor(self) -> Predictor:
+        """The forward pass at the model's own length."""
+        return self.predictors.at_length()
 
     def write_png(self, name: str, png: bytes) -> str:
         write_atomically(os.path.join(self.out_dir, name), png)
@@ -172,7 +177,7 @@ def _length_curve(ctx: SuiteContext, clean: dict[str, float]) -> tuple[list, str
         except data.DataConfigError as e:
             failures.append(f"{factor}x: {e}")
             continue
-        longer = Predictor(ctx.exp, model.clone(seq_len=spec.seq_len * factor))
+        longer = ctx.predictors.at_length(spec.seq_len * factor)
         points.append(_curve_point(float(factor), longer.run(ctx.params, dataset)))
     return points, "; ".join(failures) or None
 

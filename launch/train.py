@@ -30,6 +30,7 @@ from ml_collections import config_flags
 
 import models
 from cluster import distributed
+from evaluation.predictions import Predictors
 from evaluation.run import evaluate_checkpoint, suite_names
 from runtime import (
     assembly,
@@ -238,8 +239,10 @@ def main(argv: list[str]) -> int:
             for run_dir, record, status in zip(workdirs, records, statuses, strict=True):
                 manifest.end_attempt(run_dir, record, status)
 
-    # Evaluation suites and the model card of each run that completed, in this process.
+    # Evaluation suites and the model card of each run that completed, in this process; a
+    # group's runs share one model, so its compiled forward passes.
     suites = suite_names(config.eval.suites)
+    predictors = Predictors(exp)
     for run_dir, run, status in zip(workdirs, runs.runs, statuses, strict=True):
         if status != "completed":
             continue
@@ -247,7 +250,7 @@ def main(argv: list[str]) -> int:
             progress.message("evaluation suites skipped (several processes): run launch.evaluate")
         elif suites:
             with clock.phase("evaluation suites"):
-                summary = evaluate_checkpoint(run, run_dir, suites)
+                summary = evaluate_checkpoint(run, run_dir, suites, predictors)
             shown = ", ".join(
                 f"{k} {v:.4g}" for k, v in summary["headline"].items() if v is not None
             )

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -162,7 +163,9 @@ class Experiment:
     # jitted: (state, batch, *step_extras) -> (state, metrics); donates the state
     train_step: Callable
     eval_step: Callable  # jitted: (params, batch) -> metrics
-    make_state: Callable[[], TrainState]  # a fresh, boxed state
+    # (seed) -> a fresh, boxed state. The seed may be traced: the seeds of an arm then compile
+    # one program, which a study's persistent compilation cache holds once.
+    make_state: Callable[[Any], TrainState]
     privacy: privacy_lib.DpSgdAccounting | None  # with privacy.dp_sgd: the epsilon spent by a step
     pruning: pruning_lib.Pruning | None  # with prune.sparsity > 0: what it prunes and reports
     # The model's parameters, whatever trains: boxed shapes, and their shardings.
@@ -256,7 +259,7 @@ def build(
         model_boxed = abstract_params(model)
     make_state = state_maker(config, model, tx, model_boxed)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(make_state)
+        boxed = jax.eval_shape(make_state, config.seed)
         specs = mesh_lib.param_specs(boxed.params)
         abstract = mesh_lib.unbox(boxed)
         state_specs = TrainState(
@@ -353,7 +356,8 @@ def build(
         train_iter=train_iter,
         model=model,
         tx=tx,
-        schedule=optimizer_lib.learning_rate_schedule(config),
+        # Read at every logging step: one compiled program, not one per operation of the formula.
+        schedule=jax.jit(optimizer_lib.learning_rate_schedule(config)),
         abstract_state=checkpoint.abstract_like(abstract, state_shardings),
         state_shardings=state_shardings,
         batch_sharding=batch_sharding,
@@ -376,16 +380,17 @@ def state_maker(
     model: nn.Module,
     tx: optax.GradientTransformation,
     model_boxed: Any,
-) -> Callable[[], TrainState]:
-    """A fresh, boxed state of the config's seed (its initialisation and dropout keys): the
-    model's parameters, or with LoRA adapters of the targets in `model_boxed` (the model's
-    abstract parameters) alone."""
+) -> Callable[[Any], TrainState]:
+    """(seed) -> a fresh, boxed state (its initialisation and dropout keys come from the seed):
+    the model's parameters, or with LoRA adapters of the targets in `model_boxed` (the model's
+    abstract parameters) alone. `tx` is the config's optimizer (DP-SGD's noise key is its
+    config's seed)."""
     if lora.enabled(config):
         targets = lora.find_targets(config.lora.targets, model_boxed)
-        return lambda: train_state(
-            lambda rng: lora.init_adapters(targets, config.lora.rank, rng), tx, config.seed
+        return lambda seed: train_state(
+            lambda rng: lora.init_adapters(targets, config.lora.rank, rng), tx, seed
         )
-    return lambda: init_state(model, tx, config.seed, model.example_inputs(1))
+    return lambda seed: init_state(model, tx, seed, model.example_inputs(1))
 
 
 def train_iterator(config: ml_collections.ConfigDict, dataset: data.Dataset) -> Any:
@@ -489,11 +494,13 @@ def with_frozen(step: Callable, frozen: Any) -> Callable:
 
 
 def fresh_state(exp: Experiment) -> TrainState:
-    """A new state, born sharded (each device initialises only its own shards)."""
+    """A new state of the config's seed, born sharded (each device initialises only its own
+    shards). The seed is an argument of the program, not a constant in it, so that every seed
+    compiles the same program; the values are bitwise those of a constant seed."""
     with exp.context():
         return jax.jit(
-            lambda: mesh_lib.unbox(exp.make_state()), out_shardings=exp.state_shardings
-        )()
+            lambda seed: mesh_lib.unbox(exp.make_state(seed)), out_shardings=exp.state_shardings
+        )(np.int32(exp.config.seed))
 
 
 def state_with_params(exp: Experiment, params: Any) -> TrainState:
@@ -502,7 +509,7 @@ def state_with_params(exp: Experiment, params: Any) -> TrainState:
     never computed: nothing uses them, so jit drops them."""
 
     def around(params: Any) -> TrainState:
-        fresh = mesh_lib.unbox(exp.make_state())
+        fresh = mesh_lib.unbox(exp.make_state(exp.config.seed))
         return fresh.replace(params=params, opt_state=exp.tx.init(params))
 
     with exp.context():

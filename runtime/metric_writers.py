@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -87,9 +88,25 @@ class JsonlWriter:
         self._file.close()
 
 
+def summary_writer_class() -> type:
+    """tensorboardX's SummaryWriter, imported without torch where torch is not yet loaded:
+    tensorboardX imports torch, when it is installed (the test extras), only to name a tensor
+    type, which cost every run about a second at start-up (benchmarks/startup.md); archlab writes
+    scalars alone. A later `import torch` is unaffected."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+    else:
+        sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX allows
+        try:
+            from tensorboardX import SummaryWriter
+        finally:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoardWriter:
     def __init__(self, workdir: str, resume_step: int, experiment: str):
-        from tensorboardX import SummaryWriter
+        SummaryWriter = summary_writer_class()  # noqa: N806 (a class)
 
         # purge_step hides events a killed attempt wrote past the checkpoint we resume from.
         self._tb = SummaryWriter(
