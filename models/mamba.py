@@ -115,8 +115,16 @@ def _sequential_scan(x, delta, A, B, C, D, initial_state):
     if initial_state is None:
         initial_state = jnp.zeros((x.shape[0], x.shape[2], A.shape[1]), jnp.float32)
     time_major = (jnp.moveaxis(a, 1, 0) for a in (x, delta, B, C))
-    y, state = fused_scan(*time_major, A, initial_state.astype(jnp.float32))
-    return jnp.moveaxis(y, 0, 1) + D * x, state
+    # The loop holds the state as [b, N, E]: E (the wide axis) innermost, where CPU vector
+    # units run along it, and sums over N are then adds of whole rows (mqar_step_time.md).
+    h0 = jnp.swapaxes(initial_state.astype(jnp.float32), 1, 2)
+    y, state = fused_scan(*time_major, A.T, h0)
+    return jnp.moveaxis(y, 0, 1) + D * x, jnp.swapaxes(state, 1, 2)
+
+
+# Loop iterations per compiled loop body: two fuse a pair of steps, which ran faster than one
+# (or four) on CPU (benchmarks/mqar_step_time.md).
+UNROLL = 2
 
 
 @jax.custom_vjp
@@ -124,10 +132,11 @@ def fused_scan(
     x: jax.Array, delta: jax.Array, B: jax.Array, C: jax.Array, A: jax.Array, h0: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """The recurrence without the skip term, time-major: x, delta [T, b, E]; B, C [T, b, N];
-    A [E, N]; h0 [b, E, N] -> (y [T, b, E], h_{T-1}), a `lax.scan` whose body does one whole step.
+    A [N, E]; h0 [b, N, E] -> (y [T, b, E], h_{T-1} [b, N, E]), a `lax.scan` whose body does
+    one whole step.
 
-    No [T, b, E, N] tensor but the states entering each step is ever made: decays, inputs and
-    read-outs are formed inside the loop, where a step's [b, E, N] stays in cache, and the
+    No [T, b, N, E] tensor but the states entering each step is ever made: decays, inputs and
+    read-outs are formed inside the loop, where a step's [b, N, E] stays in cache, and the
     backward pass (below) is one reverse loop of the same kind over the states the forward one
     kept. Products are multiplies and sums, which XLA fuses into the loop, not einsums. Autodiff
     of the scan, or the decays and inputs formed for all steps at once outside it, cost several
@@ -136,14 +145,14 @@ def fused_scan(
 
 
 def _fused_forward(x, delta, B, C, A, h0):
-    """(y, the last state, the state entering each step [T, b, E, N])."""
+    """(y, the last state, the state entering each step [T, b, N, E])."""
 
     def step(before, xs):
         x_t, delta_t, B_t, C_t = xs
-        h = jnp.exp(delta_t[..., None] * A) * before + (delta_t * x_t)[..., None] * B_t[:, None, :]
-        return h, (jnp.sum(h * C_t[:, None, :], axis=-1), before)
+        h = jnp.exp(delta_t[:, None] * A) * before + (delta_t * x_t)[:, None] * B_t[..., None]
+        return h, (jnp.sum(h * C_t[..., None], axis=1), before)
 
-    last, (y, entering) = jax.lax.scan(step, h0, (x, delta, B, C))
+    last, (y, entering) = jax.lax.scan(step, h0, (x, delta, B, C), unroll=UNROLL)
     return y, last, entering
 
 
@@ -161,23 +170,24 @@ def _fused_scan_bwd(residuals, grads):
     def step(carry, xs):
         later, grad_A = carry  # later: a_{t+1} lam_{t+1}
         x_t, delta_t, B_t, C_t, grad_y_t, h_before = xs
-        lam = grad_y_t[..., None] * C_t[:, None, :] + later
-        decay = jnp.exp(delta_t[..., None] * A)
-        h_t = decay * h_before + (delta_t * x_t)[..., None] * B_t[:, None, :]  # recomputed
+        lam = grad_y_t[:, None] * C_t[..., None] + later
+        decay = jnp.exp(delta_t[:, None] * A)
+        dx = delta_t * x_t
+        h_t = decay * h_before + dx[:, None] * B_t[..., None]  # recomputed
         grad_decay = lam * h_before * decay  # through the exp: d/d(delta_t A)
-        grad_dx = jnp.sum(lam * B_t[:, None, :], axis=-1)  # d/d(delta_t x_t)
+        grad_dx = jnp.sum(lam * B_t[..., None], axis=1)  # d/d(delta_t x_t)
         grads_t = (
             grad_dx * delta_t,
-            jnp.sum(grad_decay * A, axis=-1) + grad_dx * x_t,
-            jnp.sum(lam * (delta_t * x_t)[..., None], axis=1),
-            jnp.sum(h_t * grad_y_t[..., None], axis=1),
+            jnp.sum(grad_decay * A, axis=1) + grad_dx * x_t,
+            jnp.sum(lam * dx[:, None], axis=2),
+            jnp.sum(h_t * grad_y_t[:, None], axis=2),
         )
-        grad_A = grad_A + jnp.sum(grad_decay * delta_t[..., None], axis=0)
+        grad_A = grad_A + jnp.sum(grad_decay * delta_t[:, None], axis=0)
         return (decay * lam, grad_A), grads_t
 
     xs = (x, delta, B, C, grad_y, entering)
     (grad_h0, grad_A), (grad_x, grad_delta, grad_B, grad_C) = jax.lax.scan(
-        step, (grad_last, jnp.zeros_like(A)), xs, reverse=True
+        step, (grad_last, jnp.zeros_like(A)), xs, reverse=True, unroll=UNROLL
     )
     return grad_x, grad_delta, grad_B, grad_C, grad_A, grad_h0
 
