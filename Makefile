@@ -5,8 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 RUN_DIR ?= studies/mqar_mixers-$(shell date +%Y%m%d-%H%M%S)
-# The main job: the MQAR study's MAIN_ARMS (every sequence-mixer arm; ARMS=a,b to choose), 3 seeds
-# each, at its quick setting. The arm list is read from the study file, never copied here.
+# The main job: the MQAR study's MAIN_ARMS (the arms its claims name; ARMS=a,b to choose), 3 seeds
+# each, at its small setting. The arm list is read from the study file, never copied here.
 MAIN_ARMS = $(PY) -c 'from experiments.mqar_mixers import MAIN_ARMS; print(",".join(MAIN_ARMS))'
 
 .PHONY: run test test-slow lint install clean-venv mlflow-ui
@@ -21,7 +21,7 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 run: $(INSTALLED)
-	$(PY) -m launch.study experiments/mqar_mixers.py --setting=quick \
+	$(PY) -m launch.study experiments/mqar_mixers.py --setting=small \
 		--arms=$(or $(ARMS),$$($(MAIN_ARMS))) --workdir=$(RUN_DIR)
 
 test: $(INSTALLED)
