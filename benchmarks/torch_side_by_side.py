@@ -72,7 +72,7 @@ def main() -> None:
 
     def archlab_step() -> None:
         nonlocal state
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, *exp.step_extras)
         jax.block_until_ready((state, metrics))
 
     steps = {"archlab (JAX/XLA)": archlab_step}
