@@ -259,8 +259,8 @@ def main(argv: list[str]) -> int:
     # Where this process's time went; a group's runs share it (benchmarks/startup.md).
     clock.close()
     progress.message(clock.line())
-    for run_dir in workdirs:
-        manifest.record_phases(run_dir, clock.record())
+    for run_dir, record in zip(workdirs, records, strict=True):
+        manifest.record_phases(run_dir, record, clock.record())
     return 1 if "diverged" in statuses else 0
 
 

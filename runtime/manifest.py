@@ -223,9 +223,9 @@ def end_attempt(workdir: str, record: dict[str, Any], status: str) -> None:
     write(workdir, record)
 
 
-def record_phases(workdir: str, phases: dict[str, Any]) -> None:
-    """Where the latest attempt's process spent its time (`runtime.phases`), once it is over: the
-    evaluation suites run after the attempt's end is recorded. A group's runs share one record."""
-    record = read(workdir)
+def record_phases(workdir: str, record: dict[str, Any], phases: dict[str, Any]) -> None:
+    """Where the attempt's process spent its time (`runtime.phases`), added to its `record` (as
+    begin_attempt returned it) once the process is done: the evaluation suites run after the
+    attempt's end is recorded. A group's runs share one breakdown."""
     record["attempts"][-1]["phases"] = phases
     write(workdir, record)

@@ -64,6 +64,7 @@ class PhaseClock:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self._open.append(name)
+        self.seconds.setdefault(name, 0.0)  # the record lists phases in the order they began
         start = time.perf_counter()
         try:
             yield
@@ -86,23 +87,24 @@ class PhaseClock:
         """Stops listening to JAX (a process may make several clocks: the tests do)."""
         monitoring.unregister_event_duration_listener(self._on_event)
 
-    def record(self) -> dict[str, dict[str, float]]:
-        """For the manifest: {phase: {"seconds", "compiling_seconds", "compilations"}}, in the
-        order the phases first began."""
-        return {
-            name: {
+    def record(self) -> list[dict[str, float | str]]:
+        """For the manifest: [{"phase", "seconds", "compiling_seconds", "compilations"}] in the
+        order the phases first began (a list: the manifest's keys are written sorted)."""
+        return [
+            {
+                "phase": name,
                 "seconds": round(seconds, 3),
                 "compiling_seconds": round(self.compiling.get(name, 0.0), 3),
                 "compilations": self.compilations.get(name, 0),
             }
             for name, seconds in self.seconds.items()
-        }
+        ]
 
     def line(self) -> str:
         """One line for the log: `time: imports 4.1 s, build 2.0 s (compiling 0.3 s in 2), ...`."""
         parts = []
-        for name, entry in self.record().items():
-            part = f"{name} {entry['seconds']:.1f} s"
+        for entry in self.record():
+            part = f"{entry['phase']} {entry['seconds']:.1f} s"
             if entry["compilations"]:
                 n = entry["compilations"]
                 part += f" (compiling {entry['compiling_seconds']:.1f} s in {n})"

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from analysis.runs import MANIFEST_FILE, read_json
 from runtime.phases import PhaseClock, seconds_since_process_start
+from tests.conftest import run_train
 
 
 @pytest.fixture
@@ -19,11 +21,15 @@ def clock():
     clock.close()
 
 
+def by_phase(clock: PhaseClock) -> dict[str, dict]:
+    return {entry["phase"]: entry for entry in clock.record()}
+
+
 def test_a_phase_entered_twice_adds_up(clock):
     for _ in range(2):
         with clock.phase("evaluation"):
             time.sleep(0.02)
-    assert clock.record()["evaluation"]["seconds"] >= 0.04
+    assert by_phase(clock)["evaluation"]["seconds"] >= 0.04
 
 
 def test_an_inner_phase_is_taken_out_of_the_outer_one(clock):
@@ -33,7 +39,8 @@ def test_an_inner_phase_is_taken_out_of_the_outer_one(clock):
         with clock.phase("checkpoints"):
             time.sleep(0.05)
     wall = time.perf_counter() - start
-    record = clock.record()
+    record = by_phase(clock)
+    assert [entry["phase"] for entry in clock.record()] == ["training loop", "checkpoints"]
     assert record["checkpoints"]["seconds"] >= 0.05
     assert 0.03 <= record["training loop"]["seconds"] < 0.05
     assert sum(entry["seconds"] for entry in record.values()) == pytest.approx(wall, abs=0.005)
@@ -46,7 +53,7 @@ def test_compilations_count_in_the_phase_that_caused_them(clock):
         double(x).block_until_ready()
     with clock.phase("steps"):
         double(x).block_until_ready()  # already compiled
-    record = clock.record()
+    record = by_phase(clock)
     assert record["first step"]["compilations"] == 1
     assert record["first step"]["compiling_seconds"] > 0
     assert record["steps"]["compilations"] == 0
@@ -58,7 +65,7 @@ def test_a_closed_clock_stops_listening():
     clock.close()
     with clock.phase("after"):
         jax.jit(lambda x: x - 3)(jnp.ones(5)).block_until_ready()
-    assert clock.record()["after"]["compilations"] == 0
+    assert by_phase(clock)["after"]["compilations"] == 0
 
 
 def test_the_time_before_our_code_ran_is_known_on_linux(clock):
@@ -76,3 +83,16 @@ def test_the_log_line_names_every_phase_and_the_total(clock):
     line = clock.line()
     assert line.startswith("time: build ")
     assert "compiling" in line and "steps 0.0 s" in line and line.endswith("s in all")
+
+
+def test_a_run_says_where_its_time_went_and_keeps_it_in_its_manifest(data_dir, tmp_path):
+    result = run_train(data_dir, tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "time: imports " in result.stdout + result.stderr
+    recorded = read_json(str(tmp_path / "run" / MANIFEST_FILE))["attempts"][-1]["phases"]
+    assert [entry["phase"] for entry in recorded][:2] == ["imports", "checks"]
+    phases = {entry["phase"]: entry for entry in recorded}
+    assert phases["first step"]["compilations"] == 1  # the train step, once
+    # Every later step runs the program the first one compiled.
+    assert phases["steps"]["compilations"] == 0
+    assert all(entry["seconds"] >= 0 for entry in recorded)
