@@ -67,9 +67,8 @@ LEARNING: dict[str, dict] = {
 # mixer).
 MIXER_ARMS = ("attention", "linear", "retnet", "gla", "mamba2", "deltanet", "mamba", "hyena")
 # What the main job (`make run`) trains: the claims' arms at the small setting, where the mixers
-# have converged or failed. All eight would take about half an hour on 2 cores (Mamba's 4-layer
-# sequential scan alone, 3 seeds, is over 10 minutes), so arms were cut rather than steps
-# (mqar_mixers.md).
+# have converged or failed. All eight do not fit its 10 minutes on 2 cores (Mamba's sequential
+# scan least of all), so arms were cut rather than steps (what each costs: mqar_mixers.md).
 MAIN_ARMS = ("attention", "deltanet", "mamba2")
 BASELINE = "attention"
 SEEDS = 3

@@ -91,8 +91,8 @@ class JsonlWriter:
 def summary_writer_class() -> type:
     """tensorboardX's SummaryWriter, imported without torch where torch is not yet loaded:
     tensorboardX imports torch, when it is installed (the test extras), only to name a tensor
-    type, which cost every run about a second at start-up (benchmarks/startup.md); archlab writes
-    scalars alone. A later `import torch` is unaffected."""
+    type, and importing torch is a large part of a short run's start-up (benchmarks/startup.md);
+    archlab writes scalars alone. A later `import torch` is unaffected."""
     if "torch" in sys.modules:
         from tensorboardX import SummaryWriter
     else:
