@@ -98,10 +98,9 @@ def train_loop(
 
     def finish_steps() -> None:
         # Steps are dispatched asynchronously: wait for them, so that their time is not counted
-        # against whatever waits next (an evaluation, a checkpoint).
-        if clock is not None:
-            with clock.phase("steps"):
-                jax.block_until_ready(state)
+        # against whatever waits next (an evaluation, a checkpoint, which wait anyway).
+        with timed("steps"):
+            jax.block_until_ready(state)
 
     stopped: dict[int, str] = {}  # run -> status, for runs that stopped before the end
     # (step, each run's loss, were its updated parameters finite?), checked lazily: no host
@@ -138,12 +137,12 @@ def train_loop(
             for step in range(start_step + 1, config.train.steps + 1):
                 if profiler is not None:
                     profiler.before_step(step, state)
-                # Marks the step in a trace (the profiler's step view); costs nothing otherwise.
                 first = step == start_step + 1
                 with timed("first step" if first else "steps"):
+                    # Marks the step in a trace (the profiler's step view); costs nothing else.
                     with jax.profiler.StepTraceAnnotation("train", step_num=step):
                         state, metrics = group.train_step(state, group.next_batch())
-                    if first and clock is not None:
+                    if first:
                         jax.block_until_ready(state)  # its compilation and its run, together
                 losses = [run_metrics["total_loss"] for run_metrics in metrics]
                 pending.append((step, losses, [m.pop("params_finite") for m in metrics]))
