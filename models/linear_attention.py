@@ -110,6 +110,59 @@ def sums_after(g: jax.Array, axis: int) -> jax.Array:
     return jnp.moveaxis(after, -1, axis)
 
 
+# Up to this many chunks, the states entering them are computed at once as a masked product
+# (N x N per key channel); beyond it, by a scan over the chunks, whose work grows as N rather than
+# N^2. Where each wins on CPU: benchmarks/mqar_step_time.md.
+PARALLEL_CHUNKS = 16
+
+
+def chunk_states(
+    log_carry: jax.Array, writes: jax.Array, initial_state: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
+    """The recurrence across chunks, S_n = e^{log_carry_n} * S_{n-1} + writes_n, from S_{-1} =
+    `initial_state` (None: zero). log_carry [B, H, N] or [B, H, N, K]; writes [B, H, N, K, V].
+    Returns (the final state [B, H, K, V], the state entering each chunk [B, H, N, K, V]).
+
+    With N <= PARALLEL_CHUNKS, with L_n = log_carry_n,
+        S_n = sum_{m<=n} e^{sum_{m<l<=n} L_l} writes_m + e^{sum_{l<=n} L_l} S_{-1}:
+    exponents are sums of log-gates (<= 0), masked before the exp as within
+    a chunk, and no loop runs (a scan of a few chunks cost more than the product on CPU)."""
+    n = writes.shape[2]
+    vector = log_carry.ndim == writes.ndim - 1
+    zero = jnp.zeros(writes.shape[:2] + writes.shape[3:], jnp.float32)
+    start = zero if initial_state is None else initial_state
+    if n == 1:  # no loop, so that an unused final state costs nothing (XLA drops it)
+        carry = jnp.exp(log_carry[:, :, 0])
+        carry = carry[..., None] if vector else carry[..., None, None]
+        return carry * start + writes[:, :, 0], start[:, :, None]
+    if n <= PARALLEL_CHUNKS:
+        causal = np.tril(np.ones((n, n), bool))
+        if vector:  # [B, H, K, N(i), N(j)]
+            decay = jnp.exp(
+                jnp.where(causal, segment_sums(jnp.swapaxes(log_carry, -1, -2)), -jnp.inf)
+            )
+            after = jnp.einsum("bhkij,bhjkv->bhikv", decay, writes)
+        else:  # [B, H, N(i), N(j)]
+            decay = jnp.exp(jnp.where(causal, segment_sums(log_carry), -jnp.inf))
+            after = jnp.einsum("bhij,bhjkv->bhikv", decay, writes)
+        if initial_state is not None:
+            since = jnp.exp(jnp.cumsum(log_carry, axis=2))
+            since = since[..., None] if vector else since[..., None, None]
+            after += since * initial_state[:, :, None]
+        entering = jnp.concatenate([start[:, :, None], after[:, :, :-1]], axis=2)
+        return after[:, :, -1], entering
+    carry = jnp.exp(log_carry)
+    carry = carry[..., None] if vector else carry[..., None, None]
+
+    def advance(state, xs):
+        carry, write = xs
+        return carry * state + write, state
+
+    xs = (jnp.moveaxis(carry, 2, 0), jnp.moveaxis(writes, 2, 0))
+    state, entering = jax.lax.scan(advance, start, xs)
+    return state, jnp.moveaxis(entering, 0, 2)
+
+
 def chunked(
     q: jax.Array,
     k: jax.Array,
@@ -135,9 +188,9 @@ def chunked(
     inf ever appears, in values or gradients).
 
     Everything but the state entering each chunk is computed for all chunks at once, as batched
-    products; only S' = e^{a_C} * S + W, element-wise, runs as a scan over the chunks. (A scan
-    whose body held the products was several times slower on CPU, its backward most:
-    benchmarks/mqar_step_time.md.)
+    products; only S' = e^{a_C} * S + W runs across them (`chunk_states`: a masked product for a
+    few chunks, a scan for many). (A scan whose body held the products was several times slower
+    on CPU, its backward most: benchmarks/mqar_step_time.md.)
     """
     b, t, h, _ = q.shape
     c = max(1, min(chunk_size, t))
@@ -160,7 +213,7 @@ def chunked(
         decay = jnp.exp(jnp.where(causal, segment_sums(jnp.swapaxes(g, -1, -2)), -jnp.inf))
         scores = jnp.einsum("...ik,...jk,...kij->...ij", q, k, decay)
         q_read, k_write = q * jnp.exp(since_start), k * jnp.exp(to_end)
-        carry = jnp.exp(since_start[..., -1, :])[..., None]  # [B, H, N, K, 1]
+        log_carry = since_start[..., -1, :]  # [B, H, N, K]: each chunk's decay, start to end
     else:  # decay [B, H, N, C(i), C(j)]
         since_start = jnp.cumsum(g, axis=-1)
         to_end = sums_after(g, axis=-1)
@@ -172,27 +225,13 @@ def chunked(
             q, k = kernel.features(q), kernel.features(k)
         q_read = q * jnp.exp(since_start)[..., None]
         k_write = k * jnp.exp(to_end)[..., None]
-        carry = jnp.exp(since_start[..., -1])[..., None, None]  # [B, H, N, 1, 1]
+        log_carry = since_start[..., -1]  # [B, H, N]
     out = jnp.einsum("...ij,...jv->...iv", scores, v)
     writes = jnp.einsum("...jk,...jv->...kv", k_write, v)  # [B, H, N, K, V]
     reads_first = initial_state is not None
-    if initial_state is None:  # training: nothing enters the first chunk, so nothing to read
-        initial_state = jnp.zeros(writes.shape[:2] + writes.shape[3:], jnp.float32)
-    initial_state = initial_state.astype(jnp.float32)
-    if n == 1:  # no loop, so that an unused final state costs nothing (XLA drops it)
-        state, entering = (
-            carry[:, :, 0] * initial_state + writes[:, :, 0],
-            initial_state[:, :, None],
-        )
-    else:
-
-        def advance(state, xs):
-            carry, write = xs
-            return carry * state + write, state
-
-        xs = (jnp.moveaxis(carry, 2, 0), jnp.moveaxis(writes, 2, 0))
-        state, entering = jax.lax.scan(advance, initial_state, xs)
-        entering = jnp.moveaxis(entering, 0, 2)  # [B, H, N, K, V]: the state entering each chunk
+    if initial_state is not None:
+        initial_state = initial_state.astype(jnp.float32)
+    state, entering = chunk_states(log_carry, writes, initial_state)
     if reads_first:
         out += jnp.einsum("...ik,...kv->...iv", q_read, entering)
     elif n > 1:

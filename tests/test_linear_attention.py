@@ -20,6 +20,7 @@ from models.linear_attention import (
     DEFAULTS,
     TAYLOR,
     LinearAttention,
+    chunk_states,
     chunked,
     l2_normalize,
     recurrent,
@@ -74,6 +75,32 @@ def test_chunked_equals_recurrent_with_gradients(log_gate, vector, chunk_size):
     for name, gc, gr in zip(["q", "k", "v", "log_gates", "state"], grads_c, grads_r, strict=True):
         assert np.all(np.isfinite(gc)), name
         assert_rel(gc, gr, what=f"d/d{name}")
+
+
+@pytest.mark.parametrize("from_state", [False, True], ids=["from_zero", "from_a_state"])
+@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
+@pytest.mark.parametrize("log_gate", [-1e-3, -20.0], ids=["weak", "strong"])
+def test_chunk_states_at_once_equal_the_scan_over_chunks(log_gate, vector, from_state, monkeypatch):
+    """The two ways across chunks (a masked product for a few chunks, a scan for many) give the
+    same states and gradients."""
+    n = 5
+    keys = jax.random.split(jax.random.key(1), 3)
+    log_carry = log_gate * jax.random.uniform(
+        keys[0], (B, H, n, K) if vector else (B, H, n), minval=0.5, maxval=1.5
+    )
+    writes = jax.random.normal(keys[1], (B, H, n, K, V))
+    start = jax.random.normal(keys[2], (B, H, K, V)) if from_state else None
+
+    def states(*args):
+        return chunk_states(*args, start)
+
+    at_once = grads_and_outputs(states, (log_carry, writes))
+    monkeypatch.setattr("models.linear_attention.PARALLEL_CHUNKS", 0)
+    scanned = grads_and_outputs(states, (log_carry, writes))
+    for name, a, s in zip(["d/dlog_carry", "d/dwrites"], at_once[0], scanned[0], strict=True):
+        assert_rel(a, s, what=name)
+    for name, a, s in zip(["final state", "entering"], at_once[1], scanned[1], strict=True):
+        assert_rel(a, s, what=name)
 
 
 @pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
