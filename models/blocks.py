@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models import products
+
 Dtype = Any
 Names = tuple[str | None, ...]
 
@@ -44,6 +46,10 @@ def remat_block(block_cls: type[nn.Module], policy: str) -> type[nn.Module]:
     return nn.remat(block_cls, static_argnums=(2,), policy=REMAT_POLICIES[policy])
 
 
+# The code of `jax.lax.dot_general` as imported: qwix swaps it while a quantized model runs.
+_PLAIN_DOT_GENERAL_CODE = jax.lax.dot_general.__code__
+
+
 def constrain(x: jax.Array, names: Names = ACTIVATION_NAMES) -> jax.Array:
     """Logical sharding constraint; a no-op outside `nn.logical_axis_rules`."""
     return nn.with_logical_constraint(x, names)
@@ -62,6 +68,8 @@ class Dense(nn.Module):
     axis: tuple[int, ...] = (-1,)
     use_bias: bool = False
     dtype: Dtype = jnp.float32
+    # On CPU, form the weight gradient from a transposed copy of the input (_transposes_input).
+    transpose_input_for_grad: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -87,7 +95,11 @@ class Dense(nn.Module):
             # [batch, length, in] as one [tokens, in] matrix: the weight gradient then contracts
             # a single axis, where with two XLA on CPU first copies the activation gradient into
             # a transposed layout, element by element (experiments/reference_lm.md: the step).
-            y = jax.lax.dot_general(x.reshape(-1, x.shape[-1]), kernel, (((1,), (0,)), ((), ())))
+            tokens = x.reshape(-1, x.shape[-1])
+            if self._transposes_input():
+                y = products.matmul(tokens, kernel.reshape(kernel.shape[0], -1))
+            else:
+                y = jax.lax.dot_general(tokens, kernel, (((1,), (0,)), ((), ())))
             y = y.reshape(*x.shape[:-1], *self.features)
         else:
             y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(n_in))), ((), ())))
@@ -101,6 +113,17 @@ class Dense(nn.Module):
             y = y + bias.astype(self.dtype)
         return y
 
+    def _transposes_input(self) -> bool:
+        """Whether this call takes `products.matmul`. XLA on CPU otherwise transposes the
+        gradient arriving at the projection, inside the fusion that computes it; after a mixer's
+        chain of activation, norm and chunk reshapes, that fusion's transposed writes cost more
+        than the product (benchmarks/mqar_step_time.md). Not under qwix, whose quantized product
+        must keep its own gradient."""
+        return (
+            self.transpose_input_for_grad
+            and jax.lax.dot_general.__code__ is _PLAIN_DOT_GENERAL_CODE
+        )
+
 
 def dense(
     features: int | tuple[int, ...],
@@ -110,11 +133,12 @@ def dense(
     axis: int | tuple[int, ...] = -1,
     use_bias: bool = False,
     name: str | None = None,
+    transpose_input_for_grad: bool = False,
 ) -> Dense:
     """A projection whose kernel (and bias) carry logical names; `names` covers kernel axes."""
     features = features if isinstance(features, tuple) else (features,)
     axis = axis if isinstance(axis, tuple) else (axis,)
-    return Dense(features, names, axis, use_bias, dtype, name=name)
+    return Dense(features, names, axis, use_bias, dtype, transpose_input_for_grad, name=name)
 
 
 def rms_norm(

@@ -31,6 +31,7 @@ Positions enter only through the decay (and `model.short_conv`): RoPE is not app
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -40,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import blocks
+from models import blocks, products
 from models.mixer import SequenceMixer, valid_mask
 from models.registry import CONFIG_SECTIONS, MIXERS, check_choice
 
@@ -226,16 +227,16 @@ def chunked(
         q_read = q * jnp.exp(since_start)[..., None]
         k_write = k * jnp.exp(to_end)[..., None]
         log_carry = since_start[..., -1]  # [B, H, N]
-    out = jnp.einsum("...ij,...jv->...iv", scores, v)
-    writes = jnp.einsum("...jk,...jv->...kv", k_write, v)  # [B, H, N, K, V]
+    out = products.matmul(scores, v)
+    writes = products.matmul(products.transposed(k_write), v)  # [B, H, N, K, V]
     reads_first = initial_state is not None
     if initial_state is not None:
         initial_state = initial_state.astype(jnp.float32)
     state, entering = chunk_states(log_carry, writes, initial_state)
     if reads_first:
-        out += jnp.einsum("...ik,...kv->...iv", q_read, entering)
+        out += products.matmul(q_read, entering)
     elif n > 1:
-        later = jnp.einsum("...ik,...kv->...iv", q_read[:, :, 1:], entering[:, :, 1:])
+        later = products.matmul(q_read[:, :, 1:], entering[:, :, 1:])
         out = out.at[:, :, 1:].add(later)
     out = jnp.moveaxis(out, 1, 3).reshape(b, n * c, h, v.shape[-1])  # [B, T', H, V]
     return out[:, :t], state
@@ -304,13 +305,16 @@ class LowRankVectorDecay(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        low = blocks.dense(self.rank, ("embed", None), self.dtype, name="down")(x)
+        low = blocks.dense(
+            self.rank, ("embed", None), self.dtype, name="down", transpose_input_for_grad=True
+        )(x)
         logits = blocks.dense(
             (self.num_heads, self.key_dim),
             (None, "heads", "kv"),
             self.dtype,
             use_bias=True,
             name="up",
+            transpose_input_for_grad=True,
         )(low)
         return jax.nn.log_sigmoid(logits.astype(jnp.float32)) / self.normalizer
 
@@ -356,20 +360,26 @@ class ProjectedRecurrentMixer(SequenceMixer):
     def setup(self) -> None:
         key_dim, value_dim = self.dims(self.d_model, self.num_heads, self.options)
         self.key_dim, self.value_dim = key_dim, value_dim
-        names = ("embed", "heads", "kv")
-        bias = self.use_bias
-        self.query = blocks.dense((self.num_heads, key_dim), names, self.dtype, use_bias=bias)
-        self.key = blocks.dense((self.num_heads, key_dim), names, self.dtype, use_bias=bias)
-        self.value = blocks.dense((self.num_heads, value_dim), names, self.dtype, use_bias=bias)
+        # The projections of x: their gradients arrive through the recurrence's reshapes and
+        # activations, where a transposed input is cheaper (blocks.Dense._transposes_input).
+        names, bias = ("embed", "heads", "kv"), self.use_bias
+        projection = functools.partial(
+            blocks.dense,
+            names=names,
+            dtype=self.dtype,
+            use_bias=bias,
+            transpose_input_for_grad=True,
+        )
+        self.query = projection((self.num_heads, key_dim))
+        self.key = projection((self.num_heads, key_dim))
+        self.value = projection((self.num_heads, value_dim))
         self.out = blocks.dense(
             self.d_model, ("heads", "kv", "embed"), self.dtype, axis=(-2, -1), use_bias=bias
         )
         if self.options["output_norm"]:
             self.out_norm = blocks.rms_norm(jnp.float32, axis_name="kv")
         if self.options["output_gate"]:
-            self.out_gate = blocks.dense(
-                (self.num_heads, value_dim), names, self.dtype, use_bias=bias
-            )
+            self.out_gate = projection((self.num_heads, value_dim))
         self._extra_setup()
 
     def _extra_setup(self) -> None:
