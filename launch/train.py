@@ -127,7 +127,13 @@ def flag_name(arg: str) -> str:
 @exit_on_usage_error
 def main(argv: list[str]) -> int:
     keeps_freed_memory = host_memory.keep_freed_memory()  # before JAX starts its threads
-    clock = phases.PhaseClock()  # printed at the end and kept in each run's manifest
+    # Where the time goes, printed at the end and kept in each run's manifest.
+    with phases.PhaseClock() as clock:
+        return train_and_evaluate(argv, clock, keeps_freed_memory)
+
+
+def train_and_evaluate(argv: list[str], clock: phases.PhaseClock, keeps_freed_memory: bool) -> int:
+    """`main`'s work, timed by `clock`."""
     clock.record_since_start("imports")
 
     # Checks: everything that needs neither devices nor data. With --seeds, every run's.

@@ -54,6 +54,7 @@ class PhaseClock:
         self.compilations: dict[str, int] = {}
         self._open: list[str] = []
         monitoring.register_event_duration_secs_listener(self._on_event)
+        self._listening = True
 
     def record_since_start(self, name: str) -> None:
         """Adds `name` for the time before this process ran our code, where the OS tells it."""
@@ -84,8 +85,16 @@ class PhaseClock:
                 self.compilations[name] = self.compilations.get(name, 0) + 1
 
     def close(self) -> None:
-        """Stops listening to JAX (a process may make several clocks: the tests do)."""
-        monitoring.unregister_event_duration_listener(self._on_event)
+        """Stops listening to JAX (a process may make several clocks: the tests do). Once."""
+        if self._listening:
+            monitoring.unregister_event_duration_listener(self._on_event)
+            self._listening = False
+
+    def __enter__(self) -> PhaseClock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()  # also when the block raised: no listener outlives its clock
 
     def record(self) -> list[dict[str, float | str]]:
         """For the manifest: [{"phase", "seconds", "compiling_seconds", "compilations"}] in the

@@ -68,6 +68,17 @@ def test_a_closed_clock_stops_listening():
     assert by_phase(clock.record())["after"]["compilations"] == 0
 
 
+def test_a_clock_as_a_block_stops_listening_even_when_the_block_raises():
+    """launch.train times its work inside `with PhaseClock()`: a run that fails part-way leaves
+    no listener behind in the process (and closing twice is harmless)."""
+    with pytest.raises(RuntimeError), PhaseClock() as clock:
+        raise RuntimeError("a run failed")
+    with clock.phase("after"):
+        jax.jit(lambda x: x - 4)(jnp.ones(6)).block_until_ready()
+    assert by_phase(clock.record())["after"]["compilations"] == 0
+    clock.close()
+
+
 def test_the_time_before_our_code_ran_is_known_on_linux(clock):
     elapsed = seconds_since_process_start()
     assert elapsed is not None and 0 < elapsed < 24 * 3600
