@@ -263,7 +263,6 @@ def train_and_evaluate(argv: list[str], clock: phases.PhaseClock, keeps_freed_me
             progress.message(f"evaluation suites ({', '.join(suites)}): {shown}")
         progress.message(f"done: {os.path.abspath(run_dir)}")
     # Where this process's time went; a group's runs share it (benchmarks/startup.md).
-    clock.close()
     progress.message(clock.line())
     for run_dir, record in zip(workdirs, records, strict=True):
         manifest.record_phases(run_dir, record, clock.record())

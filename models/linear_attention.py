@@ -130,8 +130,10 @@ def chunk_states(
     a chunk, and no loop runs (a scan of a few chunks cost more than the product on CPU)."""
     n = writes.shape[2]
     vector = log_carry.ndim == writes.ndim - 1
-    zero = jnp.zeros(writes.shape[:2] + writes.shape[3:], jnp.float32)
-    start = zero if initial_state is None else initial_state
+    if initial_state is None:
+        start = jnp.zeros(writes.shape[:2] + writes.shape[3:], jnp.float32)
+    else:
+        start = initial_state
     if n == 1:  # no loop, so that an unused final state costs nothing (XLA drops it)
         carry = jnp.exp(log_carry[:, :, 0])
         carry = carry[..., None] if vector else carry[..., None, None]
